@@ -1,0 +1,25 @@
+"""Test-wide settings: one BLAS/torch thread per pytest worker, and the shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if (SHARED_DATA / "templateflow").is_dir():
+    os.environ.setdefault("TEMPLATEFLOW_HOME", str(SHARED_DATA / "templateflow"))
+    os.environ.setdefault("TEMPLATEFLOW_AUTOUPDATE", "0")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real data, template meshes); skips where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("needs ../shared/data beside the project")
+    return SHARED_DATA
