@@ -1,0 +1,1 @@
+"""Double stationary-bootstrap confidence intervals with Hall–Horowitz calibration."""

@@ -1,0 +1,1 @@
+"""Command-line entry points: hemocoupling, hemocoupling-simulate, hemocoupling-train."""

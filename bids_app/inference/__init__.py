@@ -1,0 +1,1 @@
+"""MAP estimation of the θ field and Laplace-evidence hyperparameter selection."""

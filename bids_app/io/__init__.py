@@ -1,0 +1,1 @@
+"""Disk I/O: BIDS discovery, GIFTI/CIFTI/confounds/meshes in, derivatives out."""

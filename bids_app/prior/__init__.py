@@ -1,0 +1,1 @@
+"""Spatial prior: mesh FEM, Matérn SPDE precision, sparse Cholesky, GMRF sampling."""

@@ -1,0 +1,1 @@
+"""Stage 1 input: synthetic resting-state BOLD (HRFs, neural events, datasets)."""

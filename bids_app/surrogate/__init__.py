@@ -1,0 +1,1 @@
+"""Learned marginal likelihood: spectral summary network + nflows conditional flow."""

@@ -1,0 +1,1 @@
+"""Participant and group workflows: the pipeline as a handful of stage calls."""
