@@ -1,0 +1,120 @@
+"""``hemocoupling`` entry point: argv → :class:`Config` → workflow → exit code.
+
+Only this module turns :mod:`bids_app.errors` exceptions into exit codes and one-line
+messages; the workflows never read argv nor call ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from bids_app import __version__
+from bids_app.cli.parser import build_parser
+from bids_app.config import Config, make_config
+from bids_app.errors import HemocouplingError
+
+LOGGER = logging.getLogger("hemocoupling")
+LOGGER.addHandler(logging.NullHandler())  # errors before logging starts go to stderr once
+_VERSIONED = ("numpy", "scipy", "torch", "nflows", "nibabel", "pybids", "templateflow",
+              "nilearn", "pandas", "scikit-sparse")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; return the documented exit code (see ``bids_app.errors``)."""
+    try:
+        args = build_parser().parse_args(argv)
+        config = make_config(args)
+        log_file = start_logging(config)
+        apply_threads(config)
+        LOGGER.info("hemocoupling %s, %s level; log %s",
+                    __version__, config.analysis_level, log_file)
+        run_workflow(config)
+    except HemocouplingError as err:
+        LOGGER.error("%s", err)
+        print(f"hemocoupling: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except SystemExit as done:  # --help / --version
+        return int(done.code or 0)
+    except Exception as err:  # a bug or an unforeseen failure: full trace to the log only
+        LOGGER.exception("runtime failure")
+        print(f"hemocoupling: runtime failure: {type(err).__name__}: {err} (details in logs/)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_workflow(config: Config) -> None:
+    """Dispatch to the participant or group workflow (imported late: heavy modules)."""
+    if config.analysis_level == "participant":
+        from bids_app.workflows.participant import run_participants
+
+        run_participants(config)
+    else:
+        from bids_app.workflows.group import run_group
+
+        run_group(config)
+
+
+def start_logging(config: Config) -> Path:
+    """Log to ``OUTPUT_DIR/logs/`` and save the resolved config and versions beside it.
+
+    File names carry a timestamp and the PID so concurrent participant jobs never
+    share a log file.
+    """
+    logs = config.output_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+    labels = "_".join(f"sub-{x}" for x in config.participant_labels[:3]) or config.analysis_level
+    stem = logs / f"hemocoupling_{labels}_{stamp}"
+    record = {"config": config.to_dict(), "versions": package_versions(),
+              "python": platform.python_version(), "platform": platform.platform()}
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str))
+
+    level = logging.DEBUG if config.verbose >= 2 else logging.INFO
+    file_handler = logging.FileHandler(stem.with_suffix(".log"))
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    file_handler.setLevel(logging.DEBUG)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    console.setLevel(level if config.verbose else logging.WARNING)
+    root = logging.getLogger("bids_app")
+    for logger in (LOGGER, root):
+        logger.setLevel(logging.DEBUG)
+        logger.handlers = [file_handler, console]
+        logger.propagate = False
+    return stem.with_suffix(".log")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of hemocoupling and its numerical stack, for the log."""
+    found = {"hemocoupling": __version__}
+    for name in _VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def apply_threads(config: Config) -> None:
+    """Cap BLAS/OpenMP and torch intra-op threads at ``--omp-nthreads``."""
+    from threadpoolctl import threadpool_limits
+
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(config.omp_nthreads)  # inherited by worker processes
+    threadpool_limits(limits=config.omp_nthreads)
+    import torch
+
+    torch.set_num_threads(config.omp_nthreads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

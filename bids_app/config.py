@@ -1,0 +1,180 @@
+"""The one validated, immutable run configuration.
+
+The CLI parses argv into a :class:`Config`; workflows only ever see this object, so a
+run is fully described by it (it is written to ``OUTPUT_DIR/logs/`` as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bids_app.errors import MissingInputError, OutputError, UsageError
+
+_LABEL = re.compile(r"^[0-9A-Za-z]+$")
+# Hyperparameter grids searched by Laplace evidence when none are given (DESIGN §4).
+DEFAULT_KAPPAS = (5e-4, 5e-3, 5e-2, 5e-1)
+DEFAULT_TAU2S = (1e2, 1e3, 1e4, 1e5, 1e6)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a workflow needs to know about one invocation.
+
+    Lengths are in seconds, frequencies in Hz, FD in mm; ``kappas`` (1/mm) and
+    ``tau2s`` are the hyperparameter grid (a single value fixes it).
+    """
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    work_dir: Path
+    fmriprep_dir: Path
+    participant_labels: tuple[str, ...] = ()
+    session_labels: tuple[str, ...] = ()
+    task_id: str = "rest"
+    bids_filters: dict[str, Any] = field(default_factory=dict)
+    space: str | None = None
+    skip_bids_validation: bool = False
+    model: str = "1p"
+    confounds: str = "24P"
+    fd_threshold: float | None = None
+    dummy_scans: int | None = None
+    lowpass: float | None = None
+    kappas: tuple[float, ...] = DEFAULT_KAPPAS
+    tau2s: tuple[float, ...] = DEFAULT_TAU2S
+    bootstrap: str = "double"
+    n_boot: int = 100
+    n_inner: int = 10
+    block_length: float = 72.0
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    dask_scheduler: str | None = None
+    random_seed: int = 0
+    write_deconvolved: bool = False
+    overwrite: bool = False
+    report: bool = True
+    verbose: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view (paths as strings) for logs and sidecars."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Path):
+                out[key] = str(value)
+            elif isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+
+def strip_label(label: str, prefix: str) -> str:
+    """``sub-01`` → ``01``; rejects labels BIDS would not allow (exit 64)."""
+    bare = label[len(prefix):] if label.startswith(prefix) else label
+    if not _LABEL.match(bare):
+        raise UsageError(f"label '{label}' is not a BIDS label (letters and digits only)")
+    return bare
+
+
+def read_bids_filters(path: Path) -> dict[str, Any]:
+    """Load a ``--bids-filter-file`` (fMRIPrep format: ``{"bold": {entity: value}}``)."""
+    if not path.is_file():
+        raise MissingInputError(f"--bids-filter-file {path} does not exist")
+    try:
+        filters = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UsageError(
+            f"--bids-filter-file {path} is not valid JSON ({err.msg}, line {err.lineno})"
+        ) from err
+    if not isinstance(filters, dict) or not all(isinstance(v, dict) for v in filters.values()):
+        raise UsageError(
+            f"--bids-filter-file {path} must map a suffix (e.g. 'bold') to entity filters"
+        )
+    return filters
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Create ``path`` if needed and prove it is writable (exit 73 otherwise)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test_{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(
+            f"cannot write {what} {path} ({err.strerror}); choose a writable folder"
+        ) from err
+
+
+def make_config(args: Any) -> Config:
+    """Validate parsed arguments into a :class:`Config`.
+
+    Raises
+    ------
+    MissingInputError
+        BIDS_DIR, a derivatives path or the filter file does not exist (66).
+    UsageError
+        Contradictory or malformed options (64).
+    OutputError
+        OUTPUT_DIR or the work directory cannot be written (73).
+    """
+    bids_dir = Path(args.bids_dir).expanduser().resolve()
+    if not bids_dir.is_dir():
+        raise MissingInputError(
+            f"BIDS_DIR {args.bids_dir} does not exist; pass the fMRIPrep output folder"
+        )
+    output_dir = Path(args.output_dir).expanduser().resolve()
+    if output_dir == bids_dir:
+        raise UsageError("OUTPUT_DIR must differ from BIDS_DIR")
+
+    derivatives = dict(args.derivatives or [])
+    unknown = set(derivatives) - {"fmriprep"}
+    if unknown:
+        raise UsageError(f"--derivatives: unknown name(s) {sorted(unknown)}; use fmriprep=PATH")
+    fmriprep_dir = Path(derivatives.get("fmriprep", bids_dir)).expanduser().resolve()
+    if not fmriprep_dir.is_dir():
+        raise MissingInputError(f"--derivatives fmriprep={fmriprep_dir} does not exist")
+
+    nprocs = args.nprocs or os.cpu_count() or 1
+    omp = args.omp_nthreads or max(1, (os.cpu_count() or 1) // nprocs)
+    work_dir = Path(args.work_dir or Path.cwd() / "work").expanduser().resolve()
+
+    check_writable(output_dir, "OUTPUT_DIR")
+    check_writable(work_dir, "work directory")
+    return Config(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=args.analysis_level,
+        work_dir=work_dir,
+        fmriprep_dir=fmriprep_dir,
+        participant_labels=tuple(dict.fromkeys(
+            strip_label(x, "sub-") for x in args.participant_label or ())),
+        session_labels=tuple(dict.fromkeys(
+            strip_label(x, "ses-") for x in args.session_label or ())),
+        task_id=strip_label(args.task_id, "task-"),
+        bids_filters=read_bids_filters(args.bids_filter_file) if args.bids_filter_file else {},
+        space=args.space,
+        skip_bids_validation=args.skip_bids_validation,
+        model=args.model,
+        confounds=args.confounds,
+        fd_threshold=args.fd_threshold,
+        dummy_scans=args.dummy_scans,
+        lowpass=args.lowpass,
+        kappas=tuple(args.kappa) if args.kappa else DEFAULT_KAPPAS,
+        tau2s=tuple(args.tau2) if args.tau2 else DEFAULT_TAU2S,
+        bootstrap=args.bootstrap,
+        n_boot=args.n_boot,
+        n_inner=args.n_inner,
+        block_length=args.block_length,
+        nprocs=nprocs,
+        omp_nthreads=omp,
+        dask_scheduler=args.dask_scheduler,
+        random_seed=args.random_seed,
+        write_deconvolved=args.write_deconvolved,
+        overwrite=args.overwrite,
+        report=not args.no_report,
+        verbose=args.verbose,
+    )

@@ -1,0 +1,48 @@
+"""``hemocoupling`` exit codes and messages, through ``main`` and the installed command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from bids_app.cli.run import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_version_prints_the_version_file(capsys):
+    assert main(["--version"]) == 0
+    expected = (REPO / "version").read_text().strip()
+    assert capsys.readouterr().out.strip() == f"hemocoupling {expected}"
+
+
+def test_installed_command_prints_version():
+    command = Path(sys.executable).with_name("hemocoupling")
+    done = subprocess.run([str(command), "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert (REPO / "version").read_text().strip() in done.stdout
+
+
+def test_unknown_option_exits_64_with_one_line(tmp_path, capsys):
+    assert main([str(tmp_path), str(tmp_path / "out"), "participant", "--bogus"]) == 64
+    err = capsys.readouterr().err.strip()
+    assert "--bogus" in err and len(err.splitlines()) == 1
+
+
+def test_missing_analysis_level_exits_64(tmp_path):
+    assert main([str(tmp_path), str(tmp_path / "out")]) == 64
+
+
+def test_missing_bids_dir_exits_66_with_one_line(tmp_path, capsys):
+    assert main([str(tmp_path / "absent"), str(tmp_path / "out"), "participant"]) == 66
+    err = capsys.readouterr().err.strip()
+    assert "absent" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_exits_73(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main([str(tmp_path), str(blocker / "out"), "participant"]) == 73
+    assert "OUTPUT_DIR" in capsys.readouterr().err
