@@ -1,0 +1,506 @@
+"""Parameter maps out: BIDS-Derivatives names, GIFTI/CIFTI maps and their JSON sidecars.
+
+One function (:func:`derivative_name`) names every output so the participant writer, the
+group reader and the report agree on file names. Maps are written per run (or combined
+over runs) as ``.func.gii`` per hemisphere for GIFTI input, or as one ``.dscalar.nii``
+holding both hemispheres' cortex for CIFTI input. Every file is written to a temporary
+name in its folder and renamed, so an interrupted job never leaves a half-written map.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from bids_app import __version__
+from bids_app.errors import InputValidationError, OutputError
+from bids_app.models import DERIVED_UNITS, MODELS
+
+# BIDS entity order (standard entities first, then the XCP-D/BEP012-style
+# non-standard ones this app adds and lists in .bidsignore).
+ENTITY_ORDER: tuple[str, ...] = (
+    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo",
+    "hemi", "space", "res", "den", "desc", "param", "stat",
+)  # fmt: skip
+
+# pybids long entity names → the short keys used in file names.
+_LONG_TO_SHORT = {
+    "subject": "sub",
+    "session": "ses",
+    "acquisition": "acq",
+    "ceagent": "ce",
+    "reconstruction": "rec",
+    "direction": "dir",
+    "resolution": "res",
+    "density": "den",
+    "description": "desc",
+}
+
+STATS: tuple[str, ...] = ("estimate", "se", "cilower", "ciupper")
+MAP_SUFFIX = "boldmap"
+GIFTI_EXT = ".func.gii"
+CIFTI_EXT = ".dscalar.nii"
+MAP_EXTENSIONS: tuple[str, ...] = (GIFTI_EXT, CIFTI_EXT)
+
+_STRUCTURE = {"L": "CortexLeft", "R": "CortexRight"}
+_CIFTI_STRUCTURE = {
+    "CIFTI_STRUCTURE_CORTEX_LEFT": "L",
+    "CIFTI_STRUCTURE_CORTEX_RIGHT": "R",
+}
+
+_STAT_DESCRIPTIONS = {
+    "estimate": "Posterior mode (MAP) of {param} under the SPDE spatial prior.",
+    "se": "Bootstrap standard error of {param}, in the units of {param}.",
+    "cilower": "Lower bound of the calibrated bootstrap confidence interval of {param}.",
+    "ciupper": "Upper bound of the calibrated bootstrap confidence interval of {param}.",
+}
+
+_PARAM_DESCRIPTIONS = {
+    "theta": "rate (time dilation) of the double-gamma HRF; 1 is the canonical shape",
+    "timetopeak": "time from neural event to the peak of the positive HRF lobe (5/theta)",
+    "amplitude": "weight of the SPM canonical HRF",
+    "latency": "weight of the canonical HRF's temporal derivative (about a shift in seconds)",
+}
+
+
+# --------------------------------------------------------------------------- names
+
+
+def normalize_entities(entities: Mapping[str, Any]) -> dict[str, str]:
+    """Short-key string entities from a pybids or hand-written mapping.
+
+    pybids reports ``subject``, ``session``, ``density`` …; file names use ``sub``,
+    ``ses``, ``den``. Keys outside :data:`ENTITY_ORDER` (suffix, extension, datatype,
+    TR …) are dropped; ``None`` values are dropped.
+    """
+    out: dict[str, str] = {}
+    for key, value in entities.items():
+        short = _LONG_TO_SHORT.get(key, key)
+        if short in ENTITY_ORDER and value is not None and str(value) != "":
+            out[short] = str(value)
+    return out
+
+
+def derivative_name(
+    entities: Mapping[str, Any], suffix: str = MAP_SUFFIX, extension: str = GIFTI_EXT
+) -> str:
+    """The BIDS file name of one output, entities in :data:`ENTITY_ORDER`.
+
+    >>> derivative_name({"sub": "01", "task": "rest", "hemi": "L",
+    ...                  "space": "fsaverage5", "param": "timetopeak", "stat": "estimate"})
+    'sub-01_task-rest_hemi-L_space-fsaverage5_param-timetopeak_stat-estimate_boldmap.func.gii'
+    """
+    ents = normalize_entities(entities)
+    for key, value in ents.items():
+        if not re.fullmatch(r"[A-Za-z0-9]+", value):
+            raise InputValidationError(
+                f"entity {key}-{value} is not alphanumeric; BIDS labels cannot hold '_' or '-'"
+            )
+    parts = [f"{key}-{ents[key]}" for key in ENTITY_ORDER if key in ents]
+    return "_".join([*parts, suffix]) + extension
+
+
+def derivative_folder(output_dir: Path | str, entities: Mapping[str, Any]) -> Path:
+    """``OUTPUT_DIR/sub-X[/ses-Y]/func`` for participant outputs, the root for group ones."""
+    ents = normalize_entities(entities)
+    folder = Path(output_dir)
+    if "sub" in ents:
+        folder = folder / f"sub-{ents['sub']}"
+        if "ses" in ents:
+            folder = folder / f"ses-{ents['ses']}"
+        folder = folder / "func"
+    return folder
+
+
+def map_path(
+    output_dir: Path | str,
+    entities: Mapping[str, Any],
+    param: str,
+    stat: str,
+    extension: str = GIFTI_EXT,
+) -> Path:
+    """Full path of one parameter map (its sidecar: same stem, ``.json``)."""
+    ents = {**normalize_entities(entities), "param": param, "stat": stat}
+    return derivative_folder(output_dir, ents) / derivative_name(ents, MAP_SUFFIX, extension)
+
+
+def sidecar_path(map_file: Path | str) -> Path:
+    """The JSON sidecar beside a map (``x.func.gii`` → ``x.json``)."""
+    map_file = Path(map_file)
+    return map_file.with_name(split_extension(map_file.name)[0] + ".json")
+
+
+def split_extension(filename: str) -> tuple[str, str]:
+    """``('stem', '.func.gii')``: BIDS extensions may hold several dots."""
+    match = re.match(r"^([^.]+)(\..*)?$", filename)
+    if match is None:  # pragma: no cover - the pattern matches any string
+        return filename, ""
+    return match.group(1), match.group(2) or ""
+
+
+def parse_name(filename: str) -> tuple[dict[str, str], str, str]:
+    """Invert :func:`derivative_name`: (entities, suffix, extension)."""
+    stem, extension = split_extension(Path(filename).name)
+    *pairs, suffix = stem.split("_")
+    entities = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("-")
+        if sep:
+            entities[key] = value
+    return entities, suffix, extension
+
+
+def bids_uri(path: Path | str, dataset_root: Path | str, dataset_name: str = "fmriprep") -> str:
+    """A BIDS URI (``bids:fmriprep:sub-01/func/...``) naming an input for ``Sources``.
+
+    The name must be a key of ``DatasetLinks`` in dataset_description.json (written by
+    :func:`bids_app.io.dataset_description.write_dataset_description`).
+    """
+    rel = Path(path).resolve().relative_to(Path(dataset_root).resolve())
+    return f"bids:{dataset_name}:{rel.as_posix()}"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class StatArrays:
+    """One reported parameter's maps, each full-length (vertices or grayordinates).
+
+    NaN marks vertices where nothing was estimated (medial wall, constant series).
+    ``se``/``cilower``/``ciupper`` are ``None`` when no bootstrap ran. All values are in
+    the parameter's natural units (``bids_app.models.DERIVED_UNITS``).
+    """
+
+    estimate: np.ndarray
+    se: np.ndarray | None = None
+    cilower: np.ndarray | None = None
+    ciupper: np.ndarray | None = None
+
+    def items(self) -> Iterator[tuple[str, np.ndarray]]:
+        """(stat, array) for each map present, in :data:`STATS` order."""
+        for stat in STATS:
+            value = getattr(self, stat)
+            if value is not None:
+                yield stat, np.asarray(value, dtype=float)
+
+
+@dataclass
+class FitMetadata:
+    """What the sidecar of every map of one fit records (JSON-able values only).
+
+    Per-hemisphere values (a CIFTI file holds both hemispheres, each fitted separately)
+    may be given as ``{"L": ..., "R": ...}`` wherever a float is expected.
+
+    Attributes
+    ----------
+    surrogate : the surrogate's card keys ``{"Id": str, "Sha256": str}``.
+    kappa, tau2 : SPDE hyperparameters selected (κ in 1/mm, τ² unitless; mesh in mm).
+    log_evidence : Laplace log evidence at (κ, τ²), nats.
+    convergence : Newton record, e.g. ``{"Converged": True, "Iterations": 7,
+        "Objective": [...], "GradientNorm": [...]}`` (traces feed the report).
+    random_seed : seed of every stochastic step (bootstrap), or None if none ran.
+    sources : BIDS URIs of the inputs (:func:`bids_uri`).
+    bootstrap : ``{"Mode": "double"|"single"|"none", "B", "R", "BlockLengthSeconds",
+        "CalibratedAlpha"}``.
+    calibration_check : result of the surrogate's check of the data (JSON dict).
+    identifiability : per reported parameter, a note or dict (e.g. ``{"Identified":
+        False, "Note": "..."}``); each map's sidecar carries its parameter's entry.
+    evidence_grid : ``{"Kappa": [...], "Tau2": [...], "LogEvidence": [[...]]}`` (rows κ,
+        columns τ²) for the report's evidence surface; None if not gridded.
+    extra : anything else worth recording (TR, confound strategy, frames kept ...).
+    """
+
+    surrogate: Mapping[str, Any]
+    kappa: Any
+    tau2: Any
+    log_evidence: Any
+    convergence: Mapping[str, Any]
+    random_seed: int | None
+    sources: list[str]
+    bootstrap: Mapping[str, Any] = field(default_factory=lambda: {"Mode": "none"})
+    calibration_check: Mapping[str, Any] | None = None
+    identifiability: Mapping[str, Any] = field(default_factory=dict)
+    evidence_grid: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ParameterMaps:
+    """Everything written for one fit: entities, model, maps and sidecar metadata.
+
+    ``entities`` are BIDS entities of the source run (sub, ses, task, acq, run, hemi,
+    space, den; pybids long names accepted); drop ``run`` for a map combined over runs.
+    For CIFTI output set ``brain_models`` (the cortex surface models of the output, no
+    ``hemi`` entity) and give arrays of length ``len(brain_models)`` in its order
+    (:func:`merge_hemispheres` builds them from per-hemisphere arrays).
+    """
+
+    entities: Mapping[str, Any]
+    model: str
+    params: Mapping[str, StatArrays]
+    metadata: FitMetadata
+    brain_models: nib.cifti2.BrainModelAxis | None = None
+
+    def __post_init__(self) -> None:
+        self.entities = normalize_entities(self.entities)
+        if self.model not in DERIVED_UNITS:
+            raise ValueError(f"model must be one of {sorted(DERIVED_UNITS)}, not {self.model!r}")
+        if set(self.params) != set(DERIVED_UNITS[self.model]):
+            raise ValueError(
+                f"model {self.model} reports {list(DERIVED_UNITS[self.model])}, "
+                f"got {list(self.params)}"
+            )
+        if "sub" not in self.entities:
+            raise ValueError("entities need a subject ('sub')")
+        lengths = {arr.shape for stats in self.params.values() for _, arr in stats.items()}
+        if len(lengths) != 1 or len(next(iter(lengths))) != 1:
+            raise ValueError(f"all maps must be 1-D of one length, got shapes {lengths}")
+        n = next(iter(lengths))[0]
+        if self.brain_models is None:
+            if self.entities.get("hemi") not in _STRUCTURE:
+                raise ValueError("GIFTI maps need hemi 'L' or 'R' in entities")
+        else:
+            self.entities.pop("hemi", None)
+            if n != len(self.brain_models):
+                raise ValueError(f"{n} values for {len(self.brain_models)} grayordinates")
+
+    @property
+    def extension(self) -> str:
+        return GIFTI_EXT if self.brain_models is None else CIFTI_EXT
+
+    @property
+    def n_values(self) -> int:
+        stats = next(iter(self.params.values()))
+        return int(np.asarray(stats.estimate).shape[0])
+
+
+def merge_hemispheres(
+    left: Mapping[str, StatArrays],
+    right: Mapping[str, StatArrays],
+    brain_models: nib.cifti2.BrainModelAxis,
+) -> dict[str, StatArrays]:
+    """CIFTI-ordered maps from per-hemisphere full-length arrays.
+
+    ``left``/``right`` hold arrays over every vertex of each hemisphere's mesh (e.g.
+    32,492 for fsLR 32k, NaN on the medial wall); the result picks the vertices the
+    cortex models of ``brain_models`` list, in their order. Subcortical models are not
+    supported (the app estimates on the cortical surface only).
+    """
+    by_hemi = {"L": left, "R": right}
+    out: dict[str, StatArrays] = {}
+    for param in left:
+        stats = {}
+        for stat in STATS:
+            pieces = []
+            for structure, _, model in brain_models.iter_structures():
+                hemi = _CIFTI_STRUCTURE.get(structure)
+                if hemi is None:
+                    raise ValueError(f"only cortex surface models can be written, not {structure}")
+                arr = getattr(by_hemi[hemi][param], stat)
+                if arr is None:
+                    break
+                pieces.append(np.asarray(arr, dtype=float)[model.vertex])
+            else:
+                stats[stat] = np.concatenate(pieces)
+        out[param] = StatArrays(**stats)
+    return out
+
+
+def cortex_models(brain_models: nib.cifti2.BrainModelAxis) -> nib.cifti2.BrainModelAxis:
+    """The cortex surface models of a CIFTI axis (drops subcortical voxels)."""
+    keep = np.isin(brain_models.name, list(_CIFTI_STRUCTURE))
+    return brain_models[np.flatnonzero(keep)]
+
+
+# --------------------------------------------------------------------------- sidecars
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars/arrays → Python, NaN/inf → None (JSON has neither)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def sidecar(maps: ParameterMaps, param: str, stat: str) -> dict[str, Any]:
+    """The JSON sidecar of one map: units, statistic, model and the fit's record."""
+    meta = maps.metadata
+    model = MODELS[maps.model]
+    record: dict[str, Any] = {
+        "Units": DERIVED_UNITS[maps.model][param],
+        "Description": _STAT_DESCRIPTIONS[stat].format(param=param)
+        + f" {param}: {_PARAM_DESCRIPTIONS.get(param, param)}.",
+        "Parameter": param,
+        "Statistic": stat,
+        "Model": {
+            "Name": model.name,
+            "Parameters": list(model.params),
+            "Lower": list(model.lower),
+            "Upper": list(model.upper),
+        },
+        "Surrogate": dict(meta.surrogate),
+        "Kappa": meta.kappa,
+        "Tau2": meta.tau2,
+        "LogEvidence": meta.log_evidence,
+        "Convergence": dict(meta.convergence),
+        "Bootstrap": dict(meta.bootstrap),
+        "CalibrationCheck": meta.calibration_check,
+        "Identifiability": meta.identifiability.get(param),
+        "RandomSeed": meta.random_seed,
+        "Sources": list(meta.sources),
+        "SoftwareVersion": __version__,
+    }
+    if meta.evidence_grid is not None:
+        record["EvidenceGrid"] = dict(meta.evidence_grid)
+    if stat in ("cilower", "ciupper"):
+        record["NominalCoverage"] = 0.95
+    for key, value in meta.extra.items():
+        record.setdefault(key, value)
+    return _jsonable(record)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write ``data`` to a temporary name beside ``path``, fsync, then rename over it.
+
+    Readers (and a crash) see the old file or the new one, never half of one. The
+    temporary name keeps the final extension so tools that sniff it still work.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{path.name}")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc}; choose a writable OUTPUT_DIR"
+        ) from exc
+    return path
+
+
+def write_json(path: Path | str, record: Mapping[str, Any]) -> Path:
+    """Atomically write a JSON file (indented, keys in insertion order, no NaN)."""
+    text = json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n"
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def gifti_map(values: np.ndarray, hemi: str, name: str) -> nib.GiftiImage:
+    """A one-column metric ``.func.gii`` (float32) that nilearn and Workbench read."""
+    meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary": _STRUCTURE[hemi]})
+    array = nib.gifti.GiftiDataArray(
+        np.asarray(values, dtype=np.float32),
+        intent="NIFTI_INTENT_ESTIMATE",
+        datatype="NIFTI_TYPE_FLOAT32",
+        meta=nib.gifti.GiftiMetaData({"Name": name}),
+    )
+    return nib.GiftiImage(darrays=[array], meta=meta)
+
+
+def cifti_map(
+    values: np.ndarray, brain_models: nib.cifti2.BrainModelAxis, name: str
+) -> nib.Cifti2Image:
+    """A one-map ``.dscalar.nii`` over ``brain_models`` (float32)."""
+    data = np.asarray(values, dtype=np.float32)[np.newaxis, :]
+    return nib.Cifti2Image(data, header=(nib.cifti2.ScalarAxis([name]), brain_models))
+
+
+def write_map(
+    path: Path | str,
+    values: np.ndarray,
+    *,
+    hemi: str | None = None,
+    brain_models: nib.cifti2.BrainModelAxis | None = None,
+    name: str = "",
+) -> Path:
+    """Atomically write one map: GIFTI when ``hemi`` is given, CIFTI for ``brain_models``."""
+    if brain_models is not None:
+        img = cifti_map(values, brain_models, name)
+    elif hemi in _STRUCTURE:
+        img = gifti_map(values, hemi, name)
+    else:
+        raise ValueError("give hemi ('L'/'R') for GIFTI or brain_models for CIFTI")
+    return atomic_write_bytes(path, img.to_bytes())
+
+
+def write_parameter_maps(output_dir: Path | str, maps: ParameterMaps) -> list[Path]:
+    """Write every map of ``maps`` and its sidecar; return the map paths written.
+
+    Each sidecar is written before its map, so a map on disk always has its record.
+    """
+    written = []
+    for param, stats in maps.params.items():
+        for stat, values in stats.items():
+            path = map_path(output_dir, maps.entities, param, stat, maps.extension)
+            write_json(sidecar_path(path), sidecar(maps, param, stat))
+            write_map(
+                path,
+                values,
+                hemi=maps.entities.get("hemi"),
+                brain_models=maps.brain_models,
+                name=f"{param}_{stat}",
+            )
+            written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class LoadedMap:
+    """A map read back: values, its CIFTI axis (None for GIFTI) and its sidecar."""
+
+    values: np.ndarray
+    brain_models: nib.cifti2.BrainModelAxis | None
+    metadata: dict[str, Any]
+
+
+def read_map(path: Path | str) -> LoadedMap:
+    """Read a ``.func.gii`` or ``.dscalar.nii`` map and its sidecar (``{}`` if absent)."""
+    path = Path(path)
+    try:
+        img = nib.load(path)
+    except Exception as exc:  # nibabel raises many types for unreadable files
+        raise InputValidationError(
+            f"cannot read map {path}: {exc}; re-run that participant"
+        ) from exc
+    if isinstance(img, nib.Cifti2Image):
+        values = np.asarray(img.get_fdata(dtype=np.float32)[0], dtype=float)
+        axis = img.header.get_axis(1)
+    else:
+        values = np.asarray(img.darrays[0].data, dtype=float)
+        axis = None
+    side = sidecar_path(path)
+    metadata = json.loads(side.read_text()) if side.is_file() else {}
+    return LoadedMap(values=values, brain_models=axis, metadata=metadata)
