@@ -1,0 +1,85 @@
+"""Resume store for finished bootstrap refits: one small .npy per resample.
+
+A double bootstrap is hundreds of MAP fits; a crash or a pre-empted cluster job must
+not throw the finished ones away. Each refit is written under a directory named by a
+hash of everything that determines it (data, estimate, TR, block length, seed and the
+refit's own settings), so a changed input can never reuse a stale result, while a
+larger B or R reuses every resample already computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+from bids_app.errors import OutputError
+
+
+def array_digest(x: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes."""
+    x = np.ascontiguousarray(x)
+    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
+    h.update(memoryview(x).cast("B"))
+    return h.hexdigest()
+
+
+def refit_token(refit: object) -> str:
+    """What identifies a refit's settings: its ``cache_token`` attribute when it has one
+    (preferred: it can leave out counters and caches), else a hash of its pickle."""
+    token = getattr(refit, "cache_token", None)
+    return str(token) if token is not None else joblib.hash(refit)
+
+
+def cache_key(
+    y: np.ndarray, theta_t_hat: np.ndarray, tr: float, block_s: float, seed: int, refit: object
+) -> str:
+    """Hex key of one bootstrap problem (B, R and the mode are left out on purpose)."""
+    parts = [array_digest(y), array_digest(theta_t_hat), repr(float(tr)),
+             repr(float(block_s)), repr(int(seed)), refit_token(refit), "stationary-v1"]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+class RefitCache:
+    """Finished refits of one bootstrap problem under ``root / bootstrap-<key>``."""
+
+    def __init__(self, root: str | os.PathLike, key: str):
+        self.folder = Path(root) / f"bootstrap-{key[:20]}"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(
+                f"cannot create bootstrap cache {self.folder}: {err.strerror}; "
+                "pass a writable work directory"
+            ) from err
+
+    def path(self, b: int, r: int) -> Path:
+        """File of outer resample ``b`` (r = 0) or its inner resample ``r`` ≥ 1."""
+        return self.folder / f"b{b:04d}_r{r:03d}.npy"
+
+    def load(self, b: int, r: int) -> np.ndarray | None:
+        """The stored refit, or None when absent or unreadable (then it is redone)."""
+        path = self.path(b, r)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+
+    def save(self, b: int, r: int, theta_t: np.ndarray) -> None:
+        """Write atomically (temporary name in the same folder, then ``os.replace``)."""
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".npy")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.save(handle, np.asarray(theta_t), allow_pickle=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path(b, r))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

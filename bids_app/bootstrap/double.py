@@ -1,0 +1,285 @@
+"""Single and double stationary bootstrap of the latent MAP map (DESIGN.md §5).
+
+Outer level: B block resamples of the cleaned series, each refitted, give θ̃*_b and the
+bootstrap SE. Inner level (``mode='double'``): R block resamples of each y*_b give
+sd*_b, from which :mod:`bids_app.bootstrap.calibration` picks the nominal level α̂ that
+makes the intervals cover. Every resample is seeded from (seed, b, r) alone, so the
+answer does not depend on the number of workers, their order, or on resuming.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from os import PathLike
+
+import numpy as np
+from scipy.special import ndtri
+
+from bids_app.bootstrap.cache import RefitCache, cache_key
+from bids_app.bootstrap.calibration import ALPHA0, calibrate_level
+from bids_app.bootstrap.resample import block_frames as to_block_frames
+from bids_app.bootstrap.resample import stationary_indices
+from bids_app.errors import InputValidationError, UsageError
+
+log = logging.getLogger(__name__)
+
+Refit = Callable[[np.ndarray], np.ndarray]
+Task = tuple[int, int]  # (b, r): r = 0 is outer resample b, r ≥ 1 its inner resamples
+
+
+@dataclass
+class BootstrapResult:
+    """Bootstrap summary of a latent map; arrays are vertices first.
+
+    Attributes
+    ----------
+    se : array (V, P)
+        SD of the outer-resample latent estimates θ̃*_b (ddof = 1).
+    alpha_hat : array (P,)
+        Level used for the interval, per parameter: calibrated (double) or 0.05 (single).
+    lower, upper : array (V, P)
+        θ̃̂ ∓/± z_{1−α̂/2}·se, latent space.
+    draws : array (B, V, P), float32
+        Outer-resample latent estimates, for SEs of mapped parameters.
+    vertex_levels : array (V, P) or None
+        Per-vertex calibrated levels β̂(v) (double mode only).
+    B, R : int
+        Outer and inner resample counts (R = 0 in single mode).
+    block_frames : float
+        Mean block length in frames (``block_s / tr``).
+    block_s : float
+        Mean block length in seconds.
+    mode : str
+        ``'single'`` or ``'double'``.
+    seed : int
+        Seed the resamples were derived from.
+    n_refits : int
+        Refits computed by this call (the rest came from the cache).
+    seconds : float
+        Wall time of this call.
+    """
+
+    se: np.ndarray
+    alpha_hat: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    draws: np.ndarray
+    vertex_levels: np.ndarray | None
+    B: int
+    R: int
+    block_frames: float
+    block_s: float
+    mode: str
+    seed: int
+    n_refits: int
+    seconds: float
+
+    def sidecar(self) -> dict:
+        """Fields the derivatives sidecar records about the bootstrap."""
+        return {
+            "BootstrapMode": self.mode,
+            "BootstrapOuterResamples": self.B,
+            "BootstrapInnerResamples": self.R,
+            "BootstrapBlockLengthSeconds": self.block_s,
+            "BootstrapBlockLengthFrames": self.block_frames,
+            "CalibratedLevel": [float(a) for a in self.alpha_hat],
+            "RandomSeed": self.seed,
+        }
+
+
+def resample_indices(seed: int, b: int, r: int, n_frames: int, mean_block: float) -> np.ndarray:
+    """Frame indices of outer resample ``b`` (r = 0) or of its inner resample ``r``.
+
+    Inner resamples are drawn from the outer resample y*_b, so their indices are the
+    outer indices re-indexed by a fresh stationary draw.
+    """
+    def draw(key: int) -> np.ndarray:
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(b, key)))
+        return stationary_indices(n_frames, mean_block, 1, rng)[0]
+
+    outer = draw(0)
+    return outer if r == 0 else outer[draw(r)]
+
+
+def _refit_task(
+    refit: Refit, y: np.ndarray, seed: int, b: int, r: int, mean_block: float
+) -> tuple[int, int, np.ndarray]:
+    """Refit one resample (runs in a worker; module-level so it pickles)."""
+    idx = resample_indices(seed, b, r, y.shape[1], mean_block)
+    return b, r, np.asarray(refit(np.ascontiguousarray(y[:, idx])))
+
+
+def double_bootstrap(
+    y_clean: np.ndarray,
+    refit: Refit,
+    theta_t_hat: np.ndarray,
+    tr: float,
+    mode: str = "double",
+    B: int = 100,
+    R: int = 10,
+    block_s: float = 72.0,
+    seed: int = 0,
+    n_jobs: int = 1,
+    cache_dir: str | PathLike | None = None,
+    client: object | None = None,
+    progress: bool = True,
+) -> BootstrapResult:
+    """Bootstrap SE and (calibrated) interval bounds of a latent MAP map.
+
+    Parameters
+    ----------
+    y_clean : array (V, T)
+        Cleaned series of the vertices that were fitted.
+    refit : callable
+        Picklable ``refit(y (V, T)) -> theta_t (V, P)``: the same cleaning, summary
+        and warm-started MAP (κ, τ² fixed) that produced ``theta_t_hat``. An optional
+        ``cache_token`` attribute identifies its settings in the cache key.
+    theta_t_hat : array (V, P)
+        Latent MAP estimate on the original data.
+    tr : float
+        Repetition time in seconds.
+    mode : {'double', 'single'}
+        'single' runs the outer level only and reports θ̃̂ ± 1.96·se (uncalibrated).
+    B, R : int
+        Outer and inner resample counts.
+    block_s : float
+        Mean block length of the stationary bootstrap, seconds.
+    seed : int
+        Every resample's randomness is derived from (seed, b, r).
+    n_jobs : int
+        Local worker processes (joblib/loky); -1 uses every core.
+    cache_dir : path, optional
+        Work directory where finished refits are kept and reused.
+    client : distributed.Client, optional
+        Run the refits on this Dask cluster instead of local processes.
+    progress : bool
+        Show a progress bar on a terminal, log lines otherwise.
+
+    Returns
+    -------
+    BootstrapResult
+    """
+    start = time.perf_counter()
+    if mode not in ("single", "double"):
+        raise UsageError(f"bootstrap mode must be 'single' or 'double', got {mode!r}")
+    if B < 2 or (mode == "double" and R < 2):
+        raise UsageError(f"bootstrap needs B >= 2 and R >= 2, got B={B}, R={R}")
+    y_clean = np.asarray(y_clean)
+    theta_t_hat = np.asarray(theta_t_hat, dtype=float)
+    if y_clean.ndim != 2 or theta_t_hat.ndim != 2 or theta_t_hat.shape[0] != y_clean.shape[0]:
+        raise InputValidationError(
+            f"bootstrap needs y (V, T) and theta_t (V, P) with the same V, got "
+            f"{y_clean.shape} and {theta_t_hat.shape}"
+        )
+    mean_block = to_block_frames(block_s, tr)
+    n_inner = R if mode == "double" else 0
+    tasks = [(b, r) for b in range(B) for r in range(n_inner + 1)]
+
+    cache = None
+    if cache_dir is not None:
+        cache = RefitCache(cache_dir, cache_key(y_clean, theta_t_hat, tr, block_s, seed, refit))
+    fits: dict[Task, np.ndarray] = {}
+    if cache is not None:
+        for task in tasks:
+            stored = cache.load(*task)
+            if stored is not None and stored.shape == theta_t_hat.shape:
+                fits[task] = stored
+    missing = [task for task in tasks if task not in fits]
+    if fits:
+        log.info("bootstrap: reusing %d of %d refits from %s", len(fits), len(tasks), cache.folder)
+
+    results = _run(missing, refit, y_clean, seed, mean_block, n_jobs, client)
+    for b, r, theta_t in _report(results, len(missing), progress):
+        if theta_t.shape != theta_t_hat.shape:
+            raise InputValidationError(
+                f"refit returned shape {theta_t.shape}, expected {theta_t_hat.shape}"
+            )
+        fits[(b, r)] = theta_t
+        if cache is not None:
+            cache.save(b, r, theta_t)
+
+    draws = np.stack([fits[(b, 0)] for b in range(B)]).astype(float)  # (B, V, P)
+    se = draws.std(axis=0, ddof=1)
+    n_params = theta_t_hat.shape[1]
+    if mode == "double":
+        inner = np.stack([[fits[(b, r)] for r in range(1, R + 1)] for b in range(B)])
+        inner_sd = inner.astype(float).std(axis=1, ddof=1)  # (B, V, P)
+        calibrated = [calibrate_level(theta_t_hat[:, p], draws[:, :, p], inner_sd[:, :, p])
+                      for p in range(n_params)]
+        alpha_hat = np.array([a for a, _ in calibrated])
+        levels = np.stack([beta for _, beta in calibrated], axis=1)
+    else:
+        alpha_hat = np.full(n_params, ALPHA0)
+        levels = None
+    z = ndtri(1.0 - alpha_hat / 2.0)
+    return BootstrapResult(
+        se=se,
+        alpha_hat=alpha_hat,
+        lower=theta_t_hat - z * se,
+        upper=theta_t_hat + z * se,
+        draws=draws.astype(np.float32),
+        vertex_levels=levels,
+        B=B,
+        R=n_inner,
+        block_frames=mean_block,
+        block_s=float(block_s),
+        mode=mode,
+        seed=int(seed),
+        n_refits=len(missing),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _run(
+    tasks: list[Task],
+    refit: Refit,
+    y: np.ndarray,
+    seed: int,
+    mean_block: float,
+    n_jobs: int,
+    client: object | None,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Yield (b, r, θ̃*) as refits finish, in any order."""
+    if not tasks:
+        return iter(())
+    if client is not None:
+        return _run_dask(tasks, refit, y, seed, mean_block, client)
+    if n_jobs == 1:
+        return (_refit_task(refit, y, seed, b, r, mean_block) for b, r in tasks)
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
+    return parallel(delayed(_refit_task)(refit, y, seed, b, r, mean_block) for b, r in tasks)
+
+
+def _run_dask(
+    tasks: list[Task], refit: Refit, y: np.ndarray, seed: int, mean_block: float, client
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Submit every refit to a Dask ``Client``; data and refit are broadcast once."""
+    from distributed import as_completed
+
+    y_future, refit_future = client.scatter([y, refit], broadcast=True, hash=False)
+    futures = [client.submit(_refit_task, refit_future, y_future, seed, b, r, mean_block,
+                             pure=False)
+               for b, r in tasks]
+    for future in as_completed(futures):
+        yield future.result()
+        future.release()
+
+
+def _report(results: Iterable, total: int, progress: bool) -> Iterator:
+    """Pass results through, with tqdm on a terminal or a log line every ~10 %."""
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(results, total=total, desc="bootstrap refits", unit="fit")
+        return
+    step = max(1, total // 10)
+    for done, item in enumerate(results, start=1):
+        if progress and (done % step == 0 or done == total):
+            log.info("bootstrap: %d/%d refits done", done, total)
+        yield item

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+from scipy.special import ndtr
+
+from bids_app.bootstrap.calibration import calibrate_level, coverage_curve, vertex_levels
+
+LEVELS = np.round(np.arange(0.01, 0.21, 0.01), 2)
+
+
+def constructed(max_inner_distance: float, n_outer: int = 100) -> np.ndarray:
+    """Outer draws at distances 0..max (95 of them) plus 5 far misses, with sd* = 1."""
+    near = np.linspace(0.0, max_inner_distance, 95)
+    return np.concatenate([near, np.full(n_outer - 95, 50.0)])
+
+
+def test_level_is_where_coverage_crosses_95_percent():
+    # 95 of 100 intervals cover iff z_{1-a/2} >= 2, i.e. a <= 2(1 - Phi(2)) = 0.0455.
+    outer = constructed(2.0)[:, None]
+    cov = coverage_curve(np.zeros(1), outer, np.ones_like(outer), LEVELS)
+    assert cov[0, 0] == pytest.approx(0.95) and cov[0, -1] < 0.95
+    beta = vertex_levels(np.zeros(1), outer, np.ones_like(outer), LEVELS)
+    assert 2 * (1 - ndtr(2.0)) == pytest.approx(0.0455, abs=1e-4)
+    assert beta[0] == pytest.approx(0.04)
+
+
+def test_fast_levels_match_the_coverage_definition():
+    rng = np.random.default_rng(4)
+    outer = rng.standard_normal((60, 40)) * rng.uniform(0.5, 2.0, 40)
+    sd = rng.uniform(0.5, 2.0, (60, 40))
+    sd[:, 0] = 0.0  # degenerate spread: covers only where the draw equals the estimate
+    outer[:, 0] = 0.0
+    cov = coverage_curve(np.zeros(40), outer, sd, LEVELS)
+    n_ok = (cov >= 0.95 - 1e-12).sum(axis=1)
+    definition = LEVELS[np.clip(n_ok - 1, 0, LEVELS.size - 1)]
+    np.testing.assert_array_equal(vertex_levels(np.zeros(40), outer, sd, LEVELS), definition)
+
+
+def test_global_level_is_the_xi_quantile_over_vertices():
+    # Vertex k crosses at z = 1.7 + 0.05 k: beta = largest grid a <= 2(1 - Phi(z)).
+    zs = 1.7 + 0.05 * np.arange(10)
+    outer = np.stack([constructed(z) for z in zs], axis=1)  # (B, V)
+    alpha, beta = calibrate_level(np.zeros(10), outer, np.ones_like(outer), LEVELS, xi=0.0)
+    expected = np.array([LEVELS[LEVELS <= 2 * (1 - ndtr(z)) + 1e-12].max() for z in zs])
+    np.testing.assert_allclose(beta, expected)
+    assert alpha == pytest.approx(expected.min())
+    alpha_med, _ = calibrate_level(np.zeros(10), outer, np.ones_like(outer), LEVELS, xi=0.5)
+    assert alpha_med == pytest.approx(np.quantile(expected, 0.5))
+
+
+def test_edge_cases_every_level_none_and_masked():
+    theta_hat = np.zeros(3)
+    outer = np.zeros((20, 3))
+    outer[:, 1] = 5.0  # far from the estimate with a tiny spread: nothing covers
+    outer[:, 2] = np.nan  # a masked vertex
+    sd = np.ones((20, 3))
+    sd[:, 1] = 1e-3
+    alpha, beta = calibrate_level(theta_hat, outer, sd, LEVELS, xi=0.0)
+    assert beta[0] == LEVELS[-1]  # every level covers
+    assert beta[1] == LEVELS[0]  # none covers: widest interval offered
+    assert np.isnan(beta[2])
+    assert alpha == LEVELS[0]
+    all_nan, _ = calibrate_level(np.full(2, np.nan), np.zeros((5, 2)), np.ones((5, 2)))
+    assert all_nan == 0.05
+
+
+def test_correct_spread_calibrates_to_the_nominal_level():
+    # Outer draws ~ N(theta_hat, 1) and sd* = 1: intervals are exact, so beta ~ 0.05.
+    rng = np.random.default_rng(0)
+    outer = rng.standard_normal((2000, 50))
+    _, beta = calibrate_level(np.zeros(50), outer, np.ones_like(outer))
+    assert np.median(beta) == pytest.approx(0.05, abs=0.01)
+    # Inner spread half the truth: intervals too narrow, the level must shrink a lot.
+    alpha, _ = calibrate_level(np.zeros(50), outer, 0.5 * np.ones_like(outer))
+    assert alpha < 0.001

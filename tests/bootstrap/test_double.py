@@ -1,0 +1,112 @@
+import sys
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from bids_app.bootstrap import double_bootstrap, natural_intervals
+from bids_app.bootstrap.double import resample_indices
+from bids_app.models import ONE_PARAM
+
+from .refits import CountingRefit, lag1_latent, simulate_ar1
+
+# Worker processes cannot import the test package by name: ship the refit by value.
+cloudpickle.register_pickle_by_value(sys.modules[CountingRefit.__module__])
+
+TR = 2.0
+
+
+@pytest.fixture(scope="module")
+def data():
+    y = simulate_ar1(12, 150, seed=3)
+    return y, lag1_latent(y)
+
+
+def run(data, **kw):
+    y, theta = data
+    settings = dict(tr=TR, B=8, R=3, block_s=20.0, seed=11, progress=False)
+    settings.update(kw)
+    refit = settings.pop("refit", CountingRefit())
+    return double_bootstrap(y, refit, theta, **settings)
+
+
+def test_same_seed_same_intervals_and_seed_matters(data):
+    a, b = run(data), run(data)
+    np.testing.assert_array_equal(a.lower, b.lower)
+    np.testing.assert_array_equal(a.upper, b.upper)
+    np.testing.assert_array_equal(a.alpha_hat, b.alpha_hat)
+    c = run(data, seed=12)
+    assert not np.array_equal(a.se, c.se)
+    assert a.n_refits == 8 * 4 and a.draws.shape == (8, 12, 1)
+    assert a.block_frames == pytest.approx(10.0)
+
+
+def test_inner_resamples_are_drawn_from_the_outer_one():
+    outer = resample_indices(5, 2, 0, 100, 10.0)
+    inner = resample_indices(5, 2, 1, 100, 10.0)
+    assert set(inner) <= set(outer)
+
+
+def test_parallel_workers_do_not_change_the_answer(data):
+    serial = run(data)
+    parallel = run(data, n_jobs=2)
+    np.testing.assert_array_equal(serial.lower, parallel.lower)
+    np.testing.assert_array_equal(serial.draws, parallel.draws)
+
+
+def test_dask_client_gives_the_same_answer(data):
+    distributed = pytest.importorskip("distributed")
+    serial = run(data)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                            dashboard_address=None) as client:
+        on_dask = run(data, client=client)
+    np.testing.assert_array_equal(serial.upper, on_dask.upper)
+
+
+def test_interrupted_run_resumes_without_recomputing(data, tmp_path):
+    total = 8 * (3 + 1)
+    crashing = CountingRefit(fail_after=13)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(data, refit=crashing, cache_dir=tmp_path)
+    assert crashing.calls == 13
+    resumed_refit = CountingRefit()
+    resumed = run(data, refit=resumed_refit, cache_dir=tmp_path)
+    assert resumed_refit.calls == total - 13 and resumed.n_refits == total - 13
+    again = CountingRefit()
+    run(data, refit=again, cache_dir=tmp_path)
+    assert again.calls == 0
+    fresh = run(data)
+    np.testing.assert_array_equal(resumed.lower, fresh.lower)
+    # Other inputs must not reuse the cached refits.
+    other = CountingRefit()
+    run(data, refit=other, cache_dir=tmp_path, block_s=30.0)
+    assert other.calls == total
+
+
+def test_single_is_the_outer_level_with_a_nominal_interval(data):
+    double = run(data)
+    single = run(data, mode="single")
+    assert single.R == 0 and single.n_refits == 8 and single.vertex_levels is None
+    np.testing.assert_array_equal(single.se, double.se)
+    np.testing.assert_allclose(single.upper - single.lower, 2 * 1.959964 * single.se, rtol=1e-6)
+    assert double.vertex_levels.shape == (12, 1)
+    width = (double.upper - double.lower) / double.se
+    np.testing.assert_allclose(width, 2 * _z(double.alpha_hat[0]), rtol=1e-9)
+
+
+def test_natural_bounds_follow_the_monotone_maps(data):
+    _, theta = data
+    result = run(data)
+    maps = natural_intervals(result, theta, ONE_PARAM)
+    for name in ("theta", "timetopeak"):
+        m = maps[name]
+        assert np.all(m.lower <= m.estimate) and np.all(m.estimate <= m.upper)
+        assert np.all(m.se > 0)
+    # time-to-peak = 5/theta is decreasing: its lower bound comes from theta's upper one.
+    np.testing.assert_allclose(maps["timetopeak"].lower, 5.0 / maps["theta"].upper)
+
+
+def _z(alpha: float) -> float:
+    from scipy.special import ndtri
+
+    return float(ndtri(1 - alpha / 2))
