@@ -2,6 +2,11 @@
 # Set up (or refresh) the project's virtual environment from the lock files.
 # Idempotent: a stamp keyed on the lock files skips work already done.
 # Usage: bash scripts/install.sh [--dev]
+# The container build (Dockerfile) runs this same script, with these variables:
+#   HEMOCOUPLING_VENV         where the environment goes (default .venv)
+#   HEMOCOUPLING_TORCH_INDEX  a wheel index to take the locked torch from first
+#                             (the image uses PyTorch's CPU-only index)
+#   HEMOCOUPLING_EDITABLE=0   install the package itself as a regular copy, not editable
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${HEMOCOUPLING_VENV:-.venv}
@@ -19,11 +24,17 @@ fi
 stamp="$venv/.installed-$(cat "${locks[@]}" pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     "$venv/bin/python" -m pip install -q --upgrade "pip==26.3"
+    if [ -n "${HEMOCOUPLING_TORCH_INDEX:-}" ]; then
+        "$venv/bin/python" -m pip install -q --no-deps --index-url "$HEMOCOUPLING_TORCH_INDEX" \
+            "$(grep -E '^torch==' requirements.lock)"
+    fi
     for lock in "${locks[@]}"; do "$venv/bin/python" -m pip install -q -r "$lock"; done
     if [ -f /usr/include/suitesparse/cholmod.h ]; then
         "$venv/bin/python" -m pip install -q "scikit-sparse==0.4.16" \
             || echo "install: scikit-sparse failed to build; using SciPy's SuperLU" >&2
     fi
-    "$venv/bin/python" -m pip install -q --no-deps -e .
+    editable=(-e)
+    [ "${HEMOCOUPLING_EDITABLE:-1}" = 0 ] && editable=()
+    "$venv/bin/python" -m pip install -q --no-deps "${editable[@]}" .
     touch "$stamp"
 fi

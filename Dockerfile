@@ -1,0 +1,91 @@
+# syntax=docker/dockerfile:1
+# hemocoupling BIDS-App image.
+#   docker build --build-arg VERSION="$(cat version)" -t hemocoupling/hemocoupling:"$(cat version)" .
+#   docker build --target test .        # also runs --version and the test suite
+# Stages: build (compilers, SuiteSparse headers, venv from the lock files through
+# scripts/install.sh, TemplateFlow pre-fetch) -> runtime (runtime libraries only) -> test.
+
+# python:3.11-slim-bookworm, pinned by digest so rebuilds start from the same bytes.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+
+FROM ${PYTHON_IMAGE} AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# build-essential + SuiteSparse headers: scikit-sparse 0.4.16 (CHOLMOD) builds from source.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        build-essential=12.9 \
+        libsuitesparse-dev=1:5.12.0+dfsg-2 \
+    && rm -rf /var/lib/apt/lists/*
+# The same script CI runs (bash scripts/test.sh -> scripts/install.sh), pointed at /opt:
+# torch comes from PyTorch's CPU-only wheel index, everything else from requirements.lock.
+ENV HEMOCOUPLING_VENV=/opt/hemocoupling/venv \
+    HEMOCOUPLING_TORCH_INDEX=https://download.pytorch.org/whl/cpu \
+    HEMOCOUPLING_EDITABLE=0 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY . /src
+RUN bash scripts/install.sh \
+    && "$HEMOCOUPLING_VENV/bin/python" -c "import sksparse.cholmod"
+# Templates the app can ask for, fetched now: compute nodes and read-only containers
+# have no internet. Placeholders of everything else are pruned (clear "not found" offline).
+ENV TEMPLATEFLOW_HOME=/home/hemocoupling/.cache/templateflow
+RUN "$HEMOCOUPLING_VENV/bin/python" scripts/fetch_templates.py --prune \
+    && chmod -R a+rX,go-w /home/hemocoupling/.cache
+
+FROM ${PYTHON_IMAGE} AS runtime
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG VERSION=0.1.0
+ARG BUILD_DATE=unknown
+ARG VCS_REF=unknown
+LABEL org.opencontainers.image.title="hemocoupling" \
+      org.opencontainers.image.description="BIDS-App: vertex-wise hemodynamic coupling maps with calibrated double-bootstrap intervals from fMRIPrep surface BOLD" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.created="${BUILD_DATE}" \
+      org.opencontainers.image.revision="${VCS_REF}" \
+      org.opencontainers.image.source="https://github.com/hemocoupling/hemocoupling" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="hemocoupling developers"
+# Runtime half of SuiteSparse only (CHOLMOD and its AMD/COLAMD/METIS/BLAS dependencies).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libcholmod3=1:5.12.0+dfsg-2 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/hemocoupling/venv /opt/hemocoupling/venv
+COPY --from=build /home/hemocoupling /home/hemocoupling
+COPY version /opt/hemocoupling/version
+# HOME is world-writable (sticky) for `docker run -u UID`; the templates inside are
+# read-only. Every cache goes to /tmp, so `docker run --read-only --tmpfs /tmp` works and
+# Singularity (which binds the host HOME over this one) still finds the templates.
+RUN chmod 1777 /home/hemocoupling
+ENV HOME=/home/hemocoupling \
+    PATH=/opt/hemocoupling/venv/bin:$PATH \
+    TEMPLATEFLOW_HOME=/home/hemocoupling/.cache/templateflow \
+    TEMPLATEFLOW_AUTOUPDATE=0 \
+    MPLBACKEND=Agg \
+    MPLCONFIGDIR=/tmp/hemocoupling-mpl \
+    NUMBA_CACHE_DIR=/tmp/hemocoupling-numba \
+    TORCH_HOME=/tmp/hemocoupling-torch \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/hemocoupling-torchinductor \
+    XDG_CACHE_HOME=/tmp/hemocoupling-cache \
+    DASK_TEMPORARY_DIRECTORY=/tmp \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+WORKDIR /tmp
+USER 1000:1000
+ENTRYPOINT ["/opt/hemocoupling/venv/bin/hemocoupling"]
+CMD ["--help"]
+
+# Smoke test: the image answers --version with the version it is labelled with, imports
+# CHOLMOD from the runtime libraries, and passes the test suite as an unprivileged user.
+FROM runtime AS test
+ARG VERSION=0.1.0
+USER 0
+WORKDIR /src
+COPY requirements-dev.lock pyproject.toml version ./
+COPY tests ./tests
+RUN /opt/hemocoupling/venv/bin/python -m pip install --no-cache-dir -q -r requirements-dev.lock
+USER 1000:1000
+RUN test "$(hemocoupling --version)" = "hemocoupling ${VERSION}" \
+    && test "$(cat version)" = "${VERSION}" \
+    && python -c "import sksparse.cholmod" \
+    && python -m pytest -p no:cacheprovider -q -n 2 tests

@@ -1,0 +1,123 @@
+"""Pre-fetch every TemplateFlow file hemocoupling can ask for, for offline runs.
+
+Why: compute nodes and containers usually have no internet, and a read-only image cannot
+download at run time. The container build runs this once; cluster users run it on a login
+node with ``TEMPLATEFLOW_HOME`` pointing at a shared folder (see docs/deployment.md).
+
+Usage: ``TEMPLATEFLOW_HOME=DIR python scripts/fetch_templates.py [--prune] [--list]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HEMIS = ("L", "R")
+
+# (template, query) pairs; every query must match at least one file per hemisphere.
+# fsaverage den-10k/41k have no midthickness in TemplateFlow: the app derives (white+pial)/2.
+FSAVERAGE_SURFACES = [
+    {"density": den, "suffix": suffix, "desc": None, "extension": ".surf.gii"}
+    for den in ("10k", "41k", "164k")
+    for suffix in ("white", "pial", "sphere")
+] + [{"density": "164k", "suffix": "midthickness", "desc": None, "extension": ".surf.gii"}]
+FSAVERAGE_SHAPES = [
+    {"density": den, "suffix": suffix, "extension": ".shape.gii"}
+    for den in ("10k", "41k", "164k")
+    for suffix in ("sulc", "curv")
+]
+FSAVERAGE_ATLASES = [
+    {"density": den, "atlas": atlas, "suffix": "dseg", "extension": ".label.gii"}
+    for den in ("10k", "41k", "164k")
+    for atlas in ("Desikan2006", "Destrieux2009", "Yeo2011")
+] + [
+    {"density": "164k", "atlas": "Schaefer2018", "segmentation": seg, "scale": scale,
+     "suffix": "dseg", "extension": ".label.gii"}
+    for seg in ("7n", "17n")
+    for scale in ("100", "200", "400")
+]
+FSLR_FILES = [
+    {"density": "32k", "suffix": suffix, "desc": None, "space": None, "extension": ".surf.gii"}
+    for suffix in ("midthickness", "sphere", "inflated", "veryinflated")
+] + [
+    {"density": "32k", "desc": "nomedialwall", "suffix": "dparc", "extension": ".label.gii"},
+    {"density": "32k", "desc": "vaavg", "suffix": "midthickness", "extension": ".shape.gii"},
+]
+# Look-up tables that name the atlas labels (no hemisphere entity).
+FSAVERAGE_TABLES = [
+    {"atlas": atlas, "suffix": "dseg", "extension": ext, "hemi": None, "density": None}
+    for atlas in ("Desikan2006", "Destrieux2009", "Yeo2011", "Schaefer2018")
+    for ext in (".tsv", ".json")
+]
+
+PER_HEMISPHERE = [("fsaverage", q) for q in FSAVERAGE_SURFACES + FSAVERAGE_SHAPES
+                  + FSAVERAGE_ATLASES] + [("fsLR", q) for q in FSLR_FILES]
+
+
+def fetch(per_hemisphere: list[tuple[str, dict]], tables: list[dict],
+          download: bool = True) -> list[Path]:
+    """Download (or find) each file; raise if a query matches nothing.
+
+    With ``download=False`` only match the queries against TemplateFlow's file index
+    (its bundled skeleton), so the list can be checked offline.
+    Returns the absolute paths; downloaded ones are checked to be non-empty files.
+    """
+    from templateflow import api
+
+    paths: list[Path] = []
+    queries = [(tpl, {**q, "hemi": hemi}) for tpl, q in per_hemisphere for hemi in HEMIS]
+    queries += [("fsaverage", q) for q in tables]
+    for template, query in queries:
+        found = api.get(template, raise_empty=True, **query) if download else \
+            api.ls(template, **query)
+        found = [found] if isinstance(found, (str, os.PathLike)) else found
+        if not found:
+            raise RuntimeError(f"TemplateFlow has no {template} file for {query}")
+        for path in map(Path, found):
+            if download and (not path.is_file() or path.stat().st_size == 0):
+                raise RuntimeError(f"TemplateFlow did not download {path}")
+            paths.append(path)
+    return sorted(set(paths))
+
+
+def prune_placeholders(root: Path) -> int:
+    """Delete TemplateFlow's empty placeholder files (everything not downloaded).
+
+    In an offline, read-only image a placeholder would make templateflow try a download
+    that can only fail; without it the app gets a clear "template not found" instead.
+    """
+    removed = 0
+    for path in root.rglob("*"):
+        if path.is_file() and path.stat().st_size == 0:
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prune", action="store_true",
+                        help="delete the empty placeholders of files not fetched")
+    parser.add_argument("--list", action="store_true", help="print the fetched paths")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="only match the queries against TemplateFlow's index")
+    args = parser.parse_args(argv)
+    if not os.environ.get("TEMPLATEFLOW_HOME"):
+        parser.error("set TEMPLATEFLOW_HOME to the folder to fill")
+    paths = fetch(PER_HEMISPHERE, FSAVERAGE_TABLES, download=not args.dry_run)
+    if args.list:
+        print("\n".join(str(p) for p in paths))
+    size = sum(p.stat().st_size for p in paths) / 2**20
+    print(f"fetch_templates: {len(paths)} files, {size:.0f} MiB", file=sys.stderr)
+    if args.prune and not args.dry_run:
+        from templateflow.conf import TF_HOME
+
+        print(f"fetch_templates: pruned {prune_placeholders(Path(TF_HOME))} placeholders",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
