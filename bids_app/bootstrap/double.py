@@ -79,15 +79,16 @@ class BootstrapResult:
     seconds: float
 
     def sidecar(self) -> dict:
-        """Fields the derivatives sidecar records about the bootstrap."""
+        """The ``bootstrap`` record of :class:`bids_app.io.derivatives.FitMetadata`
+        (the seed goes in its own ``random_seed`` field)."""
+        alpha = [float(a) for a in self.alpha_hat]
         return {
-            "BootstrapMode": self.mode,
-            "BootstrapOuterResamples": self.B,
-            "BootstrapInnerResamples": self.R,
-            "BootstrapBlockLengthSeconds": self.block_s,
-            "BootstrapBlockLengthFrames": self.block_frames,
-            "CalibratedLevel": [float(a) for a in self.alpha_hat],
-            "RandomSeed": self.seed,
+            "Mode": self.mode,
+            "B": self.B,
+            "R": self.R,
+            "BlockLengthSeconds": self.block_s,
+            "BlockLengthFrames": self.block_frames,
+            "CalibratedAlpha": alpha[0] if len(alpha) == 1 else alpha,
         }
 
 

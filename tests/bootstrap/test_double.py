@@ -90,6 +90,8 @@ def test_single_is_the_outer_level_with_a_nominal_interval(data):
     np.testing.assert_array_equal(single.se, double.se)
     np.testing.assert_allclose(single.upper - single.lower, 2 * 1.959964 * single.se, rtol=1e-6)
     assert double.vertex_levels.shape == (12, 1)
+    assert single.sidecar()["CalibratedAlpha"] == 0.05 and single.sidecar()["Mode"] == "single"
+    assert double.sidecar()["CalibratedAlpha"] == double.alpha_hat[0]
     width = (double.upper - double.lower) / double.se
     np.testing.assert_allclose(width, 2 * _z(double.alpha_hat[0]), rtol=1e-9)
 
