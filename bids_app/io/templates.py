@@ -1,0 +1,112 @@
+"""Template cortical meshes (fsaverage family, fsLR 32k) for the spatial prior.
+
+The prior needs a midthickness mesh in mm. TemplateFlow serves fsLR 32k midthickness,
+but for fsaverage densities often only white and pial, so their vertex-wise mean (the
+usual midthickness construction) is used. fsaverage5 is also shipped inside the nilearn
+wheel, which serves as the offline fallback.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+
+from bids_app.errors import MissingInputError
+from bids_app.io.surface_files import load_surface
+
+# Space name → (TemplateFlow template, density label).
+TEMPLATE_DENSITY = {
+    "fsaverage5": ("fsaverage", "10k"),
+    "fsaverage6": ("fsaverage", "41k"),
+    "fsaverage": ("fsaverage", "164k"),
+    "fsLR": ("fsLR", "32k"),
+    "fsLR32k": ("fsLR", "32k"),
+}
+
+_INSTALL_HINT = ("set TEMPLATEFLOW_HOME to a TemplateFlow copy holding it, or allow "
+                 "TemplateFlow to download (TEMPLATEFLOW_AUTOUPDATE=1, network)")
+
+
+def template_mesh(space: str, hemi: str) -> tuple[np.ndarray, np.ndarray]:
+    """Midthickness mesh of a template space: vertices (V, 3) mm, faces (F, 3).
+
+    Parameters
+    ----------
+    space : {"fsaverage5", "fsaverage6", "fsaverage", "fsLR", "fsLR32k"}
+    hemi : {"L", "R"}
+
+    Returns read-only arrays (cached: the same mesh is asked for per run).
+    """
+    if space not in TEMPLATE_DENSITY:
+        raise MissingInputError(f"no template mesh for space '{space}'; supported: "
+                                f"{', '.join(TEMPLATE_DENSITY)} (or pass subject meshes)")
+    if hemi not in ("L", "R"):
+        raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
+    return _cached_mesh(space, hemi)
+
+
+@lru_cache(maxsize=8)
+def _cached_mesh(space: str, hemi: str) -> tuple[np.ndarray, np.ndarray]:
+    template, density = TEMPLATE_DENSITY[space]
+    mesh = _templateflow_midthickness(template, density, hemi)
+    if mesh is None and space == "fsaverage5":
+        mesh = _nilearn_fsaverage5(hemi)
+    if mesh is None:
+        raise MissingInputError(
+            f"TemplateFlow tpl-{template} hemi-{hemi} den-{density} midthickness (or white "
+            f"and pial) surface not found; {_INSTALL_HINT}")
+    for array in mesh:
+        array.flags.writeable = False
+    return mesh
+
+
+def _templateflow_file(template: str, density: str, hemi: str, suffix: str) -> Path | None:
+    """One TemplateFlow surface file, or None when it cannot be had."""
+    try:
+        import templateflow.api as tflow
+
+        found = tflow.get(template, hemi=hemi, density=density, suffix=suffix,
+                          extension=".surf.gii", raise_empty=False)
+    except Exception:  # offline, missing skeleton, S3 errors: treat as absent
+        return None
+    if isinstance(found, list):
+        found = [f for f in found if "desc-" not in Path(f).name]
+        found = found[0] if len(found) == 1 else None
+    ok = found and Path(found).is_file() and Path(found).stat().st_size > 0
+    return Path(found) if ok else None
+
+
+def _templateflow_midthickness(template: str, density: str, hemi: str
+                               ) -> tuple[np.ndarray, np.ndarray] | None:
+    path = _templateflow_file(template, density, hemi, "midthickness")
+    if path is not None:
+        return load_surface(path)
+    white = _templateflow_file(template, density, hemi, "white")
+    pial = _templateflow_file(template, density, hemi, "pial")
+    if white is None or pial is None:
+        return None
+    return _average_meshes(load_surface(white), load_surface(pial))
+
+
+def _nilearn_fsaverage5(hemi: str) -> tuple[np.ndarray, np.ndarray] | None:
+    side = {"L": "left", "R": "right"}[hemi]
+    spec = find_spec("nilearn")  # locates the wheel without importing nilearn (slow)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "fsaverage5"
+    white, pial = (folder / f"{kind}_{side}.gii.gz" for kind in ("white", "pial"))
+    if not (white.is_file() and pial.is_file()):
+        return None
+    return _average_meshes(load_surface(white), load_surface(pial))
+
+
+def _average_meshes(white: tuple[np.ndarray, np.ndarray], pial: tuple[np.ndarray, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Midthickness as the vertex-wise mean of white and pial (same topology required)."""
+    if white[0].shape != pial[0].shape or not np.array_equal(white[1], pial[1]):
+        raise MissingInputError("white and pial template surfaces differ in topology; "
+                                "reinstall the TemplateFlow template")
+    return 0.5 * (white[0] + pial[0]), white[1]
