@@ -1,0 +1,197 @@
+"""Confound regressors and frame selection from fMRIPrep's ``desc-confounds_timeseries.tsv``.
+
+Frame selection is honest about time: the surrogate summarises a power spectrum, which
+assumes equally spaced, contiguous frames. Splicing out high-motion frames would create
+jumps the spectrum reads as signal, so with ``--fd-threshold`` we keep the **longest
+contiguous run of low-motion frames** (after dropping non-steady-state frames) and
+analyse that segment only; the workflow refuses it if it is shorter than the surrogate
+allows (exit 16).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bids_app.errors import InputValidationError, MissingInputError
+
+LOGGER = logging.getLogger(__name__)
+MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+TISSUE = ("csf", "white_matter", "global_signal")
+N_COMPCOR = 5  # components per tissue for aCompCor (WM and CSF), as in XCP-D
+
+
+@dataclass(frozen=True)
+class FrameSelection:
+    """Which frames to analyse and which regressors to remove from them.
+
+    Attributes
+    ----------
+    start, stop : int
+        The analysed segment is frames ``start:stop`` of the original run.
+    regressors : array (stop - start, k) or None
+        Confounds restricted to the segment; None when the strategy is ``none``.
+    names : tuple of str
+        Regressor names (for sidecars and reports).
+    n_dummy : int
+        Initial non-steady-state frames dropped.
+    n_high_motion : int
+        Frames above the FD threshold in the run (after the dummy frames).
+    """
+
+    start: int
+    stop: int
+    regressors: np.ndarray | None
+    names: tuple[str, ...]
+    n_dummy: int
+    n_high_motion: int
+
+    @property
+    def n_frames(self) -> int:
+        return self.stop - self.start
+
+    def summary(self) -> dict:
+        """JSON-ready description for sidecars and the report."""
+        return {"FirstFrame": self.start, "NumberOfFrames": self.n_frames,
+                "DummyScans": self.n_dummy, "HighMotionFrames": self.n_high_motion,
+                "Confounds": list(self.names)}
+
+
+def select_frames(
+    path: Path | None,
+    n_frames: int,
+    strategy: str = "24P",
+    fd_threshold: float | None = None,
+    dummy_scans: int | None = None,
+) -> FrameSelection:
+    """Read confounds, drop dummy frames, censor motion, and build the strategy's regressors.
+
+    Parameters
+    ----------
+    path : Path or None
+        The run's ``desc-confounds_timeseries.tsv``; may be None only with strategy
+        ``none``, no FD threshold (then only ``dummy_scans`` frames are dropped).
+    n_frames : int
+        Frames in the BOLD series; the TSV must have as many rows.
+    strategy : {'24P', '36P', 'acompcor', 'none'}
+        24P: 6 motion + derivatives + squares of both; 36P: 24P + CSF, WM and global
+        signal expanded the same way; acompcor: 6 motion + derivatives + 5 WM and
+        5 CSF aCompCor components; none: no regression.
+    fd_threshold : float, optional
+        Framewise displacement in mm above which a frame counts as high-motion.
+    dummy_scans : int, optional
+        Initial frames to drop; default: the ``non_steady_state_outlier*`` columns.
+    """
+    if path is None:
+        if strategy != "none" or fd_threshold is not None:
+            raise MissingInputError(
+                "no desc-confounds_timeseries.tsv found for this run; "
+                "use --confounds none without --fd-threshold, or add the fMRIPrep confounds"
+            )
+        start = dummy_scans or 0
+        return FrameSelection(start, n_frames, None, (), start, 0)
+
+    table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    if len(table) != n_frames:
+        raise InputValidationError(
+            f"{path} has {len(table)} rows but its BOLD run has {n_frames} frames"
+        )
+    dummy = dummy_scans if dummy_scans is not None else _non_steady_state(table)
+    high = np.zeros(n_frames, dtype=bool)
+    if fd_threshold is not None:
+        fd = _columns(table, ("framewise_displacement",), path)[:, 0]
+        high = np.nan_to_num(fd) > fd_threshold
+    start, stop = longest_run(~high, dummy)
+    if stop - start < n_frames - dummy:
+        LOGGER.info("%s: analysing frames %d-%d, the longest low-motion segment",
+                    path.name, start, stop - 1)
+    names, regressors = _strategy(table, strategy, path)
+    return FrameSelection(
+        start, stop, None if regressors is None else regressors[start:stop], names,
+        dummy, int(high[dummy:].sum()),
+    )
+
+
+def longest_run(good: np.ndarray, first: int = 0) -> tuple[int, int]:
+    """Bounds ``(start, stop)`` of the longest run of True in ``good[first:]``."""
+    padded = np.concatenate([[False], good[first:], [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(padded))
+    if edges.size == 0:
+        return first, first
+    starts, stops = edges[0::2], edges[1::2]
+    best = int(np.argmax(stops - starts))
+    return first + int(starts[best]), first + int(stops[best])
+
+
+def _non_steady_state(table: pd.DataFrame) -> int:
+    """Leading frames flagged by fMRIPrep's ``non_steady_state_outlier*`` columns."""
+    flags = table.filter(like="non_steady_state_outlier")
+    if flags.empty:
+        return 0
+    flagged = flags.fillna(0).to_numpy().any(axis=1)
+    return int(np.argmin(flagged)) if not flagged.all() else len(flagged)
+
+
+def _columns(table: pd.DataFrame, names: tuple[str, ...], path: Path) -> np.ndarray:
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise MissingInputError(
+            f"{path} lacks column(s) {', '.join(missing)}; choose another --confounds strategy"
+        )
+    return table.loc[:, list(names)].to_numpy(dtype=np.float64)
+
+
+def expand(base: np.ndarray) -> np.ndarray:
+    """Base regressors, their backward differences, and squares of both (Friston 24P)."""
+    base = np.nan_to_num(base)
+    deriv = np.vstack([np.zeros((1, base.shape[1])), np.diff(base, axis=0)])
+    return np.hstack([base, deriv, base**2, deriv**2])
+
+
+def _strategy(table: pd.DataFrame, strategy: str, path: Path):
+    if strategy == "none":
+        return (), None
+    motion = _columns(table, MOTION, path)
+    if strategy == "24P":
+        return _expanded_names(MOTION), expand(motion)
+    if strategy == "36P":
+        base = np.hstack([motion, _columns(table, TISSUE, path)])
+        return _expanded_names(MOTION + TISSUE), expand(base)
+    if strategy == "acompcor":
+        motion12 = expand(motion)[:, :12]
+        comps = _compcor_columns(table, path)
+        names = _expanded_names(MOTION)[:12] + comps
+        return names, np.hstack([motion12, _columns(table, comps, path)])
+    raise ValueError(f"unknown confound strategy {strategy}")
+
+
+def _expanded_names(base: tuple[str, ...]) -> tuple[str, ...]:
+    return (base + tuple(f"{n}_derivative1" for n in base) + tuple(f"{n}_power2" for n in base)
+            + tuple(f"{n}_derivative1_power2" for n in base))
+
+
+def _compcor_columns(table: pd.DataFrame, path: Path) -> tuple[str, ...]:
+    """First aCompCor components of WM and CSF (fMRIPrep ≥20: ``w_``/``c_comp_cor``)."""
+    split = [c for prefix in ("w_comp_cor_", "c_comp_cor_")
+             for c in sorted(table.columns[table.columns.str.startswith(prefix)])[:N_COMPCOR]]
+    if split:
+        return tuple(split)
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():  # older fMRIPrep: a_comp_cor_XX with the mask in the JSON
+        meta = json.loads(sidecar.read_text())
+        chosen = []
+        for mask in ("WM", "CSF"):
+            names = sorted(k for k, v in meta.items()
+                           if k.startswith("a_comp_cor_") and v.get("Mask") == mask)
+            chosen += names[:N_COMPCOR]
+        if chosen:
+            return tuple(chosen)
+    combined = sorted(table.columns[table.columns.str.startswith("a_comp_cor_")])
+    if not combined:
+        raise MissingInputError(f"{path} has no aCompCor columns; choose --confounds 24P or 36P")
+    return tuple(combined[: 2 * N_COMPCOR])

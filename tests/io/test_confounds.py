@@ -1,0 +1,82 @@
+"""Confound strategies, dummy frames and honest motion censoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bids_app.errors import InputValidationError, MissingInputError
+from bids_app.io.confounds import MOTION, TISSUE, longest_run, select_frames
+
+N = 40
+
+
+def _tsv(tmp_path, **extra):
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame({name: rng.normal(size=N) for name in MOTION + TISSUE})
+    table["framewise_displacement"] = np.r_[np.nan, np.full(N - 1, 0.1)]
+    for name, values in extra.items():
+        table[name] = values
+    path = tmp_path / "sub-01_task-rest_desc-confounds_timeseries.tsv"
+    table.to_csv(path, sep="\t", index=False, na_rep="n/a")
+    return path
+
+
+@pytest.mark.parametrize(("strategy", "width"), [("24P", 24), ("36P", 36), ("none", 0)])
+def test_strategy_widths(tmp_path, strategy, width):
+    selection = select_frames(_tsv(tmp_path), N, strategy)
+    assert len(selection.names) == width
+    if width:
+        assert selection.regressors.shape == (N, width)
+        assert np.isfinite(selection.regressors).all()
+
+
+def test_24p_derivative_and_square_columns(tmp_path):
+    path = _tsv(tmp_path)
+    x = pd.read_csv(path, sep="\t")["trans_x"].to_numpy()
+    reg = select_frames(path, N, "24P").regressors
+    np.testing.assert_allclose(reg[1:, 6], np.diff(x))
+    np.testing.assert_allclose(reg[:, 12], x**2)
+
+
+def test_acompcor_uses_wm_and_csf_components(tmp_path):
+    comps = {f"{p}_comp_cor_{k:02d}": np.arange(N) * k for p in "wc" for k in range(7)}
+    selection = select_frames(_tsv(tmp_path, **comps), N, "acompcor")
+    assert selection.regressors.shape == (N, 12 + 10)
+    assert "w_comp_cor_04" in selection.names and "w_comp_cor_05" not in selection.names
+
+
+def test_non_steady_state_frames_are_dropped(tmp_path):
+    flags = np.zeros(N)
+    flags[:3] = 1
+    selection = select_frames(_tsv(tmp_path, non_steady_state_outlier00=flags), N)
+    assert (selection.start, selection.stop, selection.n_dummy) == (3, N, 3)
+    assert selection.regressors.shape[0] == N - 3
+    assert select_frames(_tsv(tmp_path), N, dummy_scans=5).start == 5
+
+
+def test_censoring_keeps_longest_contiguous_low_motion_segment(tmp_path):
+    fd = np.full(N, 0.1)
+    fd[[10, 11, 30]] = 2.0
+    selection = select_frames(_tsv(tmp_path, framewise_displacement=fd), N, fd_threshold=0.5)
+    assert (selection.start, selection.stop) == (12, 30)
+    assert selection.n_high_motion == 3
+    assert selection.summary()["NumberOfFrames"] == 18
+
+
+def test_longest_run_edge_cases():
+    assert longest_run(np.array([True, True, False, True])) == (0, 2)
+    assert longest_run(np.array([False, False])) == (0, 0)
+    assert longest_run(np.array([True, False, True, True, True]), first=3) == (3, 5)
+
+
+def test_missing_columns_and_wrong_length_are_user_errors(tmp_path):
+    path = _tsv(tmp_path)
+    with pytest.raises(InputValidationError, match="rows"):
+        select_frames(path, N + 1)
+    with pytest.raises(MissingInputError, match="aCompCor"):
+        select_frames(path, N, "acompcor")
+    with pytest.raises(MissingInputError, match="--confounds none"):
+        select_frames(None, N, "24P")
+    assert select_frames(None, N, "none", dummy_scans=2).start == 2
