@@ -19,7 +19,8 @@ from typing import Any
 
 from bids_app import __version__
 from bids_app.errors import OutputError
-from bids_app.io.derivatives import atomic_write_bytes, write_json
+from bids_app.io.atomic import write_text
+from bids_app.io.derivatives import write_json
 
 LOGGER = logging.getLogger(__name__)
 
@@ -166,8 +167,7 @@ def write_bidsignore(output_dir: Path | str, extra: Sequence[str] = ()) -> Path:
         lines = path.read_text().splitlines() if path.exists() else []
         missing = [p for p in (*BIDSIGNORE_PATTERNS, *extra) if p not in lines]
         if missing:
-            text = "\n".join([*lines, *missing]) + "\n"
-            atomic_write_bytes(path, text.encode("utf-8"))
+            write_text(path, "\n".join([*lines, *missing]) + "\n")
     return path
 
 

@@ -4,16 +4,15 @@ One function (:func:`derivative_name`) names every output so the participant wri
 group reader and the report agree on file names. Maps are written per run (or combined
 over runs) as ``.func.gii`` per hemisphere for GIFTI input, or as one ``.dscalar.nii``
 holding both hemispheres' cortex for CIFTI input. Every file is written to a temporary
-name in its folder and renamed, so an interrupted job never leaves a half-written map.
+name in its folder and renamed (:mod:`bids_app.io.atomic`), so an interrupted job never
+leaves a half-written map.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,15 @@ import nibabel as nib
 import numpy as np
 
 from bids_app import __version__
-from bids_app.errors import InputValidationError, OutputError
+from bids_app.errors import InputValidationError
+from bids_app.io.atomic import write_text
+from bids_app.io.surface_files import (
+    CIFTI_STRUCTURE,
+    HEMI_STRUCTURE,
+    SurfaceBlock,
+    save_cifti_scalars,
+    save_scalar_gifti,
+)
 from bids_app.models import DERIVED_UNITS, MODELS
 
 # BIDS entity order (standard entities first, then the XCP-D/BEP012-style
@@ -52,11 +59,8 @@ GIFTI_EXT = ".func.gii"
 CIFTI_EXT = ".dscalar.nii"
 MAP_EXTENSIONS: tuple[str, ...] = (GIFTI_EXT, CIFTI_EXT)
 
-_STRUCTURE = {"L": "CortexLeft", "R": "CortexRight"}
-_CIFTI_STRUCTURE = {
-    "CIFTI_STRUCTURE_CORTEX_LEFT": "L",
-    "CIFTI_STRUCTURE_CORTEX_RIGHT": "R",
-}
+# CIFTI structure name → hemisphere label.
+_CIFTI_STRUCTURE = {structure: hemi for hemi, structure in CIFTI_STRUCTURE.items()}
 
 _STAT_DESCRIPTIONS = {
     "estimate": "Posterior mode (MAP) of {param} under the SPDE spatial prior.",
@@ -268,10 +272,12 @@ class ParameterMaps:
             raise ValueError(f"all maps must be 1-D of one length, got shapes {lengths}")
         n = next(iter(lengths))[0]
         if self.brain_models is None:
-            if self.entities.get("hemi") not in _STRUCTURE:
+            if self.entities.get("hemi") not in HEMI_STRUCTURE:
                 raise ValueError("GIFTI maps need hemi 'L' or 'R' in entities")
         else:
             self.entities.pop("hemi", None)
+            if not np.isin(self.brain_models.name, list(_CIFTI_STRUCTURE)).all():
+                raise ValueError("CIFTI maps hold cortex only: pass cortex_models(axis)")
             if n != len(self.brain_models):
                 raise ValueError(f"{n} values for {len(self.brain_models)} grayordinates")
 
@@ -314,6 +320,24 @@ def merge_hemispheres(
             else:
                 stats[stat] = np.concatenate(pieces)
         out[param] = StatArrays(**stats)
+    return out
+
+
+def split_hemispheres(
+    values: np.ndarray, brain_models: nib.cifti2.BrainModelAxis
+) -> dict[str, np.ndarray]:
+    """Per-hemisphere full-length arrays (NaN where absent) from CIFTI-ordered values.
+
+    The inverse of :func:`merge_hemispheres` for one map; used to plot CIFTI maps on
+    each hemisphere's mesh and to average them vertex-wise at the group level.
+    """
+    out = {}
+    for structure, rows, model in brain_models.iter_structures():
+        hemi = _CIFTI_STRUCTURE.get(structure)
+        if hemi is not None:
+            full = np.full(int(model.nvertices[structure]), np.nan)
+            full[model.vertex] = np.asarray(values, dtype=float)[rows]
+            out[hemi] = full
     return out
 
 
@@ -384,55 +408,9 @@ def sidecar(maps: ParameterMaps, param: str, stat: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- writing
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write ``data`` to a temporary name beside ``path``, fsync, then rename over it.
-
-    Readers (and a crash) see the old file or the new one, never half of one. The
-    temporary name keeps the final extension so tools that sniff it still work.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{path.name}")
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write {path}: {exc.strerror or exc}; choose a writable OUTPUT_DIR"
-        ) from exc
-    return path
-
-
 def write_json(path: Path | str, record: Mapping[str, Any]) -> Path:
     """Atomically write a JSON file (indented, keys in insertion order, no NaN)."""
-    text = json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n"
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def gifti_map(values: np.ndarray, hemi: str, name: str) -> nib.GiftiImage:
-    """A one-column metric ``.func.gii`` (float32) that nilearn and Workbench read."""
-    meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary": _STRUCTURE[hemi]})
-    array = nib.gifti.GiftiDataArray(
-        np.asarray(values, dtype=np.float32),
-        intent="NIFTI_INTENT_ESTIMATE",
-        datatype="NIFTI_TYPE_FLOAT32",
-        meta=nib.gifti.GiftiMetaData({"Name": name}),
-    )
-    return nib.GiftiImage(darrays=[array], meta=meta)
-
-
-def cifti_map(
-    values: np.ndarray, brain_models: nib.cifti2.BrainModelAxis, name: str
-) -> nib.Cifti2Image:
-    """A one-map ``.dscalar.nii`` over ``brain_models`` (float32)."""
-    data = np.asarray(values, dtype=np.float32)[np.newaxis, :]
-    return nib.Cifti2Image(data, header=(nib.cifti2.ScalarAxis([name]), brain_models))
+    return write_text(path, json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
 
 
 def write_map(
@@ -443,14 +421,22 @@ def write_map(
     brain_models: nib.cifti2.BrainModelAxis | None = None,
     name: str = "",
 ) -> Path:
-    """Atomically write one map: GIFTI when ``hemi`` is given, CIFTI for ``brain_models``."""
+    """Atomically write one float32 map: GIFTI for ``hemi``, CIFTI for ``brain_models``.
+
+    CIFTI files list the left cortex before the right (``bids_app.io.surface_files``).
+    """
+    values = np.asarray(values, dtype=np.float32)
     if brain_models is not None:
-        img = cifti_map(values, brain_models, name)
-    elif hemi in _STRUCTURE:
-        img = gifti_map(values, hemi, name)
-    else:
-        raise ValueError("give hemi ('L'/'R') for GIFTI or brain_models for CIFTI")
-    return atomic_write_bytes(path, img.to_bytes())
+        blocks = {
+            _CIFTI_STRUCTURE[structure]: SurfaceBlock(
+                values[rows, np.newaxis], np.asarray(model.vertex), int(model.nvertices[structure])
+            )
+            for structure, rows, model in brain_models.iter_structures()
+        }
+        return save_cifti_scalars(path, blocks, [name])
+    if hemi in HEMI_STRUCTURE:
+        return save_scalar_gifti(path, values, [name], hemi=hemi)
+    raise ValueError("give hemi ('L'/'R') for GIFTI or brain_models for CIFTI")
 
 
 def write_parameter_maps(output_dir: Path | str, maps: ParameterMaps) -> list[Path]:
@@ -475,6 +461,41 @@ def write_parameter_maps(output_dir: Path | str, maps: ParameterMaps) -> list[Pa
 
 
 # --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class MapFile:
+    """A map found on disk: its path and the entities parsed from its name."""
+
+    path: Path
+    entities: dict[str, str]
+
+    @property
+    def fit_key(self) -> tuple[tuple[str, str], ...]:
+        """Entities that identify the fit (all but hemi, param, stat), sorted."""
+        drop = {"hemi", "param", "stat"}
+        return tuple(sorted((k, v) for k, v in self.entities.items() if k not in drop))
+
+
+def find_maps(output_dir: Path | str, subject: str | None = None) -> list[MapFile]:
+    """Every participant parameter map under OUTPUT_DIR (or one subject's), sorted.
+
+    Hidden files (temporaries of :mod:`bids_app.io.atomic`) are never listed.
+    """
+    root = Path(output_dir)
+    pattern = f"sub-{subject}" if subject else "sub-*"
+    found = []
+    for folder in sorted(root.glob(pattern)):
+        if not folder.is_dir():
+            continue
+        for extension in MAP_EXTENSIONS:
+            for path in sorted(folder.rglob(f"*_{MAP_SUFFIX}{extension}")):
+                if path.name.startswith("."):
+                    continue
+                entities, _, _ = parse_name(path.name)
+                if {"sub", "param", "stat"} <= set(entities):
+                    found.append(MapFile(path, entities))
+    return found
 
 
 @dataclass
