@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 from scipy.special import ndtri
@@ -187,7 +189,8 @@ def double_bootstrap(
     if cache is not None:
         for task in tasks:
             stored = cache.load(*task)
-            if stored is not None and stored.shape == theta_t_hat.shape:
+            if stored is not None and stored.shape == theta_t_hat.shape \
+                    and stored.dtype == np.float32:
                 fits[task] = stored
     missing = [task for task in tasks if task not in fits]
     if fits:
@@ -199,6 +202,8 @@ def double_bootstrap(
             raise InputValidationError(
                 f"refit returned shape {theta_t.shape}, expected {theta_t_hat.shape}"
             )
+        # float32 in memory and on disk alike, so a resumed run equals a fresh one.
+        theta_t = theta_t.astype(np.float32)
         fits[(b, r)] = theta_t
         if cache is not None:
             cache.save(b, r, theta_t)
@@ -251,10 +256,23 @@ def _run(
         return _run_dask(tasks, refit, y, seed, mean_block, client)
     if n_jobs == 1:
         return (_refit_task(refit, y, seed, b, r, mean_block) for b, r in tasks)
+    return _run_joblib(tasks, refit, y, seed, mean_block, n_jobs)
+
+
+def _run_joblib(
+    tasks: list[Task], refit: Refit, y: np.ndarray, seed: int, mean_block: float, n_jobs: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Local worker processes (loky). The series go to the workers as one memory map
+    written once; joblib would otherwise hash and copy them for every task."""
     from joblib import Parallel, delayed
 
-    parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
-    return parallel(delayed(_refit_task)(refit, y, seed, b, r, mean_block) for b, r in tasks)
+    with tempfile.TemporaryDirectory(prefix="hemocoupling-bootstrap-") as tmp:
+        path = Path(tmp) / "y.npy"
+        np.save(path, y)
+        shared = np.load(path, mmap_mode="r")
+        parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
+        yield from parallel(delayed(_refit_task)(refit, shared, seed, b, r, mean_block)
+                            for b, r in tasks)
 
 
 def _run_dask(
