@@ -85,6 +85,8 @@ def start_logging(config: Config) -> Path:
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
     console.setLevel(level if config.verbose else logging.WARNING)
+    # Errors reach the console once, as main()'s one-line message.
+    console.addFilter(lambda record: record.levelno < logging.ERROR)
     root = logging.getLogger("bids_app")
     for logger in (LOGGER, root):
         logger.setLevel(logging.DEBUG)

@@ -252,7 +252,8 @@ def subject_meshes(layout, entities: dict, space: str) -> dict[str, Path]:
     for hemi in ("L", "R"):
         matching = [f for f in candidates if f.get_entities().get("hemi") == hemi
                     and mesh_space_matches(f.get_entities(), space)]
-        matching.sort(key=lambda f: f.get_entities().get("session") != session)
+        matching.sort(key=lambda f: (f.get_entities().get("session") != session,
+                                     space_label(f.get_entities()) != space))
         if matching:
             meshes[hemi] = Path(matching[0].path)
     return meshes
@@ -306,3 +307,42 @@ def load_mesh(run: SurfaceRun, hemi: str, n_vertices: int
             f"hemi-{hemi} BOLD of {run.prefix} has {n_vertices} vertices but the {template} "
             f"template mesh has {len(vertices)}; the file is not in space {run.space}")
     return vertices, faces, f"template:{template}"
+
+
+@dataclass(frozen=True)
+class RunData:
+    """A run's series per hemisphere, with its TR (s) and, for CIFTI, the cortex layout."""
+
+    tr: float
+    blocks: dict  # hemi -> bids_app.io.surface_files.SurfaceBlock (n, T)
+    n_frames: int
+
+
+def read_run(run: SurfaceRun) -> RunData:
+    """Load a run's hemisphere series and its repetition time.
+
+    Raises
+    ------
+    InputValidationError
+        Hemispheres differ in frame count (exit 16).
+    MissingInputError
+        No repetition time anywhere (exit 66).
+    """
+    from bids_app.io.metadata import repetition_time
+    from bids_app.io.surface_files import SurfaceBlock, load_cifti_series, load_func_gifti
+
+    if run.cifti is not None:
+        blocks = dict(load_cifti_series(run.cifti).cortex)
+        tr = repetition_time(run.cifti, run.sidecars)
+    else:
+        blocks = {}
+        for hemi, path in sorted(run.gifti.items()):
+            data, _ = load_func_gifti(path)
+            blocks[hemi] = SurfaceBlock(data, np.arange(data.shape[0]), data.shape[0])
+        tr = repetition_time(next(iter(run.gifti.values())), run.sidecars)
+    frames = {hemi: block.data.shape[1] for hemi, block in blocks.items()}
+    if len(set(frames.values())) != 1:
+        raise InputValidationError(
+            f"{run.prefix}: hemispheres have different frame counts {frames}; "
+            "re-export the run from fMRIPrep")
+    return RunData(tr, blocks, next(iter(frames.values())))

@@ -1,0 +1,396 @@
+"""Participant level: surface BOLD runs in, HRF parameter maps with intervals out.
+
+Per run and hemisphere (a CIFTI run is split into its left and right cortex):
+
+1. read the series, TR and confounds; keep the analysed frames (dummy scans dropped,
+   longest low-motion segment when censoring);
+2. mask vertices with non-finite or constant series (medial wall) and clean the rest
+   with the surrogate's own recipe (:func:`bids_app.preprocess.clean`);
+3. summarise, build the per-vertex log-likelihood, and fit the MAP under the SPDE prior
+   on the hemisphere's mesh with (κ, τ²) chosen by Laplace evidence;
+4. bootstrap intervals (``--bootstrap``), then write maps, sidecars and the report.
+
+Several runs of a participant get per-run maps and one combined map: runs are
+independent given θ, so their log-likelihoods are summed vertex-wise and fitted in one
+MAP (with its own evidence-selected κ, τ²) on the vertices every run observed. The
+combined map has no bootstrap intervals (resampling is defined within a run).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bids_app.config import Config
+from bids_app.errors import HemocouplingError, InputValidationError
+from bids_app.io.bids import RunData, SurfaceRun, discover, fmriprep_root, load_mesh, read_run
+from bids_app.io.confounds import FrameSelection, select_frames
+from bids_app.preprocess import clean
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class HemisphereFit:
+    """The MAP fit of one hemisphere (of one run, or combined over runs).
+
+    Attributes
+    ----------
+    n_vertices : int
+        Vertices of the hemisphere's full mesh.
+    fitted : array (n,) int
+        Mesh indices of the vertices estimated (the rest are NaN in the maps).
+    theta_t : array (n, P)
+        Latent MAP estimate.
+    intervals : dict or None
+        ``bids_app.bootstrap.natural_intervals`` output, None without bootstrap.
+    record : dict
+        Sidecar values (κ, τ², evidence, convergence, calibration, exclusions, ...).
+    loglik_parts : list
+        (surrogate, summaries (n, P), tr, n_frames) per run, for combining runs.
+    mesh : tuple
+        (vertices, faces) used by the prior, for the report.
+    """
+
+    n_vertices: int
+    fitted: np.ndarray
+    theta_t: np.ndarray
+    intervals: dict | None
+    record: dict[str, Any]
+    loglik_parts: list = field(default_factory=list)
+    mesh: tuple = ()
+
+
+def run_participants(config: Config) -> None:
+    """Analyse every selected participant; raise the first failure after trying all."""
+    from bids_app.io.dataset_description import (
+        clear_finished,
+        is_finished,
+        write_bidsignore,
+        write_dataset_description,
+    )
+
+    selected = discover(config)
+    write_dataset_description(config.output_dir, {"fmriprep": fmriprep_root(config)})
+    write_bidsignore(config.output_dir)
+    failures: list[HemocouplingError] = []
+    for subject, runs in selected.items():
+        if not config.overwrite and is_finished(config.output_dir, subject, settings(config)):
+            LOGGER.warning("sub-%s already finished with these settings: skipped "
+                           "(--overwrite to redo)", subject)
+            continue
+        clear_finished(config.output_dir, subject)
+        try:
+            run_participant(subject, runs, config)
+        except HemocouplingError as err:
+            if len(selected) > 1:
+                LOGGER.warning("sub-%s failed: %s", subject, err)
+            failures.append(err)
+    if failures:
+        raise failures[0]
+
+
+def settings(config: Config) -> dict[str, Any]:
+    """Options that change the outputs: a finished participant is redone when they differ."""
+    keys = ("model", "space", "confounds", "fd_threshold", "dummy_scans", "lowpass", "kappas",
+            "tau2s", "bootstrap", "n_boot", "n_inner", "block_length", "random_seed",
+            "task_id", "session_labels", "bids_filters", "write_deconvolved")
+    full = config.to_dict()
+    return {key: full[key] for key in keys}
+
+
+def run_participant(subject: str, runs: list[SurfaceRun], config: Config) -> list[Path]:
+    """Fit every run (and their combination), then write all outputs or none."""
+    from bids_app.io.dataset_description import mark_finished
+
+    LOGGER.info("sub-%s: %d run(s)", subject, len(runs))
+    fits = {run.prefix: fit_run(run, config) for run in runs}
+    combined = combine_runs(runs, fits, config) if len(runs) > 1 else None
+    written = write_participant(subject, runs, fits, combined, config)
+    mark_finished(config.output_dir, subject, written, settings(config))
+    return written
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def fit_run(run: SurfaceRun, config: Config) -> dict[str, HemisphereFit]:
+    """Fit both hemispheres of one run."""
+    from bids_app.surrogate import load_surrogate
+
+    data = read_run(run)
+    selection = select_frames(run.confounds, data.n_frames, config.confounds,
+                              config.fd_threshold, config.dummy_scans)
+    meshes = {hemi: load_mesh(run, hemi, data.blocks[hemi].n_vertices)
+              for hemi in run.hemispheres}
+    surrogate = load_surrogate(config.model, data.tr, selection.n_frames, config.lowpass)
+    return {hemi: fit_hemisphere(run, hemi, data, selection, meshes[hemi], surrogate, config)
+            for hemi in run.hemispheres}
+
+
+def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSelection,
+                   mesh: tuple, surrogate, config: Config) -> HemisphereFit:
+    """Mask → clean → summarise → MAP with evidence → bootstrap, for one hemisphere."""
+    block = data.blocks[hemi]
+    where = f"{run.prefix} hemi-{hemi}"
+    y = np.asarray(block.data[:, selection.start:selection.stop], dtype=np.float64)
+    usable, excluded = usable_rows(y)
+    if not usable.any():
+        raise InputValidationError(
+            f"{where}: no vertex has a finite, non-constant series; check the BOLD file")
+    y_clean = clean(y[usable], data.tr, surrogate.preprocessing, selection.regressors)
+    alive = np.abs(y_clean).max(axis=1) > 0
+    excluded["NoVarianceAfterCleaning"] = int((~alive).sum())
+    rows = np.flatnonzero(usable)[alive]
+
+    vertices, faces, mesh_source = mesh
+    fem, keep = mesh_prior_support(vertices, faces, block.vertices[rows], block.n_vertices)
+    excluded["IsolatedOnMesh"] = int((~keep).sum())
+    y_clean = y_clean[alive][keep]
+    fitted = block.vertices[rows[keep]]
+    LOGGER.info("%s: %d of %d vertices fitted (%s excluded)", where, len(fitted),
+                block.n_vertices, excluded)
+
+    summaries = surrogate.summarize(y_clean, data.tr)
+    loglik = surrogate.loglik(summaries, data.tr, selection.n_frames)
+    theta_t, record = fit_map_with_evidence(loglik, fem, summaries, config)
+    record.update(
+        calibration_check=surrogate.check_calibration(y_clean, data.tr),
+        surrogate={"Id": surrogate.card.get("id"), "Sha256": surrogate.card.get("sha256")},
+        extra={"RepetitionTime": data.tr, **selection.summary(),
+               "ConfoundStrategy": config.confounds,
+               "Preprocessing": surrogate.preprocessing.to_dict(),
+               "Mesh": mesh_source, "FittedVertices": len(fitted),
+               "ExcludedVertices": excluded},
+    )
+    intervals = None
+    if config.bootstrap != "none":
+        intervals, record["bootstrap"] = bootstrap_intervals(
+            y_clean, theta_t, record["precision"], surrogate, data.tr, config,
+            cache=config.work_dir / "bootstrap" / f"{run.prefix}_hemi-{hemi}")
+    record.pop("precision")
+    return HemisphereFit(block.n_vertices, fitted, theta_t, intervals, record,
+                         [(surrogate, summaries, data.tr, selection.n_frames)],
+                         (vertices, faces))
+
+
+def usable_rows(y: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows with finite, non-constant series, and counts of each exclusion reason."""
+    finite = np.isfinite(y).all(axis=1)
+    constant = np.zeros(len(y), dtype=bool)
+    constant[finite] = np.ptp(y[finite], axis=1) <= 1e-6 * (np.abs(y[finite]).max(axis=1) + 1e-12)
+    return finite & ~constant, {"NonFinite": int((~finite).sum()),
+                                "Constant": int(constant.sum())}
+
+
+def mesh_prior_support(vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray,
+                       n_vertices: int):
+    """FEM on the observed vertices; also which of them the prior keeps (in a triangle)."""
+    from bids_app.prior import fem_matrices
+
+    mask = np.zeros(n_vertices, dtype=bool)
+    mask[observed] = True
+    fem = fem_matrices(vertices, faces, mask)
+    return fem, np.isin(observed, fem.vertex_index)
+
+
+def fit_map_with_evidence(loglik, fem, theta_t0: np.ndarray, config: Config
+                          ) -> tuple[np.ndarray, dict[str, Any]]:
+    """MAP under the SPDE prior with (κ, τ²) maximising the Laplace evidence on the grid."""
+    from bids_app.inference import select_hyperparameters
+    from bids_app.prior import SPDEPrior
+
+    prior = SPDEPrior(fem)
+    evidence = select_hyperparameters(loglik, prior, np.asarray(theta_t0, dtype=float),
+                                      config.kappas, config.tau2s)
+    best = evidence.map_result
+    record = {
+        "kappa": float(evidence.kappa),
+        "tau2": float(evidence.tau2),
+        "log_evidence": float(evidence.log_evidence),
+        "evidence_grid": {"Kappa": list(config.kappas), "Tau2": list(config.tau2s),
+                          "LogEvidence": np.asarray(evidence.grid).tolist()},
+        "convergence": convergence_record(best),
+        "precision": prior.precision(evidence.kappa, evidence.tau2),
+    }
+    return np.asarray(best.theta_t, dtype=float), record
+
+
+def convergence_record(result) -> dict[str, Any]:
+    """The Newton record of a MapResult, as sidecar values."""
+    return {"Converged": bool(result.converged), "Iterations": int(result.n_iter),
+            "Objective": [float(v) for v in result.objective_trace],
+            "GradientNorm": [float(v) for v in result.grad_norm_trace]}
+
+
+def bootstrap_intervals(y_clean, theta_t, precision, surrogate, tr, config: Config, cache: Path):
+    """Single or double block bootstrap of the latent map, mapped to reported parameters."""
+    from bids_app.bootstrap import double_bootstrap, natural_intervals
+    from bids_app.bootstrap.refit import MapRefit
+
+    client = None
+    if config.dask_scheduler:
+        from distributed import Client
+
+        client = Client(config.dask_scheduler)
+    refit = MapRefit(surrogate, precision, theta_t, tr)
+    result = double_bootstrap(y_clean, refit, theta_t, tr, mode=config.bootstrap,
+                              B=config.n_boot, R=config.n_inner, block_s=config.block_length,
+                              seed=config.random_seed, n_jobs=config.nprocs, cache_dir=cache,
+                              client=client, progress=config.verbose > 0)
+    return natural_intervals(result, theta_t, surrogate.model), result.sidecar()
+
+
+def combine_runs(runs: list[SurfaceRun], fits: dict[str, dict[str, HemisphereFit]],
+                 config: Config) -> dict[str, HemisphereFit]:
+    """One MAP per hemisphere from the summed log-likelihoods of every run."""
+    combined = {}
+    for hemi in runs[0].hemispheres:
+        parts = [fits[run.prefix][hemi] for run in runs if hemi in fits[run.prefix]]
+        common = parts[0].fitted
+        for part in parts[1:]:
+            common = np.intersect1d(common, part.fitted)
+        vertices, faces = parts[0].mesh
+        fem, keep = mesh_prior_support(vertices, faces, common, parts[0].n_vertices)
+        common = common[keep]
+        logliks = []
+        for part in parts:
+            surrogate, summaries, tr, n_frames = part.loglik_parts[0]
+            rows = np.searchsorted(part.fitted, common)
+            logliks.append(surrogate.loglik(summaries[rows], tr, n_frames))
+        start = np.mean([part.loglik_parts[0][1][np.searchsorted(part.fitted, common)]
+                         for part in parts], axis=0)
+        theta_t, record = fit_map_with_evidence(summed_loglik(logliks), fem, start, config)
+        record.pop("precision")
+        first = parts[0].record
+        record.update(
+            surrogate=first["surrogate"], calibration_check=None,
+            bootstrap={"Mode": "none", "Note": "combined over runs: no resampling across runs"},
+            extra={"CombinedRuns": [run.prefix for run in runs], "Mesh": first["extra"]["Mesh"],
+                   "Combination": "per-run log-likelihoods summed (runs independent given "
+                                  "theta), one MAP with evidence-selected kappa, tau2",
+                   "FittedVertices": len(common)},
+        )
+        combined[hemi] = HemisphereFit(parts[0].n_vertices, common, theta_t, None, record,
+                                       [], parts[0].mesh)
+    return combined
+
+
+def summed_loglik(logliks: list):
+    """Log-likelihood callable of independent runs: values, gradients, Hessians add up."""
+    def total(theta_t: np.ndarray):
+        value, grad, hess = logliks[0](theta_t)
+        for other in logliks[1:]:
+            v, g, h = other(theta_t)
+            value, grad, hess = value + v, grad + g, hess + h
+        return value, grad, hess
+
+    return total
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def write_participant(subject: str, runs: list[SurfaceRun],
+                      fits: dict[str, dict[str, HemisphereFit]],
+                      combined: dict[str, HemisphereFit] | None, config: Config) -> list[Path]:
+    """Write maps (+ sidecars) and the report; on any failure remove what was written."""
+    from bids_app.io.derivatives import map_path, sidecar_path, write_parameter_maps
+
+    planned = [(run.entities, fits[run.prefix], run) for run in runs]
+    if combined:
+        shared = {k: v for k, v in runs[0].entities.items()
+                  if all(r.entities.get(k) == v for r in runs)}
+        shared.pop("run", None)
+        planned.append((shared, combined, runs[0]))
+    maps = [item for entities, hemi_fits, run in planned
+            for item in parameter_maps(entities, hemi_fits, run, config)]
+    targets = [map_path(config.output_dir, m.entities, param, stat, m.extension)
+               for m in maps for param, stats in m.params.items() for stat, _ in stats.items()]
+    written: list[Path] = []
+    try:
+        for item in maps:
+            written += write_parameter_maps(config.output_dir, item)
+        if config.report:
+            written.append(write_report(subject, maps, planned, config))
+    except BaseException:
+        for path in targets:
+            path.unlink(missing_ok=True)
+            sidecar_path(path).unlink(missing_ok=True)
+        raise
+    return written
+
+
+def parameter_maps(entities: dict, hemi_fits: dict[str, HemisphereFit], run: SurfaceRun,
+                   config: Config) -> list:
+    """ParameterMaps for one fit: one per hemisphere (GIFTI) or one for both (CIFTI)."""
+    import nibabel as nib
+
+    from bids_app.io.derivatives import ParameterMaps, cortex_models, merge_hemispheres
+
+    space, _, den = run.space.partition("_den-")
+    entities = {**entities, "space": space, **({"den": den} if den else {})}
+    per_hemi = {hemi: stat_arrays(fit, config) for hemi, fit in hemi_fits.items()}
+    if run.cifti is None:
+        return [ParameterMaps({**entities, "hemi": hemi}, config.model, per_hemi[hemi],
+                              fit_metadata({hemi: fit}, run, config))
+                for hemi, fit in hemi_fits.items()]
+    axis = cortex_models(nib.load(run.cifti).header.get_axis(1))
+    params = merge_hemispheres(per_hemi["L"], per_hemi["R"], axis)
+    return [ParameterMaps(entities, config.model, params, fit_metadata(hemi_fits, run, config),
+                          brain_models=axis)]
+
+
+def stat_arrays(fit: HemisphereFit, config: Config) -> dict:
+    """Full-mesh maps (NaN where not fitted) of every reported parameter."""
+    from bids_app.io.derivatives import StatArrays
+    from bids_app.models import MODELS
+
+    model = MODELS[config.model]
+    if fit.intervals is None:
+        derived = model.derived(model.to_theta(fit.theta_t))
+        return {name: StatArrays(full(fit, values)) for name, values in derived.items()}
+    return {name: StatArrays(full(fit, iv.estimate), full(fit, iv.se), full(fit, iv.lower),
+                             full(fit, iv.upper))
+            for name, iv in fit.intervals.items()}
+
+
+def full(fit: HemisphereFit, values: np.ndarray) -> np.ndarray:
+    out = np.full(fit.n_vertices, np.nan)
+    out[fit.fitted] = values
+    return out
+
+
+def fit_metadata(hemi_fits: dict[str, HemisphereFit], run: SurfaceRun, config: Config):
+    """Sidecar record; per-hemisphere values become {"L": ..., "R": ...} for CIFTI."""
+    from bids_app.io.derivatives import FitMetadata, bids_uri
+
+    records = {hemi: fit.record for hemi, fit in hemi_fits.items()}
+
+    def value(key: str):
+        if len(records) == 1:
+            return next(iter(records.values()))[key]
+        return {hemi: record[key] for hemi, record in records.items()}
+
+    first = next(iter(records.values()))
+    root = fmriprep_root(config)
+    return FitMetadata(
+        surrogate=first["surrogate"], kappa=value("kappa"), tau2=value("tau2"),
+        log_evidence=value("log_evidence"), convergence=value("convergence"),
+        random_seed=config.random_seed if first.get("bootstrap") else None,
+        sources=[bids_uri(path, root) for path in run.sources],
+        bootstrap=first.get("bootstrap") or {"Mode": "none"},
+        calibration_check=value("calibration_check"),
+        identifiability=first.get("identifiability", {}),
+        evidence_grid=value("evidence_grid") if len(records) == 1 else None,
+        extra={key: value for key, value in first["extra"].items()}
+        if len(records) == 1 else {"Hemispheres": value("extra")},
+    )
+
+
+def write_report(subject, maps, planned, config) -> Path:
+    raise NotImplementedError

@@ -1,0 +1,116 @@
+"""Participant level through ``hemocoupling``: bad inputs give their exit code, one line,
+and no map; good inputs give maps that follow the data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.gifti import GiftiDataArray, GiftiImage
+
+from bids_app.cli.run import main
+from bids_app.prior import icosphere
+from bids_app.simulate.dataset import DatasetSpec, simulate_dataset
+
+FUNC = "sub-01/func/sub-01_task-rest_hemi-{hemi}_space-fsaverage5_bold"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """One subject on a 642-vertex sphere (its own 'subject mesh'), TR 1 s, 200 frames."""
+    mesh = icosphere(3, radius_mm=50.0)
+    root = tmp_path_factory.mktemp("sim") / "fmriprep"
+    return simulate_dataset(root, DatasetSpec(n_subjects=1, n_frames=200, tr=1.0, seed=3),
+                            meshes={"L": mesh, "R": mesh})
+
+
+@pytest.fixture
+def copy(dataset, tmp_path) -> Path:
+    """A private copy of the dataset to damage."""
+    return Path(shutil.copytree(dataset, tmp_path / "fmriprep"))
+
+
+def run(bids: Path, out: Path, *extra: str) -> int:
+    return main([str(bids), str(out), "participant", "-w", str(out.parent / "work"),
+                 "--bootstrap", "none", "--no-report", "--kappa", "0.05", "--tau2", "100",
+                 *extra])
+
+
+def maps_in(out: Path) -> list[Path]:
+    return sorted(out.rglob("*_boldmap.*")) if out.exists() else []
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    message = [line for line in err if line.startswith("hemocoupling: error:")]
+    assert len(message) == 1, err
+    return message[0]
+
+
+def test_label_matching_nobody_exits_18(dataset, tmp_path, capsys):
+    assert run(dataset, tmp_path / "out", "--participant-label", "99") == 18
+    assert "99" in one_line_error(capsys)
+    assert maps_in(tmp_path / "out") == []
+
+
+def test_no_surface_bold_exits_66(copy, tmp_path, capsys):
+    for path in (copy / "sub-01" / "func").glob("*_bold.func.gii"):
+        path.unlink()
+    assert run(copy, tmp_path / "out", "--participant-label", "01") == 66
+    assert "sub-01" in one_line_error(capsys)
+    assert maps_in(tmp_path / "out") == []
+
+
+def test_missing_tr_exits_66_naming_the_file(copy, tmp_path, capsys):
+    for hemi in "LR":
+        stem = copy / FUNC.format(hemi=hemi)
+        Path(f"{stem}.json").unlink()
+        image = nib.load(f"{stem}.func.gii")
+        arrays = [GiftiDataArray(a.data, intent=a.intent) for a in image.darrays]
+        nib.save(GiftiImage(darrays=arrays), f"{stem}.func.gii")
+    assert run(copy, tmp_path / "out") == 66
+    assert "RepetitionTime" in one_line_error(capsys)
+    assert maps_in(tmp_path / "out") == []
+
+
+def test_mesh_with_other_vertex_count_exits_16(copy, tmp_path, capsys):
+    vertices, faces = icosphere(2, radius_mm=50.0)
+    points = GiftiDataArray(vertices.astype(np.float32), intent="NIFTI_INTENT_POINTSET")
+    triangles = GiftiDataArray(faces.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE")
+    mesh = copy / "sub-01" / "anat" / "sub-01_hemi-L_space-fsaverage5_midthickness.surf.gii"
+    nib.save(GiftiImage(darrays=[points, triangles]), mesh)
+    assert run(copy, tmp_path / "out") == 16
+    assert "vertices" in one_line_error(capsys)
+    assert maps_in(tmp_path / "out") == []
+
+
+def test_unwritable_output_exits_73(dataset, tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    assert run(dataset, blocker / "out") == 73
+    assert "OUTPUT_DIR" in one_line_error(capsys)
+
+
+def test_read_only_output_exits_73(dataset, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        if _can_write(out):
+            pytest.skip("running as a user who ignores permissions (root)")
+        assert run(dataset, out) == 73
+        one_line_error(capsys)
+    finally:
+        out.chmod(0o700)
+
+
+def _can_write(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("")
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
