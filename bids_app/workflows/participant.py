@@ -54,6 +54,8 @@ class HemisphereFit:
         (surrogate, summaries (n, P), tr, n_frames) per run, for combining runs.
     mesh : tuple
         (vertices, faces) used by the prior, for the report.
+    deconvolved : array (n, T) or None
+        Wiener-deconvolved neural series (``--write-deconvolved``).
     """
 
     n_vertices: int
@@ -63,6 +65,7 @@ class HemisphereFit:
     record: dict[str, Any]
     loglik_parts: list = field(default_factory=list)
     mesh: tuple = ()
+    deconvolved: np.ndarray | None = None
 
 
 def run_participants(config: Config) -> None:
@@ -173,9 +176,13 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
             y_clean, theta_t, record["precision"], surrogate, data.tr, config,
             cache=config.work_dir / "bootstrap" / f"{run.prefix}_hemi-{hemi}")
     record.pop("precision")
+    deconvolved = None
+    if config.write_deconvolved:
+        theta = surrogate.model.to_theta(theta_t)
+        deconvolved = wiener_deconvolve(y_clean, theta, surrogate.model, data.tr)
     return HemisphereFit(block.n_vertices, fitted, theta_t, intervals, record,
                          [(surrogate, summaries, data.tr, selection.n_frames)],
-                         (vertices, faces))
+                         (vertices, faces), deconvolved)
 
 
 def usable_rows(y: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
@@ -292,6 +299,32 @@ def summed_loglik(logliks: list):
     return total
 
 
+NOISE_TO_SIGNAL = 0.1  # Wiener regulariser, as a fraction of each kernel's peak power
+
+
+def wiener_deconvolve(y_clean: np.ndarray, theta: np.ndarray, model, tr: float
+                      ) -> np.ndarray:
+    """Neural series estimate per vertex, deconvolving each vertex's own estimated HRF.
+
+    Wiener filter Ŝ = conj(H)·Y / (|H|² + λ) with λ = NOISE_TO_SIGNAL · max|H|², computed
+    with zero padding (no wrap-around); the result is z-scored over time (units are
+    arbitrary: only the timing is identified).
+    """
+    from bids_app.simulate.hrf import hrf_kernels
+
+    kernels = hrf_kernels(model, theta, tr)
+    n_frames = y_clean.shape[1]
+    n_fft = int(2 ** np.ceil(np.log2(n_frames + kernels.shape[1])))
+    h = np.fft.rfft(kernels, n_fft, axis=1)
+    power = np.abs(h) ** 2
+    lam = NOISE_TO_SIGNAL * power.max(axis=1, keepdims=True)
+    s = np.fft.irfft(np.conj(h) * np.fft.rfft(y_clean, n_fft, axis=1) / (power + lam), n_fft,
+                     axis=1)[:, :n_frames]
+    s -= s.mean(axis=1, keepdims=True)
+    return (s / np.where(s.std(axis=1, keepdims=True) > 0, s.std(axis=1, keepdims=True), 1.0)
+            ).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -315,13 +348,48 @@ def write_participant(subject: str, runs: list[SurfaceRun],
     try:
         for item in maps:
             written += write_parameter_maps(config.output_dir, item)
+        if config.write_deconvolved:
+            for run in runs:
+                written += write_deconvolved(run, fits[run.prefix], config)
         if config.report:
-            written.append(write_report(subject, maps, planned, config))
+            written.append(write_report(subject, planned, config))
     except BaseException:
-        for path in targets:
+        for path in [*targets, *written]:
             path.unlink(missing_ok=True)
             sidecar_path(path).unlink(missing_ok=True)
         raise
+    return written
+
+
+def write_deconvolved(run: SurfaceRun, hemi_fits: dict[str, HemisphereFit],
+                      config: Config) -> list[Path]:
+    """``desc-deconvolved_bold`` series (GIFTI per hemisphere or one CIFTI) + sidecar."""
+    from bids_app.io.atomic import write_json
+    from bids_app.io.derivatives import derivative_folder, derivative_name
+    from bids_app.io.surface_files import SurfaceBlock, save_cifti_series, save_func_gifti
+
+    first = next(iter(hemi_fits.values())).record["extra"]
+    space, _, den = run.space.partition("_den-")
+    entities = {**run.entities, "space": space, **({"den": den} if den else {}),
+                "desc": "deconvolved"}
+    folder = derivative_folder(config.output_dir, entities)
+    sidecar = {"RepetitionTime": first["RepetitionTime"], "FirstFrame": first["FirstFrame"],
+               "Description": "Wiener deconvolution of the cleaned series with each vertex's "
+                              f"estimated HRF (noise-to-signal {NOISE_TO_SIGNAL} of peak "
+                              "kernel power), z-scored; vertices not fitted are NaN/absent"}
+    written = []
+    if run.cifti is not None:
+        blocks = {hemi: SurfaceBlock(fit.deconvolved, fit.fitted, fit.n_vertices)
+                  for hemi, fit in hemi_fits.items()}
+        path = folder / derivative_name(entities, "bold", ".dtseries.nii")
+        written.append(save_cifti_series(path, blocks, first["RepetitionTime"]))
+    else:
+        for hemi, fit in hemi_fits.items():
+            series = np.full((fit.n_vertices, fit.deconvolved.shape[1]), np.nan, np.float32)
+            series[fit.fitted] = fit.deconvolved
+            path = folder / derivative_name({**entities, "hemi": hemi}, "bold", ".func.gii")
+            written.append(save_func_gifti(path, series, first["RepetitionTime"], hemi))
+    written.append(write_json(folder / derivative_name(entities, "bold", ".json"), sidecar))
     return written
 
 
@@ -392,5 +460,15 @@ def fit_metadata(hemi_fits: dict[str, HemisphereFit], run: SurfaceRun, config: C
     )
 
 
-def write_report(subject, maps, planned, config) -> Path:
-    raise NotImplementedError
+def write_report(subject: str, planned: list, config: Config) -> Path:
+    """``sub-<label>.html`` from the maps on disk, drawn on the meshes the fits used."""
+    from bids_app.io.templates import template_mesh
+    from bids_app.report.participant import write_participant_report
+
+    meshes = {(run.space.partition("_den-")[0], hemi): fit.mesh
+              for _, hemi_fits, run in planned for hemi, fit in hemi_fits.items()}
+
+    def lookup(space: str, hemi: str) -> tuple:
+        return meshes.get((space, hemi)) or template_mesh(space, hemi)
+
+    return write_participant_report(config.output_dir, subject, lookup)
