@@ -107,15 +107,15 @@ def fft_convolve(signal: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 def ar1_noise(sd: np.ndarray, coef: np.ndarray, n_frames: int, rng: np.random.Generator
               ) -> np.ndarray:
     """Stationary AR(1) noise (N, n_frames) with marginal sd ``sd`` and coefficient ``coef``."""
-    eps = rng.standard_normal((sd.shape[0], n_frames))
+    eps = rng.standard_normal((sd.shape[0], n_frames), dtype=np.float32)
     if not np.any(coef):
-        return sd[:, None] * eps
+        return sd[:, None].astype(np.float32) * eps
     innovation_scale = np.sqrt(1.0 - coef**2)
     out = np.empty_like(eps)
     out[:, 0] = eps[:, 0]
     for t in range(1, n_frames):  # a loop over time, vectorised over series
         out[:, t] = coef * out[:, t - 1] + innovation_scale * eps[:, t]
-    return sd[:, None] * out
+    return sd[:, None].astype(np.float32) * out
 
 
 def simulate_bold(
@@ -160,10 +160,11 @@ def simulate_bold(
     out = np.empty((theta.shape[0], n_frames), dtype=np.float32)
     for start in range(0, theta.shape[0], CHUNK_SERIES):
         rows = slice(start, start + CHUNK_SERIES)
-        kernels = hrf_kernels(model, theta[rows], tr, kernel_s)
+        # Single precision: rounding (~1e-7 relative) is far below any noise level.
+        kernels = hrf_kernels(model, theta[rows], tr, kernel_s).astype(np.float32)
         events = poisson_events(nuisance["rate"][rows], nuisance["amp_low"][rows],
                                 nuisance["amp_high"][rows], tr, n_burn + n_frames, rng)
-        signal = fft_convolve(events, kernels)[:, n_burn:]
+        signal = fft_convolve(events.astype(np.float32), kernels)[:, n_burn:]
         noise = ar1_noise(nuisance["noise_sd"][rows], nuisance["ar_coef"][rows], n_frames, rng)
         out[rows] = signal + noise
     return out

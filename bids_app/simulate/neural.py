@@ -15,9 +15,10 @@ def poisson_events(
 ) -> np.ndarray:
     """Binned marked Poisson events for many independent series at once.
 
-    Events arrive at ``rate`` per **second** (exponential inter-arrival times), so the
-    count in a bin of width TR is Poisson(rate·TR). Each event carries an amplitude
-    U(amp_low, amp_high); amplitudes falling in the same bin add up.
+    Events arrive at ``rate`` per **second** (exponential inter-arrival times). Drawn
+    exactly and cheaply: the count over the whole window is Poisson(rate·n_bins·TR) and,
+    given the count, arrival times are independent and uniform on the window. Each event
+    carries an amplitude U(amp_low, amp_high); amplitudes in the same TR bin add up.
 
     Parameters
     ----------
@@ -35,12 +36,11 @@ def poisson_events(
     """
     rate = np.asarray(rate, dtype=float)
     n = rate.shape[0]
-    counts = rng.poisson(np.repeat(rate * tr, n_bins).reshape(n, n_bins))
-    flat_counts = counts.ravel()
-    bin_of_event = np.repeat(np.arange(flat_counts.size), flat_counts)
-    series_of_event = bin_of_event // n_bins
-    low = np.asarray(amp_low, dtype=float)[series_of_event]
-    high = np.asarray(amp_high, dtype=float)[series_of_event]
-    amplitudes = low + (high - low) * rng.random(bin_of_event.size)
-    summed = np.bincount(bin_of_event, weights=amplitudes, minlength=flat_counts.size)
+    counts = rng.poisson(rate * (n_bins * tr))
+    series = np.repeat(np.arange(n), counts)
+    bins = np.minimum((rng.random(series.size) * n_bins).astype(np.int64), n_bins - 1)
+    low = np.asarray(amp_low, dtype=float)[series]
+    high = np.asarray(amp_high, dtype=float)[series]
+    amplitudes = low + (high - low) * rng.random(series.size)
+    summed = np.bincount(series * n_bins + bins, weights=amplitudes, minlength=n * n_bins)
     return summed.reshape(n, n_bins)
