@@ -1,0 +1,152 @@
+"""The participant report renders from maps written by the derivatives writer."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy.spatial import ConvexHull
+
+from bids_app.errors import MissingInputError
+from bids_app.io.derivatives import (
+    FitMetadata,
+    ParameterMaps,
+    StatArrays,
+    merge_hemispheres,
+    write_parameter_maps,
+)
+from bids_app.report.participant import hemisphere_records, write_participant_report
+from bids_app.report.render import format_value
+
+
+def sphere_mesh(n: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """A small closed triangle mesh (Fibonacci points on a 50 mm sphere)."""
+    i = np.arange(n) + 0.5
+    polar, azimuth = np.arccos(1 - 2 * i / n), np.pi * (1 + 5**0.5) * i
+    points = 50.0 * np.column_stack(
+        [np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)]
+    )
+    return points, ConvexHull(points).simplices
+
+
+MESH = sphere_mesh()
+N = len(MESH[0])
+
+
+def _metadata(hemi_values: bool = False) -> FitMetadata:
+    evidence = [[1, 2], [5, 3], [0, 1]]
+    grid = {"Kappa": [1e-3, 1e-2, 1e-1], "Tau2": [1e2, 1e3], "LogEvidence": evidence}
+    convergence = {
+        "Converged": True,
+        "Iterations": 4,
+        "Objective": [10.0, 5.0, 4.0, 3.9],
+        "GradientNorm": [1e2, 1.0, 1e-3, 1e-7],
+    }
+    check = {"Passed": False, "Distance": 0.42, "FrequencyHz": [0.01, 0.05, 0.1],
+             "DataPower": [3.0, 2.0, 1.0], "SurrogatePower": [2.5, 2.1, 0.9]}  # fmt: skip
+    per = (lambda v: {"L": v, "R": v}) if hemi_values else (lambda v: v)
+    return FitMetadata(
+        surrogate={"Id": "1p-demo", "Sha256": "cd" * 32},
+        kappa=per(1e-2),
+        tau2=per(1e2),
+        log_evidence=per(5.0),
+        convergence=per(convergence),
+        random_seed=3,
+        sources=["bids:fmriprep:sub-01/func/x_bold.func.gii"],
+        bootstrap={
+            "Mode": "double",
+            "B": 10,
+            "R": 4,
+            "BlockLengthSeconds": 72.0,
+            "CalibratedAlpha": 0.02,
+        },
+        calibration_check=per(check),
+        identifiability={
+            "theta": {"Identified": True, "Note": "sharp likelihood"},
+            "timetopeak": {"Identified": True},
+        },
+        evidence_grid=per(grid),
+        extra={"RepetitionTime": 0.72},
+    )
+
+
+def _params(rng: np.random.Generator, n: int, hole: slice) -> dict[str, StatArrays]:
+    theta = rng.uniform(0.8, 1.6, n)
+    theta[hole] = np.nan
+    return {
+        "theta": StatArrays(theta, np.full(n, 0.05), theta - 0.1, theta + 0.1),
+        "timetopeak": StatArrays(5 / theta, 0.2 + 0 * theta, 5 / (theta + 0.1), 5 / (theta - 0.1)),
+    }
+
+
+def _write_gifti_subject(root, rng, runs=("1", "2")):
+    for run in runs:
+        for hemi in "LR":
+            ents = {"sub": "01", "task": "rest", "run": run, "hemi": hemi, "space": "tiny"}
+            maps = ParameterMaps(ents, "1p", _params(rng, N, slice(0, 6)), _metadata())
+            write_parameter_maps(root, maps)
+
+
+def _images(html: str) -> list[bytes]:
+    found = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    return [base64.b64decode(s) for s in found]
+
+
+def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
+    _write_gifti_subject(tmp_path, np.random.default_rng(0), runs=("1",))
+    path = write_participant_report(tmp_path, "01", meshes=lambda space, hemi: MESH)
+    assert path == tmp_path / "sub-01.html"
+    html = path.read_text()
+    images = _images(html)
+    # 2 params x (estimate, CI width) maps, 2 evidence, 2 Newton, 2 calibration
+    assert len(images) == 4 + 2 + 2 + 2
+    assert all(img.startswith(b"\x89PNG") for img in images)
+    assert "task-rest run-1 hemi" not in html and "task-rest run-1 space-tiny" in html
+    for text in ("arXiv:2601.00973", "Lindgren", "Durkan", "Politis", "Hall", "Esteban",
+                 "sharp likelihood", "1p-demo", "RepetitionTime", "Distance"):  # fmt: skip
+        assert text in html, text
+    assert "calibrated level was" in html and "0.02" in html
+    assert "histograms shown" not in html
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_missing_mesh_falls_back_to_histograms(tmp_path):
+    _write_gifti_subject(tmp_path, np.random.default_rng(1), runs=("1",))
+    small = sphere_mesh(60)  # vertex count does not match the maps
+    html = write_participant_report(tmp_path, "01", meshes=lambda s, h: small).read_text()
+    assert "histograms shown" in html
+    assert len(_images(html)) == 4 + 2 + 2 + 2
+
+
+def test_cifti_report_splits_per_hemisphere_records(tmp_path):
+    rng = np.random.default_rng(2)
+    keep = np.ones(N, bool)
+    keep[:5] = False
+    axis = nib.cifti2.BrainModelAxis.from_mask(keep, name="CortexLeft") + (
+        nib.cifti2.BrainModelAxis.from_mask(keep, name="CortexRight")
+    )
+    merged = merge_hemispheres(_params(rng, N, slice(0, 0)), _params(rng, N, slice(0, 0)), axis)
+    ents = {"sub": "01", "task": "rest", "space": "fsLR", "den": "91k"}
+    write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", merged, _metadata(True), axis))
+    html = write_participant_report(tmp_path, "01", meshes=lambda s, h: MESH).read_text()
+    assert "(all runs)" in html
+    # κ table has one row per hemisphere even though one sidecar holds both
+    assert html.count("<td>0.01</td>") >= 2
+    assert len(_images(html)) == 4 + 2 + 2 + 2
+
+
+def test_hemisphere_records_and_format_value():
+    records = dict(hemisphere_records({"LR": {"Kappa": {"L": 1, "R": 2}, "Model": {"Name": "1p"}}}))
+    assert records["L"]["Kappa"] == 1 and records["R"]["Model"] == {"Name": "1p"}
+    assert dict(hemisphere_records({"LR": {"Kappa": 1.0}})) == {"L+R": {"Kappa": 1.0}}
+    assert format_value(0.000123456) == "0.0001235"
+    assert format_value({"a": True, "b": None}) == "a: yes; b: –"
+    assert format_value(list(range(20))) == "[20 values]"
+
+
+def test_no_maps_is_a_missing_input(tmp_path):
+    with pytest.raises(MissingInputError, match="sub-01"):
+        write_participant_report(tmp_path, "01")
