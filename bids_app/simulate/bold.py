@@ -17,6 +17,7 @@ from bids_app.preprocess import Preprocessing, clean
 from bids_app.simulate.hrf import default_kernel_duration, hrf_kernels, resolve_model
 from bids_app.simulate.neural import poisson_events
 
+NUISANCE_KEYS = ("noise_sd", "amp_low", "amp_high", "rate", "ar_coef")
 # Series per chunk: ~4k × ~1.5k frames keeps each FFT buffer under ~100 MB.
 CHUNK_SERIES = 4096
 
@@ -29,7 +30,7 @@ class NuisancePrior:
     ----------
     noise_sd : (low, high)
         Marginal sd σ_e of the measurement noise (signal units), drawn log-uniformly
-        (a scale parameter); a degenerate range fixes it.
+        (a scale parameter; uniformly when low is 0); a degenerate range fixes it.
     amplitude : (a_min, a_max)
         Bounds of the uniform distribution of every event's amplitude.
     rate : (low, high)
@@ -154,6 +155,11 @@ def simulate_bold(
     """
     model = resolve_model(model)
     theta = np.asarray(theta, dtype=float).reshape(-1, model.n_params)
+    if not (tr > 0 and n_frames >= 1):
+        raise ValueError(f"need tr > 0 s and n_frames >= 1, got {tr}, {n_frames}")
+    short = [k for k in NUISANCE_KEYS if np.shape(nuisance[k]) != (theta.shape[0],)]
+    if short:
+        raise ValueError(f"nuisance {short} must have one value per series ({theta.shape[0]})")
     kernel_s = default_kernel_duration(model)
     burn_in_s = kernel_s if burn_in_s is None else max(float(burn_in_s), kernel_s)
     n_burn = math.ceil(burn_in_s / tr)

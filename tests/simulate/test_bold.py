@@ -99,3 +99,9 @@ def test_slower_hrf_puts_more_power_at_low_frequency():
         freqs = np.fft.rfftfreq(400, tr)
         centroids.append((power.mean(axis=0) * freqs).sum() / power.mean(axis=0).sum())
     assert centroids[0] < centroids[1]
+
+
+def test_nuisance_must_match_series():
+    rng = np.random.default_rng(7)
+    with pytest.raises(ValueError, match="one value per series"):
+        simulate_bold("1p", np.ones((5, 1)), 1.0, 20, sample_nuisance(HCP_1P, 4, rng), rng)
