@@ -48,3 +48,8 @@ def test_docker_label_defaults_to_the_version_file():
     assert defaults and set(defaults) == {VERSION}
     assert 'org.opencontainers.image.version="${VERSION}"' in dockerfile
     assert re.search(r"^COPY version ", dockerfile, flags=re.MULTILINE)
+
+
+def test_brainlife_main_runs_the_image_of_this_version():
+    main = (ROOT / "brainlife" / "main").read_text()
+    assert re.search(rf"^VERSION={re.escape(VERSION)}$", main, flags=re.MULTILINE)
