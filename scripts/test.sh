@@ -8,5 +8,5 @@ export MPLBACKEND=Agg
 if [ -z "${TEMPLATEFLOW_HOME:-}" ] && [ -d ../shared/data/templateflow ]; then
     export TEMPLATEFLOW_HOME=$PWD/../shared/data/templateflow TEMPLATEFLOW_AUTOUPDATE=0
 fi
-.venv/bin/ruff check bids_app tests benchmarks
+.venv/bin/ruff check bids_app tests benchmarks scripts brainlife
 .venv/bin/python -m pytest -n 2 -q "$@"
