@@ -1,0 +1,130 @@
+"""Protocol-free spectral features of a cleaned series.
+
+The surrogate must serve any TR in [0.5, 3] s and any run of ≥ 150 frames, so its input
+is fixed in physical frequency: the log of the periodogram averaged over fixed
+log-spaced bands in Hz. A band is *masked* when the run has no periodogram ordinate in
+it (below 1/duration), when it reaches past Nyquist, or when it reaches past the
+low-pass cut-off of the cleaning; the mask and the protocol (log TR, log duration,
+log highest usable frequency) are inputs too, so one network covers all protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Band edges in Hz. The lowest edge sits at the 1/128 Hz high-pass of the default
+# cleaning; the highest is Nyquist at the shortest supported TR (0.5 s).
+BAND_LOW_HZ = 1.0 / 128.0
+BAND_HIGH_HZ = 1.0
+N_BANDS = 24
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Acquisition and cleaning facts that change what a spectrum looks like.
+
+    Attributes
+    ----------
+    tr : float
+        Repetition time in s.
+    n_frames : int
+        Frames in the run.
+    lowpass : float or None
+        Low-pass cut-off in Hz applied by the cleaning (None: none).
+    """
+
+    tr: float
+    n_frames: int
+    lowpass: float | None = None
+
+    @property
+    def duration(self) -> float:
+        """Run length in s."""
+        return self.tr * self.n_frames
+
+    @property
+    def max_frequency(self) -> float:
+        """Highest frequency (Hz) that carries signal: Nyquist or the low-pass cut-off."""
+        nyquist = 0.5 / self.tr
+        return min(nyquist, self.lowpass) if self.lowpass else nyquist
+
+
+def band_edges(n_bands: int = N_BANDS) -> np.ndarray:
+    """Log-spaced band edges (n_bands + 1,) in Hz."""
+    return np.geomspace(BAND_LOW_HZ, BAND_HIGH_HZ, n_bands + 1)
+
+
+def band_mask(protocol: Protocol, n_bands: int = N_BANDS) -> np.ndarray:
+    """Bands (n_bands,) bool that hold at least one ordinate and lie below the
+    protocol's highest usable frequency."""
+    edges = band_edges(n_bands)
+    freqs = _ordinate_frequencies(protocol)
+    counts = np.histogram(freqs, bins=edges)[0]
+    return (counts > 0) & (edges[1:] <= protocol.max_frequency)
+
+
+def _ordinate_frequencies(protocol: Protocol) -> np.ndarray:
+    """Frequencies (Hz) of periodogram ordinates 1 … ⌊T/2⌋ (the mean is excluded)."""
+    n = protocol.n_frames
+    return np.arange(1, n // 2 + 1) / (n * protocol.tr)
+
+
+def band_log_power(y_clean: np.ndarray, protocol: Protocol, n_bands: int = N_BANDS
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Log band-averaged periodogram of cleaned (z-scored) series.
+
+    Parameters
+    ----------
+    y_clean : array (V, T)
+        Output of :func:`bids_app.preprocess.clean`; T must equal ``protocol.n_frames``.
+    protocol : Protocol
+    n_bands : int
+
+    Returns
+    -------
+    log_power : array (V, n_bands) float32
+        log of the mean of |FFT|²/T over the ordinates in each band (variance per
+        ordinate, dimensionless since series are z-scored); 0 where masked.
+    mask : array (n_bands,) bool
+    """
+    y = np.asarray(y_clean, dtype=np.float64)
+    n = y.shape[-1]
+    if n != protocol.n_frames:
+        raise ValueError(f"series have {n} frames, protocol says {protocol.n_frames}")
+    edges = band_edges(n_bands)
+    mask = band_mask(protocol, n_bands)
+    power = np.abs(np.fft.rfft(y, axis=-1)[:, 1: n // 2 + 1]) ** 2 / n
+    which = np.digitize(_ordinate_frequencies(protocol), edges) - 1
+    out = np.zeros((y.shape[0], n_bands), dtype=np.float32)
+    for band in np.flatnonzero(mask):
+        mean_power = power[:, which == band].mean(axis=1)
+        out[:, band] = np.log(mean_power + 1e-8)
+    return out, mask
+
+
+def protocol_vector(protocol: Protocol) -> np.ndarray:
+    """(log TR, log duration, log highest usable frequency), each roughly in [-1, 1]
+    over the supported range, so networks see well-scaled inputs."""
+    return np.array([
+        (np.log(protocol.tr) - np.log(1.2)) / 0.9,
+        (np.log(protocol.duration) - np.log(600.0)) / 1.5,
+        (np.log(protocol.max_frequency) - np.log(0.2)) / 1.2,
+    ], dtype=np.float32)
+
+
+def feature_matrix(y_clean: np.ndarray, protocol: Protocol, n_bands: int = N_BANDS,
+                   context: Protocol | None = None) -> np.ndarray:
+    """Network input (V, 2·n_bands + 3): log band power, mask, protocol vector.
+
+    ``context`` overrides the protocol fed to the network (runs longer than any
+    training run are described as the longest trained run, a conservative choice).
+    """
+    log_power, mask = band_log_power(y_clean, protocol, n_bands)
+    v = log_power.shape[0]
+    return np.concatenate([
+        log_power,
+        np.broadcast_to(mask.astype(np.float32), (v, n_bands)),
+        np.broadcast_to(protocol_vector(context or protocol), (v, 3)),
+    ], axis=1).astype(np.float32)

@@ -1,0 +1,232 @@
+"""Shipped surrogates: loading (with sha256 check), protocol coverage, and the object
+the workflow uses (summarise, log-likelihood, calibration check).
+
+One surrogate per HRF model covers every supported protocol: TR, run length and
+low-pass cut-off are network inputs, not what selects a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bids_app.errors import InputValidationError, MissingInputError
+from bids_app.models import MODELS, HRFModel
+from bids_app.preprocess import Preprocessing
+from bids_app.surrogate.features import Protocol, feature_matrix, protocol_vector
+from bids_app.surrogate.likelihood import LoglikFn, LoglikTable, autograd_loglik
+from bids_app.surrogate.networks import SummaryNet, build_flow
+from bids_app.surrogate.training import N_PROTOCOL, Trainer, TrainingConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SHIPPED = {"1p": "hemocoupling-1p-v1", "2p": "hemocoupling-2p-v1"}
+# TRs a little outside the trained range are still served (rounding in sidecars).
+TR_TOLERANCE = 0.01
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Surrogate:
+    """A trained summary network and flow, bound to one low-pass setting.
+
+    Attributes
+    ----------
+    model : HRFModel
+    preprocessing : Preprocessing
+        Pass this to :func:`bids_app.preprocess.clean` for real data.
+    card : dict
+        The model card (id, sha256, training config, metrics, …).
+    config : TrainingConfig
+    """
+
+    def __init__(self, card: dict, state: dict[str, torch.Tensor], lowpass: float | None):
+        self.card = card
+        self.config = TrainingConfig(**card["config"])
+        self.model: HRFModel = MODELS[self.config.model]
+        self.lowpass = lowpass
+        self.preprocessing = Preprocessing(lowpass=lowpass)
+        p = self.model.n_params
+        self.summary = SummaryNet(2 * self.config.n_bands + N_PROTOCOL, p,
+                                  self.config.summary_hidden, self.config.summary_layers)
+        self.flow = build_flow(p, p + N_PROTOCOL, n_layers=self.config.flow_layers,
+                               hidden=self.config.flow_hidden, num_bins=self.config.flow_bins)
+        self.summary.load_state_dict({k[8:]: v for k, v in state.items()
+                                      if k.startswith("summary.")})
+        self.flow.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("flow.")})
+        self.summary.eval()
+        self.flow.eval()
+        self._tables: dict[tuple, LoglikTable] = {}
+
+    # -- protocol -------------------------------------------------------------------------
+    def protocol(self, tr: float, n_frames: int) -> Protocol:
+        """Validated protocol; raises InputValidationError outside the trained range."""
+        check_coverage(self.card, tr, n_frames, self.lowpass)
+        return Protocol(float(tr), int(n_frames), _effective_lowpass(tr, self.lowpass))
+
+    def context_protocol(self, protocol: Protocol) -> Protocol:
+        """What the networks are told: runs longer than trained are capped (conservative)."""
+        frames = min(protocol.n_frames, int(self.config.frames_range[1]))
+        return Protocol(protocol.tr, frames, protocol.lowpass)
+
+    # -- the contract ---------------------------------------------------------------------
+    def summarize(self, y_clean: np.ndarray, tr: float) -> np.ndarray:
+        """S(y) ≈ E[θ̃ | y] per vertex, (V, P) float32, from cleaned series (V, T)."""
+        proto = self.protocol(tr, np.shape(y_clean)[-1])
+        x = feature_matrix(y_clean, proto, self.config.n_bands, self.context_protocol(proto))
+        with torch.no_grad():
+            return self.summary(torch.from_numpy(x)).numpy()
+
+    def loglik(self, summaries: np.ndarray, tr: float, n_frames: int) -> LoglikFn:
+        """Per-vertex log q(S_v | θ̃_v) with θ̃-gradient and Hessian (CONTRIBUTING.md)."""
+        proto = self.context_protocol(self.protocol(tr, n_frames))
+        vec = protocol_vector(proto)
+        summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
+        if self.model.n_params == 1:
+            return self.table(proto).bind(summaries)
+        return autograd_loglik(self.flow, summaries, vec)
+
+    def exact_loglik(self, summaries: np.ndarray, tr: float, n_frames: int) -> LoglikFn:
+        """Same contract by autograd through the flow (no tabulation); for checks."""
+        proto = self.context_protocol(self.protocol(tr, n_frames))
+        summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
+        return autograd_loglik(self.flow, summaries, protocol_vector(proto))
+
+    def table(self, protocol: Protocol) -> LoglikTable:
+        """The (cached) tabulation of the 1p flow for one protocol."""
+        key = (protocol.tr, protocol.n_frames, protocol.lowpass)
+        if key not in self._tables:
+            self._tables[key] = LoglikTable(self.flow, protocol_vector(protocol))
+        return self._tables[key]
+
+    def check_calibration(self, y_clean: np.ndarray, tr: float) -> dict:
+        """Is the data's spectrum one the surrogate was trained on? See
+        :func:`bids_app.surrogate.calibration.calibration_report`."""
+        from bids_app.surrogate.calibration import calibration_report
+
+        proto = self.protocol(tr, np.shape(y_clean)[-1])
+        return calibration_report(y_clean, proto, self.config)
+
+
+def _effective_lowpass(tr: float, lowpass: float | None) -> float | None:
+    """A cut-off at or above Nyquist removes nothing: treat it as none."""
+    if lowpass is None or lowpass >= 0.5 / tr:
+        return None
+    return float(lowpass)
+
+
+def check_coverage(card: dict, tr: float, n_frames: int, lowpass: float | None) -> None:
+    """Raise InputValidationError naming ``hemocoupling-train`` for uncovered protocols."""
+    cfg = card["config"]
+    tr_lo, tr_hi = cfg["tr_range"]
+    lp_lo, lp_hi = cfg["lowpass_range"]
+    name = f"surrogate {card['id']}"
+    fix = (f"train one that covers it: hemocoupling-train --model {cfg['model']} "
+           f"--tr-range LO HI --frames-range MIN MAX --out DIR")
+    if not tr_lo * (1 - TR_TOLERANCE) <= tr <= tr_hi * (1 + TR_TOLERANCE):
+        raise InputValidationError(
+            f"TR {tr:g} s is outside the {tr_lo:g}–{tr_hi:g} s covered by {name}; {fix}")
+    if n_frames < cfg["frames_range"][0]:
+        raise InputValidationError(
+            f"{n_frames} frames is shorter than the {cfg['frames_range'][0]} covered by "
+            f"{name}; {fix}")
+    lp = _effective_lowpass(tr, lowpass)
+    if lp is not None and not lp_lo <= lp <= lp_hi:
+        raise InputValidationError(
+            f"low-pass {lp:g} Hz is outside the {lp_lo:g}–{lp_hi:g} Hz covered by {name}; "
+            f"use no low-pass or one in range, or {fix}")
+
+
+def read_surrogate(card_path: Path, lowpass: float | None = None) -> Surrogate:
+    """Load a surrogate from its model card (weights beside it), verifying sha256."""
+    card_path = Path(card_path)
+    if not card_path.is_file():
+        raise MissingInputError(f"surrogate model card {card_path} not found; reinstall the "
+                                "package or train one with hemocoupling-train")
+    card = json.loads(card_path.read_text())
+    weights = card_path.parent / card["weights"]
+    if not weights.is_file() or sha256_of(weights) != card["sha256"]:
+        raise InputValidationError(
+            f"surrogate weights {weights} are missing or do not match the sha256 in "
+            f"{card_path}; reinstall the package or retrain with hemocoupling-train")
+    state = torch.load(weights, weights_only=True, map_location="cpu")
+    return Surrogate(card, state, lowpass)
+
+
+def load_surrogate(model: str, tr: float, n_frames: int, lowpass: float | None = None,
+                   card_path: Path | None = None) -> Surrogate:
+    """The shipped surrogate for ``model`` ("1p" or "2p"), checked for the protocol.
+
+    Parameters
+    ----------
+    model : {"1p", "2p"}
+    tr : float
+        Repetition time in s.
+    n_frames : int
+    lowpass : float or None
+        Low-pass cut-off (Hz) the cleaning should apply; use it for data that were
+        already band-passed (at or below their own cut-off), so that the masked bands
+        above it are ignored consistently in training and in use.
+    card_path : Path, optional
+        A model card written by ``hemocoupling-train`` instead of the shipped one.
+
+    Raises
+    ------
+    InputValidationError
+        The protocol is outside the surrogate's range, or the weights fail sha256.
+    """
+    if model not in SHIPPED:
+        raise InputValidationError(f"unknown HRF model {model!r}; choose one of "
+                                   f"{sorted(SHIPPED)}")
+    path = Path(card_path) if card_path else WEIGHTS_DIR / f"{SHIPPED[model]}.json"
+    surrogate = _cached_read(str(path), lowpass)
+    check_coverage(surrogate.card, tr, n_frames, lowpass)
+    return surrogate
+
+
+@lru_cache(maxsize=8)
+def _cached_read(path: str, lowpass: float | None) -> Surrogate:
+    return read_surrogate(Path(path), lowpass)
+
+
+def write_surrogate(trainer: Trainer, metrics: dict, out_dir: Path, surrogate_id: str,
+                    notes: dict | None = None) -> Path:
+    """Write ``{id}.pt`` (state dict) and ``{id}.json`` (model card); returns the card."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {f"summary.{k}": v for k, v in trainer.summary.state_dict().items()}
+    state.update({f"flow.{k}": v for k, v in trainer.flow.state_dict().items()})
+    weights = out_dir / f"{surrogate_id}.pt"
+    tmp = weights.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    tmp.replace(weights)
+    n_weights = sum(v.numel() for v in state.values())
+    card = {
+        "id": surrogate_id,
+        "model": trainer.config.model,
+        "weights": weights.name,
+        "sha256": sha256_of(weights),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": trainer.config.to_dict(),
+        "n_weights": int(n_weights),
+        "training_seconds": round(trainer.elapsed, 1),
+        "history": trainer.history,
+        "validation": metrics,
+        **(notes or {}),
+    }
+    card_path = out_dir / f"{surrogate_id}.json"
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2))
+    tmp.replace(card_path)
+    return card_path

@@ -1,0 +1,353 @@
+"""Simulate-and-train: the summary network by MSE, then the flow by maximum likelihood.
+
+Training series are simulated on the fly with :mod:`bids_app.simulate` for protocols
+drawn at random (TR, run length, low-pass cut-off), cleaned with the app's own
+:func:`~bids_app.preprocess.clean`, and reduced to spectral features. The summary
+network and the flow see disjoint simulations, so the flow learns the spread of S on
+data the summary network never fitted. Every random draw comes from the seed, each
+epoch's shuffle from (seed, stage, epoch), so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import kstest, norm
+
+from bids_app.preprocess import Preprocessing
+from bids_app.simulate.bold import NuisancePrior, simulate_training_set
+from bids_app.surrogate.features import N_BANDS, Protocol, feature_matrix
+from bids_app.surrogate.networks import SummaryNet, build_flow
+
+LOG = logging.getLogger(__name__)
+N_PROTOCOL = 3
+
+# Training nuisance priors: wider than the one-subject HCP calibration (DESIGN.md §2) so
+# other scanners, subjects and preprocessing are covered: noise sd over a decade around
+# the calibrated value (log-uniform), amplitudes and event rates widened and spread
+# log-uniformly, and AR(1) noise (real residuals are not white).
+TRAINING_PRIORS: dict[str, NuisancePrior] = {
+    "1p": NuisancePrior(noise_sd=(0.05, 0.5), amplitude=(0.5, 1.0), rate=(0.003, 0.5),
+                        ar_coef=(0.0, 0.3), rate_log_uniform=True),
+    "2p": NuisancePrior(noise_sd=(0.12, 0.5), amplitude=(1.0, 1.0), rate=(0.005, 0.2),
+                        ar_coef=(0.0, 0.3), rate_log_uniform=True),
+}
+
+# Flow depth and width per model. The 2p flow is evaluated by autograd at every Newton
+# step for every vertex, so it is kept small enough for < 1 s per 32k vertices.
+FLOW_SIZES: dict[str, tuple[int, int]] = {"1p": (4, 64), "2p": (3, 32)}
+
+
+@dataclass
+class TrainingConfig:
+    """Everything that determines a trained surrogate (stored in its model card).
+
+    Attributes
+    ----------
+    model : {"1p", "2p"}
+    seed : int
+    tr_range : (s, s)
+        TRs drawn log-uniformly.
+    frames_range : (int, int)
+        Run lengths drawn log-uniformly; longer runs are served with the duration input
+        capped at the maximum (a conservative, wider likelihood).
+    lowpass_range : (Hz, Hz)
+        Low-pass cut-offs drawn log-uniformly for a ``lowpass_fraction`` of protocols;
+        the others are cleaned without a low-pass.
+    n_train : int
+        Simulated series per network (summary and flow each get their own).
+    n_val : int
+        Held-out series for the validation metrics.
+    block : int
+        Series simulated per protocol draw.
+    """
+
+    model: str
+    seed: int = 0
+    tr_range: tuple[float, float] = (0.5, 3.0)
+    frames_range: tuple[int, int] = (150, 1200)
+    lowpass_range: tuple[float, float] = (0.04, 0.3)
+    lowpass_fraction: float = 0.5
+    n_train: int = 200_000
+    n_val: int = 20_000
+    block: int = 256
+    epochs_summary: int = 30
+    epochs_flow: int = 30
+    batch: int = 512
+    lr: float = 1e-3
+    summary_hidden: int = 128
+    summary_layers: int = 3
+    flow_layers: int | None = None
+    flow_hidden: int | None = None
+    flow_bins: int = 8
+    n_bands: int = N_BANDS
+    threads: int = 1
+    prior: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.prior:
+            self.prior = TRAINING_PRIORS[self.model].to_dict()
+        layers, hidden = FLOW_SIZES[self.model]
+        self.flow_layers = self.flow_layers or layers
+        self.flow_hidden = self.flow_hidden or hidden
+        self.tr_range = tuple(self.tr_range)
+        self.frames_range = tuple(self.frames_range)
+        self.lowpass_range = tuple(self.lowpass_range)
+
+    def nuisance_prior(self) -> NuisancePrior:
+        return NuisancePrior(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in self.prior.items()})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def draw_protocol(config: TrainingConfig, rng: np.random.Generator) -> Protocol:
+    """A random protocol from the configured ranges."""
+    tr = float(np.exp(rng.uniform(*np.log(config.tr_range))))
+    frames = int(np.rint(np.exp(rng.uniform(*np.log(config.frames_range)))))
+    lowpass = None
+    if rng.random() < config.lowpass_fraction:
+        lowpass = float(np.exp(rng.uniform(*np.log(config.lowpass_range))))
+        if lowpass >= 0.5 / tr:
+            lowpass = None
+    return Protocol(tr, frames, lowpass)
+
+
+def simulate_features(config: TrainingConfig, n: int, rng: np.random.Generator,
+                      protocol: Protocol | None = None,
+                      progress: Callable[[int], None] | None = None,
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Simulated (θ̃ (n, P), features (n, F)) over random protocols (or a fixed one)."""
+    prior = config.nuisance_prior()
+    thetas, feats = [], []
+    done = 0
+    while done < n:
+        size = min(config.block, n - done)
+        proto = protocol or draw_protocol(config, rng)
+        theta_t, y = simulate_training_set(config.model, size, proto.tr, proto.n_frames,
+                                           prior, Preprocessing(lowpass=proto.lowpass), rng)
+        thetas.append(theta_t)
+        feats.append(feature_matrix(y, proto, config.n_bands))
+        done += size
+        if progress:
+            progress(size)
+    return np.concatenate(thetas), np.concatenate(feats)
+
+
+def _cosine_lr(config: TrainingConfig, epoch: int, epochs: int) -> float:
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def _epoch_batches(n: int, batch: int, seed: int, stage: int, epoch: int) -> list[np.ndarray]:
+    order = np.random.default_rng([seed, stage, epoch]).permutation(n)
+    return [order[i: i + batch] for i in range(0, n, batch)]
+
+
+class Trainer:
+    """Runs (and resumes) the three stages: simulate, fit summary, fit flow.
+
+    Parameters
+    ----------
+    config : TrainingConfig
+    work_dir : Path
+        Holds ``data.npz`` and ``checkpoint.pt``; a rerun with the same directory resumes.
+    """
+
+    def __init__(self, config: TrainingConfig, work_dir: Path):
+        self.config = config
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        n_features = 2 * config.n_bands + N_PROTOCOL
+        n_params = 1 if config.model == "1p" else 2
+        torch.manual_seed(config.seed)
+        self.summary = SummaryNet(n_features, n_params, config.summary_hidden,
+                                  config.summary_layers)
+        self.flow = build_flow(n_params, n_params + N_PROTOCOL, n_layers=config.flow_layers,
+                               hidden=config.flow_hidden, num_bins=config.flow_bins)
+        self.history: dict[str, list[float]] = {"summary": [], "flow": []}
+        self.elapsed = 0.0
+
+    # -- data -------------------------------------------------------------------------
+    def data(self) -> dict[str, np.ndarray]:
+        """Simulated training and validation sets, cached in ``data.npz``."""
+        path = self.work_dir / "data.npz"
+        if path.exists():
+            with np.load(path) as f:
+                return dict(f)
+        cfg = self.config
+        rng = np.random.default_rng(cfg.seed)
+        bar = _progress(2 * cfg.n_train + cfg.n_val, "simulate")
+        out = {}
+        for name, n in (("summary", cfg.n_train), ("flow", cfg.n_train), ("val", cfg.n_val)):
+            out[f"{name}_theta"], out[f"{name}_x"] = simulate_features(cfg, n, rng,
+                                                                      progress=bar.update)
+        bar.close()
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **out)
+        tmp.replace(path)
+        return out
+
+    # -- checkpoint ---------------------------------------------------------------------
+    def _checkpoint_path(self) -> Path:
+        return self.work_dir / "checkpoint.pt"
+
+    def _save(self, stage: str, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        state = {"summary": self.summary.state_dict(), "flow": self.flow.state_dict(),
+                 "optimizer": optimizer.state_dict(), "stage": stage, "epoch": epoch,
+                 "history": self.history, "elapsed": self.elapsed}
+        tmp = self._checkpoint_path().with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self._checkpoint_path())
+
+    def _load(self) -> dict | None:
+        path = self._checkpoint_path()
+        if not path.exists():
+            return None
+        state = torch.load(path, weights_only=True)
+        self.summary.load_state_dict(state["summary"])
+        self.flow.load_state_dict(state["flow"])
+        self.history = state["history"]
+        self.elapsed = state["elapsed"]
+        return state
+
+    # -- training -----------------------------------------------------------------------
+    def run(self) -> dict:
+        """Train (or resume) both networks; returns validation metrics."""
+        cfg = self.config
+        torch.set_num_threads(cfg.threads)
+        start = time.perf_counter()
+        data = self.data()
+        sim_time = time.perf_counter() - start
+        state = self._load()
+        self.elapsed += sim_time if state is None else 0.0
+        self._fit_summary(data, state)
+        state = self._load()
+        self._fit_flow(data, state)
+        metrics = self.validate(data)
+        return metrics
+
+    def _fit_summary(self, data: dict, state: dict | None) -> None:
+        cfg = self.config
+        x = torch.from_numpy(data["summary_x"])
+        y = torch.from_numpy(data["summary_theta"])
+        optimizer = torch.optim.Adam(self.summary.parameters(), lr=cfg.lr)
+        first = 0
+        if state is not None:
+            if state["stage"] == "flow":
+                return
+            optimizer.load_state_dict(state["optimizer"])
+            first = state["epoch"] + 1
+        else:
+            self.summary.fit_scaling(x)
+        for epoch in range(first, cfg.epochs_summary):
+            t0 = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = _cosine_lr(cfg, epoch, cfg.epochs_summary)
+            total = 0.0
+            for idx in _epoch_batches(len(x), cfg.batch, cfg.seed, 1, epoch):
+                loss = ((self.summary(x[idx]) - y[idx]) ** 2).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+            self.history["summary"].append(total / len(x))
+            self.elapsed += time.perf_counter() - t0
+            _log(f"summary epoch {epoch + 1}/{cfg.epochs_summary} mse {total / len(x):.4f}")
+            self._save("summary", epoch, optimizer)
+
+    def summaries(self, features: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return self.summary(torch.from_numpy(features))
+
+    def _flow_inputs(self, data: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.summaries(data[f"{name}_x"])
+        theta = torch.from_numpy(data[f"{name}_theta"])
+        proto = torch.from_numpy(data[f"{name}_x"][:, -N_PROTOCOL:])
+        return s, torch.cat([theta, proto], dim=1)
+
+    def _fit_flow(self, data: dict, state: dict | None) -> None:
+        cfg = self.config
+        s, context = self._flow_inputs(data, "flow")
+        optimizer = torch.optim.Adam(self.flow.parameters(), lr=cfg.lr)
+        first = 0
+        if state is not None and state["stage"] == "flow":
+            optimizer.load_state_dict(state["optimizer"])
+            first = state["epoch"] + 1
+        else:
+            self.flow.fit_scaling(s)
+        for epoch in range(first, cfg.epochs_flow):
+            t0 = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = _cosine_lr(cfg, epoch, cfg.epochs_flow)
+            total = 0.0
+            for idx in _epoch_batches(len(s), cfg.batch, cfg.seed, 2, epoch):
+                loss = -self.flow.log_prob(s[idx], context[idx]).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.flow.parameters(), 5.0)
+                optimizer.step()
+                total += loss.item() * len(idx)
+            self.history["flow"].append(total / len(s))
+            self.elapsed += time.perf_counter() - t0
+            _log(f"flow epoch {epoch + 1}/{cfg.epochs_flow} nll {total / len(s):.4f}")
+            self._save("flow", epoch, optimizer)
+
+    def validate(self, data: dict) -> dict:
+        """Held-out metrics: summary MSE and r per parameter, flow NLL, PIT KS."""
+        s, context = self._flow_inputs(data, "val")
+        theta = torch.from_numpy(data["val_theta"])
+        with torch.no_grad():
+            nll = float(-self.flow.log_prob(s, context).mean())
+            pit = probability_integral_transform(self.flow, s, context)
+        mse = ((s - theta) ** 2).mean(0).tolist()
+        r = [float(np.corrcoef(s[:, j], theta[:, j])[0, 1]) for j in range(s.shape[1])]
+        ks = [float(kstest(pit[:, j], "uniform").statistic) for j in range(pit.shape[1])]
+        return {"summary_mse_latent": mse, "summary_r_latent": r, "flow_nll": nll,
+                "pit_ks": ks, "n_val": len(s)}
+
+
+def probability_integral_transform(flow: torch.nn.Module, s: torch.Tensor,
+                                   context: torch.Tensor) -> np.ndarray:
+    """Rosenblatt PIT Φ(f(s)) (N, P): uniform on [0, 1]^P when q is calibrated."""
+    z = (s - flow.summary_mean) / flow.summary_sd
+    if hasattr(flow, "blocks"):
+        for block in flow.blocks:
+            z, _ = block(z, context)
+    else:
+        z, _ = flow.flow._transform(z, context=context)
+    return norm.cdf(z.numpy())
+
+
+def _progress(total: int, desc: str):
+    """tqdm bar on a terminal; otherwise a stand-in that logs every ~10%."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+        return tqdm(total=total, desc=desc, unit="series")
+    return _LogProgress(total, desc)
+
+
+class _LogProgress:
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.done, self.next = total, desc, 0, 0.1
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.done / self.total >= self.next:
+            _log(f"{self.desc}: {self.done}/{self.total}")
+            self.next += 0.1
+
+    def close(self) -> None:
+        pass
+
+
+def _log(message: str) -> None:
+    LOG.info(message)
