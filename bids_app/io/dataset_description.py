@@ -142,8 +142,11 @@ def write_dataset_description(
             LOGGER.warning(
                 "%s was written by %s %s, this is %s: outputs may mix versions "
                 "(each sidecar records its SoftwareVersion)",
-                path, APP_NAME, existing["GeneratedBy"][0].get("Version"), __version__,
-            )  # fmt: skip
+                path,
+                APP_NAME,
+                existing["GeneratedBy"][0].get("Version"),
+                __version__,
+            )
         links = dict(existing.get("DatasetLinks", {}))
         new = {k: v for k, v in desired.get("DatasetLinks", {}).items() if k not in links}
         if new:

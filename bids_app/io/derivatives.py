@@ -36,9 +36,24 @@ from bids_app.models import DERIVED_UNITS, MODELS
 # BIDS entity order (standard entities first, then the XCP-D/BEP012-style
 # non-standard ones this app adds and lists in .bidsignore).
 ENTITY_ORDER: tuple[str, ...] = (
-    "sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo",
-    "hemi", "space", "res", "den", "desc", "param", "stat",
-)  # fmt: skip
+    "sub",
+    "ses",
+    "task",
+    "acq",
+    "ce",
+    "rec",
+    "dir",
+    "run",
+    "echo",
+    "hemi",
+    "space",
+    "seg",
+    "res",
+    "den",
+    "desc",
+    "param",
+    "stat",
+)
 
 # pybids long entity names → the short keys used in file names.
 _LONG_TO_SHORT = {
@@ -475,6 +490,17 @@ class MapFile:
         """Entities that identify the fit (all but hemi, param, stat), sorted."""
         drop = {"hemi", "param", "stat"}
         return tuple(sorted((k, v) for k, v in self.entities.items() if k not in drop))
+
+
+def find_group_maps(output_dir: Path | str) -> list[MapFile]:
+    """The group-level maps at the root of OUTPUT_DIR (no ``sub`` entity), sorted."""
+    found = []
+    for extension in MAP_EXTENSIONS:
+        for path in sorted(Path(output_dir).glob(f"*_{MAP_SUFFIX}{extension}")):
+            entities, _, _ = parse_name(path.name)
+            if not path.name.startswith(".") and {"param", "stat"} <= set(entities):
+                found.append(MapFile(path, entities))
+    return found
 
 
 def find_maps(output_dir: Path | str, subject: str | None = None) -> list[MapFile]:

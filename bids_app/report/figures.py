@@ -65,19 +65,31 @@ def surface_figure(
     hemis = [h for h in ("L", "R") if h in values and h in meshes]
     vmin, vmax = _limits([np.asarray(values[h], dtype=float) for h in hemis], symmetric)
     fig, axes = plt.subplots(
-        1, 2 * len(hemis), figsize=(2.6 * 2 * len(hemis), 2.4),
-        subplot_kw={"projection": "3d"}, squeeze=False,
-    )  # fmt: skip
+        1,
+        2 * len(hemis),
+        figsize=(2.6 * 2 * len(hemis), 2.4),
+        subplot_kw={"projection": "3d"},
+        squeeze=False,
+    )
     for i, hemi in enumerate(hemis):
         data = np.asarray(values[hemi], dtype=float)
         vertices, faces = meshes[hemi]
         for j, view in enumerate(("lateral", "medial")):
             mesh = (np.array(vertices, dtype=float), np.asarray(faces))  # nilearn edits it
             plotting.plot_surf_stat_map(
-                mesh, data, hemi=_HEMI_NAME[hemi], view=view,
-                axes=axes[0, 2 * i + j], figure=fig, colorbar=False, cmap=cmap,
-                vmin=vmin, vmax=vmax, symmetric_cbar=False, engine="matplotlib",
-            )  # fmt: skip
+                mesh,
+                data,
+                hemi=_HEMI_NAME[hemi],
+                view=view,
+                axes=axes[0, 2 * i + j],
+                figure=fig,
+                colorbar=False,
+                cmap=cmap,
+                vmin=vmin,
+                vmax=vmax,
+                symmetric_cbar=False,
+                engine="matplotlib",
+            )
             axes[0, 2 * i + j].set_title(f"{hemi} {view}", fontsize=8)
     fig.subplots_adjust(left=0.0, right=0.9, wspace=-0.05)
     mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(vmin, vmax))

@@ -32,10 +32,23 @@ from bids_app.report.surfaces import Figure, MeshLookup, find_meshes, map_figure
 
 # Sidecar keys shown in their own tables; any other key is listed under "Fit".
 _SHOWN_ELSEWHERE = {
-    "Units", "Description", "Parameter", "Statistic", "Model", "Kappa", "Tau2",
-    "LogEvidence", "Convergence", "CalibrationCheck", "Identifiability", "EvidenceGrid",
-    "NominalCoverage", "Surrogate", "Bootstrap", "Sources",
-}  # fmt: skip
+    "Units",
+    "Description",
+    "Parameter",
+    "Statistic",
+    "Model",
+    "Kappa",
+    "Tau2",
+    "LogEvidence",
+    "Convergence",
+    "CalibrationCheck",
+    "Identifiability",
+    "EvidenceGrid",
+    "NominalCoverage",
+    "Surrogate",
+    "Bootstrap",
+    "Sources",
+}
 _HEMIS = ("L", "R")
 
 
@@ -144,9 +157,14 @@ def _map_section(fit: LoadedFit, section: Section, meshes: MeshLookup | None) ->
     mesh_by_hemi, notes = find_meshes(fit.entities.get("space", ""), estimates, meshes)
     section.notes.extend(notes)
     section.param_header = [
-        "parameter", "units", "hemisphere", "vertices estimated", "median",
-        "5th – 95th percentile", "median CI width",
-    ]  # fmt: skip
+        "parameter",
+        "units",
+        "hemisphere",
+        "vertices estimated",
+        "median",
+        "5th – 95th percentile",
+        "median CI width",
+    ]
     for param in fit.params:
         symmetric = param == "latency"
         cmap = "RdBu_r" if symmetric else "viridis"
@@ -183,11 +201,15 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
     section.convergence_header = ["hemisphere", "κ (1/mm)", "τ²", "log evidence", *convergence_keys]
     for label, record in records:
         convergence = record.get("Convergence") or {}
-        section.convergence_rows.append([
-            label, format_value(record.get("Kappa")), format_value(record.get("Tau2")),
-            format_value(record.get("LogEvidence")),
-            *(format_value(convergence.get(k)) for k in convergence_keys),
-        ])  # fmt: skip
+        section.convergence_rows.append(
+            [
+                label,
+                format_value(record.get("Kappa")),
+                format_value(record.get("Tau2")),
+                format_value(record.get("LogEvidence")),
+                *(format_value(convergence.get(k)) for k in convergence_keys),
+            ]
+        )
         png = evidence_figure(record.get("EvidenceGrid") or {}, f"log evidence, {label}")
         if png:
             caption = f"Laplace log evidence over the (κ, τ²) grid, {label}; ★ = selected."

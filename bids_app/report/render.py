@@ -48,6 +48,8 @@ def _environment() -> jinja2.Environment:
 def render(template: str, **context: Any) -> str:
     """Render a report template with the version and a UTC timestamp added."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return _environment().get_template(template).render(
-        version=__version__, generated=stamp, **context
+    return (
+        _environment()
+        .get_template(template)
+        .render(version=__version__, generated=stamp, **context)
     )

@@ -34,10 +34,21 @@ from bids_app.io.derivatives import (
 from bids_app.models import DERIVED_UNITS
 
 DOCUMENTED_KEYS = {
-    "Units", "Description", "Model", "Surrogate", "Kappa", "Tau2", "LogEvidence",
-    "Convergence", "Bootstrap", "CalibrationCheck", "Identifiability", "RandomSeed",
-    "Sources", "SoftwareVersion",
-}  # fmt: skip
+    "Units",
+    "Description",
+    "Model",
+    "Surrogate",
+    "Kappa",
+    "Tau2",
+    "LogEvidence",
+    "Convergence",
+    "Bootstrap",
+    "CalibrationCheck",
+    "Identifiability",
+    "RandomSeed",
+    "Sources",
+    "SoftwareVersion",
+}
 
 
 def _metadata(bootstrap: bool = True) -> FitMetadata:
@@ -88,8 +99,16 @@ def _one_param(rng, n, nan, bootstrap=True) -> dict[str, StatArrays]:
     return {"theta": theta, "timetopeak": ttp}
 
 
-ENTS = {"subject": "01", "session": "A", "task": "rest", "run": "1", "hemi": "L",
-        "space": "fsaverage5", "extension": ".func.gii", "suffix": "bold"}  # fmt: skip
+ENTS = {
+    "subject": "01",
+    "session": "A",
+    "task": "rest",
+    "run": "1",
+    "hemi": "L",
+    "space": "fsaverage5",
+    "extension": ".func.gii",
+    "suffix": "bold",
+}
 
 
 def test_names_follow_entity_order_and_parse_back():

@@ -45,8 +45,13 @@ def _metadata(hemi_values: bool = False) -> FitMetadata:
         "Objective": [10.0, 5.0, 4.0, 3.9],
         "GradientNorm": [1e2, 1.0, 1e-3, 1e-7],
     }
-    check = {"Passed": False, "Distance": 0.42, "FrequencyHz": [0.01, 0.05, 0.1],
-             "DataPower": [3.0, 2.0, 1.0], "SurrogatePower": [2.5, 2.1, 0.9]}  # fmt: skip
+    check = {
+        "Passed": False,
+        "Distance": 0.42,
+        "FrequencyHz": [0.01, 0.05, 0.1],
+        "DataPower": [3.0, 2.0, 1.0],
+        "SurrogatePower": [2.5, 2.1, 0.9],
+    }
     per = (lambda v: {"L": v, "R": v}) if hemi_values else (lambda v: v)
     return FitMetadata(
         surrogate={"Id": "1p-demo", "Sha256": "cd" * 32},
@@ -105,8 +110,18 @@ def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
     assert len(images) == 4 + 2 + 2 + 2
     assert all(img.startswith(b"\x89PNG") for img in images)
     assert "task-rest run-1 hemi" not in html and "task-rest run-1 space-tiny" in html
-    for text in ("arXiv:2601.00973", "Lindgren", "Durkan", "Politis", "Hall", "Esteban",
-                 "sharp likelihood", "1p-demo", "RepetitionTime", "Distance"):  # fmt: skip
+    for text in (
+        "arXiv:2601.00973",
+        "Lindgren",
+        "Durkan",
+        "Politis",
+        "Hall",
+        "Esteban",
+        "sharp likelihood",
+        "1p-demo",
+        "RepetitionTime",
+        "Distance",
+    ):
         assert text in html, text
     assert "calibrated level was" in html and "0.02" in html
     assert "histograms shown" not in html
