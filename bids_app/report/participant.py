@@ -217,7 +217,12 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
         png = traces_figure(convergence, f"Newton iterations, {label}")
         if png:
             section.convergence_figures.append(Figure(png, f"Newton traces, {label}."))
+        if convergence.get("Converged") is False:
+            section.notes.append(f"{label}: the Newton iterations did not converge.")
         check = record.get("CalibrationCheck") or {}
+        if check.get("in_distribution", check.get("Passed")) is False:
+            message = check.get("message") or "outside the surrogate's training distribution"
+            section.notes.append(f"{label}: calibration check failed: {message}.")
         traces = numeric_series(check) if isinstance(check, Mapping) else {}
         rows = [[k, format_value(v)] for k, v in check.items() if k not in traces]
         x_key = next((k for k in traces if "freq" in k.lower()), None)
@@ -228,9 +233,12 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
         )
     for param in fit.params:
         for label, record in hemisphere_records(fit.sidecars.get(param, {})):
-            section.identifiability.append(
-                [param, label, format_value(record.get("Identifiability"))]
-            )
+            assessment = record.get("Identifiability")
+            section.identifiability.append([param, label, format_value(assessment)])
+            if isinstance(assessment, Mapping) and assessment.get("Identified") is False:
+                section.notes.append(
+                    f"{param} ({label}) is weakly identified: its map mostly reflects the prior."
+                )
 
 
 def _summary_rows(record: Mapping[str, Any]) -> list[list[str]]:

@@ -125,6 +125,7 @@ def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
         assert text in html, text
     assert "calibrated level was" in html and "0.02" in html
     assert "histograms shown" not in html
+    assert "calibration check failed" in html and "weakly identified" not in html
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -145,9 +146,12 @@ def test_cifti_report_splits_per_hemisphere_records(tmp_path):
     )
     merged = merge_hemispheres(_params(rng, N, slice(0, 0)), _params(rng, N, slice(0, 0)), axis)
     ents = {"sub": "01", "task": "rest", "space": "fsLR", "den": "91k"}
-    write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", merged, _metadata(True), axis))
+    meta = _metadata(True)
+    meta.identifiability = {"theta": {"Identified": False}, "timetopeak": {"Identified": False}}
+    write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", merged, meta, axis))
     html = write_participant_report(tmp_path, "01", meshes=lambda s, h: MESH).read_text()
     assert "(all runs)" in html
+    assert "theta (L) is weakly identified" in html
     # κ table has one row per hemisphere even though one sidecar holds both
     assert html.count("<td>0.01</td>") >= 2
     assert len(_images(html)) == 4 + 2 + 2 + 2
