@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=("1p", "2p"), required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", type=Path,
+                   help="simulations and checkpoints (default OUT/work); reuse to resume")
     p.add_argument("--id", help="surrogate id (default hemocoupling-MODEL-seedN)")
     p.add_argument("--tr-range", type=float, nargs=2, default=(0.5, 3.0), metavar=("LO", "HI"),
                    help="TRs in s, drawn log-uniformly")
@@ -42,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.n_train < 2 or args.n_val < 2 or args.epochs < 1:
+        parser.error("--n-train and --n-val must be ≥ 2 and --epochs ≥ 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         stream=sys.stderr)
     from threadpoolctl import threadpool_limits
@@ -50,9 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     from bids_app.surrogate.registry import write_surrogate
     from bids_app.surrogate.training import Trainer, TrainingConfig
 
-    if args.n_train < 2 or args.n_val < 2 or args.epochs < 1:
-        raise SystemExit(f"hemocoupling-train: error: sizes must be positive "
-                         f"(exit {UsageError.exit_code})")
     config = TrainingConfig(
         model=args.model, seed=args.seed, tr_range=tuple(args.tr_range),
         frames_range=tuple(args.frames_range), lowpass_range=tuple(args.lowpass_range),
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs_flow=args.epochs, threads=args.threads)
     try:
         with threadpool_limits(args.threads):
-            trainer = Trainer(config, args.out / "work")
+            trainer = Trainer(config, args.work_dir or args.out / "work")
             metrics = trainer.run()
             card = write_surrogate(trainer, metrics, args.out,
                                    args.id or f"hemocoupling-{args.model}-seed{args.seed}")

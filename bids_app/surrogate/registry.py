@@ -19,7 +19,8 @@ import torch
 from bids_app.errors import InputValidationError, MissingInputError
 from bids_app.models import MODELS, HRFModel
 from bids_app.preprocess import Preprocessing
-from bids_app.surrogate.features import Protocol, feature_matrix, protocol_vector
+from bids_app.simulate.hrf import default_kernel_duration
+from bids_app.surrogate.features import Protocol, band_edges, feature_matrix, protocol_vector
 from bids_app.surrogate.likelihood import LoglikFn, LoglikTable, autograd_loglik
 from bids_app.surrogate.networks import SummaryNet, build_flow
 from bids_app.surrogate.training import N_PROTOCOL, Trainer, TrainingConfig
@@ -200,6 +201,54 @@ def _cached_read(path: str, lowpass: float | None) -> Surrogate:
     return read_surrogate(Path(path), lowpass)
 
 
+def design_notes(config: TrainingConfig) -> dict:
+    """Simulator, features, preprocessing and the reasoning behind them, for the card."""
+    return {
+        "simulator": {
+            "module": "bids_app.simulate.bold.simulate_training_set",
+            "neural": "marked Poisson events per second, binned on the TR grid",
+            "kernel_seconds": default_kernel_duration(config.model),
+            "burn_in": "kernel length (series start in steady state)",
+            "theta_prior": "latent N(0, 1) per parameter (uniform on the link box)",
+            "nuisance_prior": config.prior,
+            "nuisance_prior_reasoning": (
+                "Wider than the one-subject HCP calibration of DESIGN.md §2 (noise sd, "
+                "amplitudes and event rates spread log-uniformly over about a decade "
+                "around it, AR(1) noise up to 0.3) so other scanners, subjects and "
+                "preprocessing fall inside; check_calibration says when data do not."),
+        },
+        "preprocessing": {
+            "clean": Preprocessing().to_dict(),
+            "lowpass": (f"none for {1 - config.lowpass_fraction:.0%} of training protocols, "
+                        f"else log-uniform in {list(config.lowpass_range)} Hz; pass the "
+                        "data's own cut-off (or lower) to load_surrogate(lowpass=...)"),
+        },
+        "protocol_range": {"tr_s": list(config.tr_range),
+                           "frames_min": int(config.frames_range[0]),
+                           "frames_trained_max": int(config.frames_range[1]),
+                           "lowpass_hz": list(config.lowpass_range)},
+        "features": {
+            "band_edges_hz": [round(float(e), 6) for e in band_edges(config.n_bands)],
+            "inputs": "log mean periodogram per band (0 if masked), band mask, "
+                      "(log TR, log duration, log highest usable frequency) scaled",
+            "reasoning": (
+                "Raw Fourier coefficients tie a network to one TR and length. Band-"
+                "averaged log power on fixed Hz bands means the same thing for every "
+                "protocol; bands without ordinates (short runs), past Nyquist or past the "
+                "low-pass are masked and the mask and protocol are inputs, so one network "
+                "serves TR 0.5–3 s and ≥150 frames. Runs longer than trained are described "
+                "by the longest trained duration, which only widens the likelihood."),
+        },
+        "flow": ("conditional element-wise rational-quadratic splines (nflows spline "
+                 "functions, knots from SiLU context nets) alternating with conditional "
+                 "affines" if config.model == "1p" else
+                 "nflows masked autoregressive rational-quadratic splines, SiLU MADE"),
+        "loglik": ("bicubic tabulation of log q on (S, θ̃) per protocol, analytic "
+                   "derivatives" if config.model == "1p" else
+                   "autograd through the flow, per-vertex derivatives by the sum trick"),
+    }
+
+
 def write_surrogate(trainer: Trainer, metrics: dict, out_dir: Path, surrogate_id: str,
                     notes: dict | None = None) -> Path:
     """Write ``{id}.pt`` (state dict) and ``{id}.json`` (model card); returns the card."""
@@ -223,6 +272,7 @@ def write_surrogate(trainer: Trainer, metrics: dict, out_dir: Path, surrogate_id
         "training_seconds": round(trainer.elapsed, 1),
         "history": trainer.history,
         "validation": metrics,
+        **design_notes(trainer.config),
         **(notes or {}),
     }
     card_path = out_dir / f"{surrogate_id}.json"

@@ -10,6 +10,7 @@ epoch's shuffle from (seed, stage, epoch), so a resumed run equals an uninterrup
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from scipy.stats import kstest, norm
 
+from bids_app.errors import UsageError
 from bids_app.preprocess import Preprocessing
 from bids_app.simulate.bold import NuisancePrior, simulate_training_set
 from bids_app.surrogate.features import N_BANDS, Protocol, feature_matrix
@@ -175,6 +177,20 @@ class Trainer:
                                hidden=config.flow_hidden, num_bins=config.flow_bins)
         self.history: dict[str, list[float]] = {"summary": [], "flow": []}
         self.elapsed = 0.0
+        self._check_config()
+
+    def _check_config(self) -> None:
+        """Refuse to resume a work folder that was started with another configuration."""
+        path = self.work_dir / "config.json"
+        current = json.loads(json.dumps(self.config.to_dict()))
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved != current:
+                changed = sorted(k for k in current if saved.get(k) != current[k])
+                raise UsageError(f"{self.work_dir} holds a run with other settings "
+                                 f"({', '.join(changed)}); use a new --out or --work-dir")
+        else:
+            path.write_text(json.dumps(current, indent=2))
 
     # -- data -------------------------------------------------------------------------
     def data(self) -> dict[str, np.ndarray]:

@@ -1,0 +1,103 @@
+"""Shipped surrogates: integrity, coverage errors, and the workflow-facing methods."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bids_app.errors import InputValidationError
+from bids_app.simulate.bold import HCP_1P, simulate_training_set
+from bids_app.surrogate.registry import (
+    SHIPPED,
+    WEIGHTS_DIR,
+    load_surrogate,
+    read_surrogate,
+    sha256_of,
+)
+
+
+@pytest.mark.parametrize("model", sorted(SHIPPED))
+def test_shipped_surrogate_matches_its_card(model):
+    card_path = WEIGHTS_DIR / f"{SHIPPED[model]}.json"
+    card = json.loads(card_path.read_text())
+    assert sha256_of(WEIGHTS_DIR / card["weights"]) == card["sha256"]
+    surrogate = load_surrogate(model, 0.72, 1200)
+    assert surrogate.card["id"] == SHIPPED[model] and surrogate.model.name == model
+    assert surrogate.preprocessing.lowpass is None
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    card_path = WEIGHTS_DIR / f"{SHIPPED['1p']}.json"
+    card = json.loads(card_path.read_text())
+    shutil.copy(card_path, tmp_path / card_path.name)
+    data = bytearray((WEIGHTS_DIR / card["weights"]).read_bytes())
+    data[-100] ^= 0xFF
+    (tmp_path / card["weights"]).write_bytes(bytes(data))
+    with pytest.raises(InputValidationError, match="sha256"):
+        read_surrogate(tmp_path / card_path.name)
+
+
+@pytest.mark.parametrize(("tr", "frames", "lowpass"), [
+    (0.3, 600, None), (4.0, 600, None), (1.0, 100, None), (0.72, 1200, 0.01)])
+def test_out_of_range_protocol_names_the_train_command(tr, frames, lowpass):
+    with pytest.raises(InputValidationError, match="hemocoupling-train"):
+        load_surrogate("1p", tr, frames, lowpass=lowpass)
+
+
+def test_lowpass_at_or_above_nyquist_means_none():
+    surrogate = load_surrogate("1p", 2.0, 300, lowpass=0.3)
+    assert surrogate.protocol(2.0, 300).lowpass is None
+
+
+def test_summaries_track_theta_and_loglik_peaks_near_truth():
+    surrogate = load_surrogate("1p", 0.72, 1200)
+    rng = np.random.default_rng(5)
+    theta_t, y = simulate_training_set("1p", 400, 0.72, 1200, HCP_1P,
+                                       surrogate.preprocessing, rng)
+    s = surrogate.summarize(y, 0.72)
+    assert s.shape == (400, 1) and np.corrcoef(s[:, 0], theta_t[:, 0])[0, 1] > 0.5
+    loglik = surrogate.loglik(s, 0.72, 1200)
+    value, grad, hess = loglik(theta_t)
+    assert value.shape == (400,) and grad.shape == (400, 1) and hess.shape == (400, 1, 1)
+    grid = np.linspace(-3, 3, 61)
+    best = grid[np.argmax([loglik(np.full((400, 1), g))[0] for g in grid], axis=0)]
+    assert np.corrcoef(best, theta_t[:, 0])[0, 1] > 0.5
+
+
+def test_two_parameter_loglik_contract():
+    surrogate = load_surrogate("2p", 1.0, 300)
+    rng = np.random.default_rng(6)
+    y = rng.standard_normal((50, 300)).astype(np.float32)
+    s = surrogate.summarize(surrogate_clean(y, surrogate), 1.0)
+    value, grad, hess = surrogate.loglik(s, 1.0, 300)(rng.standard_normal((50, 2)))
+    assert value.shape == (50,) and grad.shape == (50, 2) and hess.shape == (50, 2, 2)
+    np.testing.assert_allclose(hess, np.swapaxes(hess, 1, 2), atol=1e-4)
+
+
+def surrogate_clean(y, surrogate):
+    from bids_app.preprocess import clean
+
+    return clean(y, 1.0, surrogate.preprocessing)
+
+
+def test_calibration_flags_foreign_spectra():
+    surrogate = load_surrogate("1p", 1.0, 400)
+    rng = np.random.default_rng(7)
+    _, y = simulate_training_set("1p", 300, 1.0, 400, HCP_1P, surrogate.preprocessing, rng)
+    inside = surrogate.check_calibration(y, 1.0)
+    assert inside["in_distribution"] and "inside" in inside["message"]
+    # a strong 0.3 Hz oscillation is nothing the HRF simulator can make
+    t = np.arange(400) * 1.0
+    foreign = np.sin(2 * np.pi * 0.3 * t)[None] + 0.05 * rng.standard_normal((300, 400))
+    outside = surrogate.check_calibration(surrogate_clean(foreign, surrogate), 1.0)
+    assert not outside["in_distribution"] and "OUTSIDE" in outside["message"]
+    assert 0.0 <= outside["fraction_as_far"] < inside["fraction_as_far"]
+
+
+def test_longer_runs_than_trained_are_served_with_capped_duration():
+    surrogate = load_surrogate("1p", 0.5, 3000)
+    proto = surrogate.context_protocol(surrogate.protocol(0.5, 3000))
+    assert proto.n_frames == surrogate.config.frames_range[1]
