@@ -26,6 +26,7 @@ LOGGER = logging.getLogger(__name__)
 
 APP_NAME = "hemocoupling"
 CODE_URL = "https://github.com/hemocoupling/hemocoupling"
+DOCKER_IMAGE = "hemocoupling/hemocoupling"
 BIDS_VERSION = "1.10.0"
 
 # Files the BIDS validator does not know: non-standard entities/suffix, reports, logs.
@@ -71,6 +72,26 @@ def _ensure_dir(folder: Path) -> None:
         raise OutputError(f"{folder} is not writable; choose a writable OUTPUT_DIR")
 
 
+def detect_container(
+    environ: Mapping[str, str] | None = None, root: Path | str = "/"
+) -> dict[str, str] | None:
+    """``GeneratedBy.Container`` when running inside Apptainer/Singularity or Docker.
+
+    Apptainer and Singularity export the image path; Docker leaves ``/.dockerenv``. The
+    Docker tag is the one the project's image is published under for this version.
+    """
+    environ = os.environ if environ is None else environ
+    for variable, kind in (
+        ("APPTAINER_CONTAINER", "apptainer"),
+        ("SINGULARITY_CONTAINER", "singularity"),
+    ):
+        if environ.get(variable):
+            return {"Type": kind, "URI": environ[variable]}
+    if (Path(root) / ".dockerenv").exists():
+        return {"Type": "docker", "Tag": f"{DOCKER_IMAGE}:{__version__}"}
+    return None
+
+
 def dataset_description(
     source_datasets: Mapping[str, Path | str] | None = None,
     container: Mapping[str, str] | None = None,
@@ -79,8 +100,10 @@ def dataset_description(
 
     ``source_datasets`` maps a short name (used in ``bids:<name>:`` Sources URIs, e.g.
     ``fmriprep``) to the input dataset's path or URL; ``container`` is e.g.
-    ``{"Type": "docker", "Tag": "hemocoupling/hemocoupling:0.1.0"}`` when run in one.
+    ``{"Type": "docker", "Tag": "hemocoupling/hemocoupling:0.1.0"}`` (default: what
+    :func:`detect_container` finds).
     """
+    container = detect_container() if container is None else container
     generated: dict[str, Any] = {"Name": APP_NAME, "Version": __version__, "CodeURL": CODE_URL}
     if container:
         generated["Container"] = dict(container)

@@ -257,11 +257,9 @@ def test_concurrent_dataset_description_writers(tmp_path):
         json.loads(text)
     final = json.loads((tmp_path / "dataset_description.json").read_text())
     assert final["DatasetType"] == "derivative"
-    assert final["GeneratedBy"][0] == {
-        "Name": "hemocoupling",
-        "Version": __version__,
-        "CodeURL": dd.CODE_URL,
-    }
+    generated = dict(final["GeneratedBy"][0])
+    assert generated.pop("Container", None) == dd.detect_container()  # this machine's
+    assert generated == {"Name": "hemocoupling", "Version": __version__, "CodeURL": dd.CODE_URL}
     assert set(final["DatasetLinks"]) == {"fmriprep"}
     assert sorted(os.listdir(tmp_path)) == [".bidsignore", "dataset_description.json"]
     ignore = (tmp_path / ".bidsignore").read_text().splitlines()
@@ -285,6 +283,17 @@ def test_dataset_description_merges_links_and_refuses_foreign(tmp_path):
     (other / "dataset_description.json").write_text("{broken")
     with pytest.raises(OutputError, match="not valid JSON"):
         dd.write_dataset_description(other)
+
+
+def test_detect_container(tmp_path):
+    assert dd.detect_container({}, tmp_path) is None
+    sif = {"APPTAINER_CONTAINER": "/images/hemocoupling.sif"}
+    assert dd.detect_container(sif, tmp_path) == {
+        "Type": "apptainer",
+        "URI": sif["APPTAINER_CONTAINER"],
+    }
+    (tmp_path / ".dockerenv").write_text("")
+    assert dd.detect_container({}, tmp_path)["Tag"] == f"hemocoupling/hemocoupling:{__version__}"
 
 
 def test_bidsignore_keeps_user_lines(tmp_path):
