@@ -177,7 +177,10 @@ def subject_maps(subject: str, files: list[MapFile], output_dir: Path) -> Subjec
         fits[item.fit_key].append(item)
     combined = {k: v for k, v in fits.items() if "run" not in dict(k)}
     chosen = combined or fits
-    kind = "combined map" if combined else "per-run map"
+    if combined:  # a map without a run entity: combined over runs, or the only run
+        kind = "combined map" if len(fits) > len(combined) else "participant map"
+    else:
+        kind = "per-run map"
     how = kind if len(chosen) == 1 else f"mean of {len(chosen)} {kind}s"
     if not combined and len(chosen) > 1:
         how += " (no combined map)"
