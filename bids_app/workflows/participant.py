@@ -162,7 +162,8 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
     loglik = surrogate.loglik(summaries, data.tr, selection.n_frames)
     theta_t, record = fit_map_with_evidence(loglik, fem, summaries, config)
     record.update(
-        identifiability=identifiability(loglik, theta_t, surrogate.model),
+        identifiability=identifiability(loglik, theta_t, surrogate.model, record["kappa"],
+                                        fem),
         calibration_check=surrogate.check_calibration(y_clean, data.tr),
         surrogate={"Id": surrogate.card.get("id"), "Sha256": surrogate.card.get("sha256")},
         extra={"RepetitionTime": data.tr, **selection.summary(),
@@ -228,26 +229,35 @@ def fit_map_with_evidence(loglik, fem, theta_t0: np.ndarray, config: Config
     return np.asarray(best.theta_t, dtype=float), record
 
 
-IDENTIFIED_RATIO = 0.5
+IDENTIFIED_FRACTION = 0.5
 
 
-def identifiability(loglik, theta_t: np.ndarray, model) -> dict[str, dict[str, Any]]:
+def identifiability(loglik, theta_t: np.ndarray, model, kappa: float, fem
+                    ) -> dict[str, dict[str, Any]]:
     """How much the data inform each parameter, per reported map.
 
-    At the MAP, the likelihood curvature c = −∂²log q/∂θ̃² of a vertex against the unit
-    curvature of the surrogate's N(0, 1) training prior gives the fraction of prior
-    variance the data remove, c / (c + 1). A parameter whose median fraction is below
-    0.5 is flagged as weakly identified (the map then mostly reflects the prior).
+    At the MAP, a vertex's likelihood curvature c = −∂²log q/∂θ̃² against the unit
+    curvature of the surrogate's N(0, 1) latent prior gives the fraction of prior
+    variance its data remove, c / (c + 1). Single vertices are weakly informed; the
+    prior pools vertices within its correlation range ρ = √8/κ (mm), so the regional
+    fraction uses the information of the n = min(V, πρ²/mean vertex area) vertices in
+    one such disc, n·c / (n·c + 1). A parameter is flagged when that is below 0.5.
     """
     _, _, hess = loglik(theta_t)
     curvature = np.clip(-np.diagonal(np.asarray(hess), axis1=1, axis2=2), 0.0, None)
-    ratio = np.median(curvature / (curvature + 1.0), axis=0)
+    per_vertex = np.median(curvature / (curvature + 1.0), axis=0)
+    n_region = min(fem.n_vertices, np.pi * (np.sqrt(8.0) / kappa) ** 2 / np.mean(fem.C))
+    regional_info = n_region * np.median(curvature, axis=0)
+    regional = regional_info / (regional_info + 1.0)
     names = list(model.derived(model.to_theta(theta_t[:1])))
     index = {name: (0 if model.n_params == 1 else k) for k, name in enumerate(names)}
-    return {name: {"Identified": bool(ratio[k] >= IDENTIFIED_RATIO),
-                   "MedianInformationFraction": float(ratio[k]),
+    return {name: {"Identified": bool(regional[k] >= IDENTIFIED_FRACTION),
+                   "RegionalInformationFraction": float(regional[k]),
+                   "MedianVertexInformationFraction": float(per_vertex[k]),
+                   "VerticesPerCorrelationRegion": float(n_region),
                    "Note": "fraction of the N(0,1) latent prior variance removed by the data "
-                           f"(likelihood curvature c/(c+1)); flagged below {IDENTIFIED_RATIO}"}
+                           "(likelihood curvature c/(c+1)), per vertex and pooled over one "
+                           f"prior correlation region; flagged below {IDENTIFIED_FRACTION}"}
             for name, k in index.items()}
 
 
@@ -300,7 +310,8 @@ def combine_runs(runs: list[SurfaceRun], fits: dict[str, dict[str, HemisphereFit
         record.pop("precision")
         first = parts[0].record
         record.update(
-            identifiability=identifiability(loglik, theta_t, parts[0].loglik_parts[0][0].model),
+            identifiability=identifiability(loglik, theta_t, parts[0].loglik_parts[0][0].model,
+                                            record["kappa"], fem),
             surrogate=first["surrogate"], calibration_check=None,
             bootstrap={"Mode": "none", "Note": "combined over runs: no resampling across runs"},
             extra={"CombinedRuns": [run.prefix for run in runs], "Mesh": first["extra"]["Mesh"],
