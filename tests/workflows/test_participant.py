@@ -3,6 +3,7 @@ and no map; good inputs give maps that follow the data."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from nibabel.gifti import GiftiDataArray, GiftiImage
 
 from bids_app.cli.run import main
+from bids_app.io.surface_files import SurfaceBlock, save_cifti_series, save_func_gifti
 from bids_app.prior import icosphere
 from bids_app.simulate.dataset import DatasetSpec, simulate_dataset
 
@@ -114,3 +116,51 @@ def _can_write(folder: Path) -> bool:
         return False
     (folder / ".probe").unlink()
     return True
+
+
+def test_run_shorter_than_the_surrogate_allows_exits_16(dataset, tmp_path, capsys):
+    assert run(dataset, tmp_path / "out", "--dummy-scans", "120") == 16
+    assert "frames" in one_line_error(capsys)
+    assert maps_in(tmp_path / "out") == []
+
+
+def test_nan_and_constant_vertices_are_excluded_and_reported(copy, tmp_path):
+    stem = copy / FUNC.format(hemi="L")
+    image = nib.load(f"{stem}.func.gii")
+    data = np.column_stack([a.data for a in image.darrays])
+    data[:5] = np.nan
+    data[5:12] = 1000.0
+    save_func_gifti(f"{stem}.func.gii", data, tr=1.0, hemi="L")
+    out = tmp_path / "out"
+    assert run(copy, out) == 0
+    estimate = out / "sub-01" / "func" / \
+        "sub-01_task-rest_hemi-L_space-fsaverage5_param-theta_stat-estimate_boldmap"
+    values = np.asarray(nib.load(f"{estimate}.func.gii").darrays[0].data)
+    assert np.isnan(values[:12]).all() and np.isfinite(values[12:]).all()
+    excluded = json.loads(Path(f"{estimate}.json").read_text())["ExcludedVertices"]
+    assert (excluded["NonFinite"], excluded["Constant"]) == (5, 7)
+
+
+def test_cifti_input_gives_cifti_maps(copy, tmp_path):
+    """A dtseries over both hemispheres' cortex (medial wall absent) → one dscalar per map."""
+    func, anat = copy / "sub-01" / "func", copy / "sub-01" / "anat"
+    blocks = {}
+    for hemi in "LR":
+        stem = copy / FUNC.format(hemi=hemi)
+        data = np.column_stack([a.data for a in nib.load(f"{stem}.func.gii").darrays])
+        keep = np.arange(20, data.shape[0])  # vertices 0-19: "medial wall", not in the file
+        blocks[hemi] = SurfaceBlock(data[keep], keep, data.shape[0])
+        for path in (Path(f"{stem}.func.gii"), Path(f"{stem}.json")):
+            path.unlink()
+        (anat / f"sub-01_hemi-{hemi}_midthickness.surf.gii").rename(
+            anat / f"sub-01_hemi-{hemi}_space-fsLR_den-32k_midthickness.surf.gii")
+    save_cifti_series(func / "sub-01_task-rest_space-fsLR_den-91k_bold.dtseries.nii", blocks,
+                      tr=1.0)
+    out = tmp_path / "out"
+    assert run(copy, out) == 0
+    maps = sorted(p.name for p in maps_in(out) if p.name.endswith(".dscalar.nii"))
+    assert maps == [f"sub-01_task-rest_space-fsLR_den-91k_param-{p}_stat-estimate_boldmap"
+                    ".dscalar.nii" for p in ("theta", "timetopeak")]
+    image = nib.load(out / "sub-01" / "func" / maps[0])
+    assert image.shape == (1, 2 * (642 - 20))
+    assert np.isfinite(image.get_fdata()).all()
