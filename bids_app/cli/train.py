@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, default=200_000,
                    help="simulated series per network")
     p.add_argument("--n-val", type=int, default=20_000)
-    p.add_argument("--epochs", type=int, default=20, help="epochs for each network")
+    p.add_argument("--epochs", type=int, default=20, help="epochs of the summary network")
+    p.add_argument("--flow-epochs", type=int, help="epochs of the flow (default --epochs)")
     p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model, seed=args.seed, tr_range=tuple(args.tr_range),
         frames_range=tuple(args.frames_range), lowpass_range=tuple(args.lowpass_range),
         n_train=args.n_train, n_val=args.n_val, epochs_summary=args.epochs,
-        epochs_flow=args.epochs, threads=args.threads)
+        epochs_flow=args.flow_epochs or args.epochs, threads=args.threads)
     try:
         with threadpool_limits(args.threads):
             trainer = Trainer(config, args.work_dir or args.out / "work")

@@ -35,12 +35,13 @@ N_PROTOCOL = 3
 # Training nuisance priors: wider than the one-subject HCP calibration (DESIGN.md §2) so
 # other scanners, subjects and preprocessing are covered: noise sd over a decade around
 # the calibrated value (log-uniform), amplitudes and event rates widened and spread
-# log-uniformly, and AR(1) noise (real residuals are not white).
+# log-uniformly, and mild AR(1) noise (real residuals are not white; φ up to 0.3 cost
+# a third more held-out error on white-noise data, φ up to 0.1 cost nothing measurable).
 TRAINING_PRIORS: dict[str, NuisancePrior] = {
     "1p": NuisancePrior(noise_sd=(0.05, 0.5), amplitude=(0.5, 1.0), rate=(0.003, 0.5),
-                        ar_coef=(0.0, 0.3), rate_log_uniform=True),
+                        ar_coef=(0.0, 0.1), rate_log_uniform=True),
     "2p": NuisancePrior(noise_sd=(0.12, 0.5), amplitude=(1.0, 1.0), rate=(0.005, 0.2),
-                        ar_coef=(0.0, 0.3), rate_log_uniform=True),
+                        ar_coef=(0.0, 0.1), rate_log_uniform=True),
 }
 
 # Flow depth and width per model. The 2p flow is evaluated by autograd at every Newton

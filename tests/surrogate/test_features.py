@@ -6,6 +6,7 @@ import numpy as np
 
 from bids_app.preprocess import Preprocessing, clean
 from bids_app.surrogate.features import (
+    N_BANDS,
     Protocol,
     band_edges,
     band_log_power,
@@ -58,7 +59,7 @@ def test_feature_matrix_layout_and_context_override():
     y = rng.standard_normal((3, 300)).astype(np.float32)
     proto = Protocol(1.0, 300)
     x = feature_matrix(y, proto)
-    assert x.shape == (3, 2 * 24 + 3)
+    assert x.shape == (3, 2 * N_BANDS + 3)
     capped = feature_matrix(y, proto, context=Protocol(1.0, 200))
     np.testing.assert_array_equal(x[:, :-3], capped[:, :-3])
     assert x[0, -2] > capped[0, -2]  # longer duration input
