@@ -273,16 +273,17 @@ def bootstrap_intervals(y_clean, theta_t, precision, surrogate, tr, config: Conf
     from bids_app.bootstrap import double_bootstrap, natural_intervals
     from bids_app.bootstrap.refit import MapRefit
 
-    client = None
+    refit = MapRefit(surrogate, precision, theta_t, tr)
+    options = dict(mode=config.bootstrap, B=config.n_boot, R=config.n_inner,
+                   block_s=config.block_length, seed=config.random_seed, n_jobs=config.nprocs,
+                   cache_dir=cache, progress=config.verbose > 0)
     if config.dask_scheduler:
         from distributed import Client
 
-        client = Client(config.dask_scheduler)
-    refit = MapRefit(surrogate, precision, theta_t, tr)
-    result = double_bootstrap(y_clean, refit, theta_t, tr, mode=config.bootstrap,
-                              B=config.n_boot, R=config.n_inner, block_s=config.block_length,
-                              seed=config.random_seed, n_jobs=config.nprocs, cache_dir=cache,
-                              client=client, progress=config.verbose > 0)
+        with Client(config.dask_scheduler) as client:
+            result = double_bootstrap(y_clean, refit, theta_t, tr, client=client, **options)
+    else:
+        result = double_bootstrap(y_clean, refit, theta_t, tr, **options)
     return natural_intervals(result, theta_t, surrogate.model), result.sidecar()
 
 

@@ -1,4 +1,5 @@
-"""End to end through the installed commands: simulate → participant → group.
+"""End to end through the installed commands: simulate → participant (two concurrent
+jobs on one OUTPUT_DIR) → group.
 
 ``hemocoupling-simulate`` writes two fsaverage5 subjects with known θ maps; the
 participant level (no bootstrap, κ and τ² fixed at the simulation's values to keep the
@@ -25,11 +26,19 @@ SIDECAR_KEYS = {"Units", "Model", "Surrogate", "Kappa", "Tau2", "LogEvidence", "
                 "RepetitionTime", "Confounds"}
 
 
-def command(name: str, *args: str) -> None:
-    done = subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True,
-                          check=False, env={"OMP_NUM_THREADS": "1", "PATH": str(BIN),
-                                            **_templateflow_env()})
-    assert done.returncode == 0, done.stderr[-2000:]
+def start(name: str, *args: object) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / name), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={"OMP_NUM_THREADS": "1", "PATH": str(BIN), **_templateflow_env()})
+
+
+def finish(process: subprocess.Popen) -> None:
+    _, err = process.communicate()
+    assert process.returncode == 0, err[-2000:]
+
+
+def command(name: str, *args: object) -> None:
+    finish(start(name, *args))
 
 
 def _templateflow_env() -> dict[str, str]:
@@ -46,8 +55,12 @@ def outputs(tmp_path_factory) -> tuple[Path, Path]:
             "--tr", 0.72, "--frames", 300, "--model", "1p", "--seed", 0)
     truth = json.loads((bids / "sourcedata" / "truth" / "truth.json").read_text())
     fixed = ("--kappa", truth["kappa"], "--tau2", truth["tau2"])
-    command("hemocoupling", bids, out, "participant", "-w", root / "work", "--bootstrap",
-            "none", "--nprocs", 1, "--omp-nthreads", 1, *fixed)
+    # The two participants run as two concurrent jobs on one OUTPUT_DIR (cluster array).
+    jobs = [start("hemocoupling", bids, out, "participant", "--participant-label", label,
+                  "-w", root / f"work{label}", "--bootstrap", "none", "--nprocs", 1,
+                  "--omp-nthreads", 1, *fixed) for label in ("01", "02")]
+    for job in jobs:
+        finish(job)
     command("hemocoupling", bids, out, "group", "-w", root / "work")
     return bids, out
 

@@ -164,3 +164,23 @@ def test_cifti_input_gives_cifti_maps(copy, tmp_path):
     image = nib.load(out / "sub-01" / "func" / maps[0])
     assert image.shape == (1, 2 * (642 - 20))
     assert np.isfinite(image.get_fdata()).all()
+
+
+def test_two_runs_give_per_run_and_combined_maps_and_deconvolved_series(tmp_path):
+    mesh = icosphere(2, radius_mm=40.0)
+    bids = simulate_dataset(tmp_path / "fmriprep", DatasetSpec(n_frames=160, tr=1.0, seed=5,
+                                                               n_runs=2),
+                            meshes={"L": mesh, "R": mesh})
+    out = tmp_path / "out"
+    assert run(bids, out, "--write-deconvolved") == 0
+    func = out / "sub-01" / "func"
+    estimates = sorted(p.name for p in func.glob("*hemi-L*param-theta_stat-estimate*.func.gii"))
+    assert estimates == [
+        f"sub-01_task-rest{run}_hemi-L_space-fsaverage5_param-theta_stat-estimate_boldmap"
+        ".func.gii" for run in ("", "_run-1", "_run-2")]
+    combined = json.loads((func / estimates[0].replace(".func.gii", ".json")).read_text())
+    assert combined["CombinedRuns"] == ["sub-01_task-rest_run-1", "sub-01_task-rest_run-2"]
+    deconvolved = func / "sub-01_task-rest_run-2_hemi-R_space-fsaverage5_desc-deconvolved_bold"
+    series = np.column_stack([a.data for a in nib.load(f"{deconvolved}.func.gii").darrays])
+    assert series.shape == (162, 160) and np.isfinite(series).all()
+    assert Path(f"{deconvolved.parent / deconvolved.name.replace('_hemi-R', '')}.json").is_file()
