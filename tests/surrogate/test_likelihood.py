@@ -50,7 +50,7 @@ def test_table_matches_flow_and_its_own_derivatives_1p():
     torch.manual_seed(0)
     flow = _flow(ScalarFlow(4, n_layers=2, hidden=16), 2, 0.15)
     flow.summary_sd.fill_(0.5)
-    table = LoglikTable(flow, PROTO)
+    table = LoglikTable(flow, PROTO, n_s=301, n_theta=201)
     rng = np.random.default_rng(1)
     s, theta = rng.normal(0, 0.5, 400), rng.normal(0, 1.2, 400)
     value, grad, hess = table.bind(s[:, None])(theta[:, None])

@@ -14,8 +14,8 @@ from bids_app.surrogate.training import Trainer, TrainingConfig
 
 
 def _tiny(model: str = "1p", seed: int = 0) -> TrainingConfig:
-    return TrainingConfig(model=model, seed=seed, n_train=768, n_val=256, block=128,
-                          frames_range=(150, 180), epochs_summary=4, epochs_flow=4,
+    return TrainingConfig(model=model, seed=seed, n_train=512, n_val=128, block=128,
+                          frames_range=(150, 180), epochs_summary=3, epochs_flow=3,
                           batch=128, summary_hidden=16, flow_hidden=16, flow_layers=2)
 
 
