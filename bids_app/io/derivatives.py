@@ -80,8 +80,8 @@ _CIFTI_STRUCTURE = {structure: hemi for hemi, structure in CIFTI_STRUCTURE.items
 _STAT_DESCRIPTIONS = {
     "estimate": "Posterior mode (MAP) of {param} under the SPDE spatial prior.",
     "se": "Bootstrap standard error of {param}, in the units of {param}.",
-    "cilower": "Lower bound of the calibrated bootstrap confidence interval of {param}.",
-    "ciupper": "Upper bound of the calibrated bootstrap confidence interval of {param}.",
+    "cilower": "Lower bound of the {interval} confidence interval of {param}.",
+    "ciupper": "Upper bound of the {interval} confidence interval of {param}.",
 }
 
 _PARAM_DESCRIPTIONS = {
@@ -387,9 +387,14 @@ def sidecar(maps: ParameterMaps, param: str, stat: str) -> dict[str, Any]:
     """The JSON sidecar of one map: units, statistic, model and the fit's record."""
     meta = maps.metadata
     model = MODELS[maps.model]
+    interval = (
+        "double-bootstrap calibrated 95%"
+        if meta.bootstrap.get("Mode") == "double"
+        else "nominal 95% bootstrap"
+    )
     record: dict[str, Any] = {
         "Units": DERIVED_UNITS[maps.model][param],
-        "Description": _STAT_DESCRIPTIONS[stat].format(param=param)
+        "Description": _STAT_DESCRIPTIONS[stat].format(param=param, interval=interval)
         + f" {param}: {_PARAM_DESCRIPTIONS.get(param, param)}.",
         "Parameter": param,
         "Statistic": stat,

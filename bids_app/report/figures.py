@@ -56,14 +56,17 @@ def surface_figure(
     units: str = "",
     cmap: str = "viridis",
     symmetric: bool = False,
+    limits: tuple[float, float] | None = None,
 ) -> str:
     """Lateral and medial views of each hemisphere's map on its mesh, one colour bar.
 
     ``meshes`` and ``values`` are keyed by hemisphere ("L", "R"); values are full
-    length per mesh with NaN where nothing was estimated (drawn uncoloured).
+    length per mesh with NaN where nothing was estimated (drawn uncoloured). Colour
+    limits default to the 2nd–98th percentile (symmetric about 0 if asked).
     """
     hemis = [h for h in ("L", "R") if h in values and h in meshes]
-    vmin, vmax = _limits([np.asarray(values[h], dtype=float) for h in hemis], symmetric)
+    arrays = [np.asarray(values[h], dtype=float) for h in hemis]
+    vmin, vmax = limits if limits is not None else _limits(arrays, symmetric)
     fig, axes = plt.subplots(
         1,
         2 * len(hemis),
@@ -112,8 +115,8 @@ def evidence_figure(grid: Mapping[str, Any], title: str = "Laplace log evidence"
         evidence = np.array(grid["LogEvidence"], dtype=float)
     except (KeyError, TypeError, ValueError):
         return None
-    if evidence.shape != (kappas.size, tau2s.size) or not np.isfinite(evidence).any():
-        return None
+    if evidence.shape != (kappas.size, tau2s.size) or np.isfinite(evidence).sum() < 2:
+        return None  # no grid searched (κ, τ² fixed): nothing to compare
     fig, ax = plt.subplots(figsize=(3.4, 2.6))
     image = ax.imshow(evidence, origin="lower", aspect="auto", cmap="cividis")
     ax.set_xticks(range(tau2s.size), [f"{t:.0e}" for t in tau2s], fontsize=7, rotation=45)

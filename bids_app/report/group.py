@@ -18,7 +18,7 @@ from bids_app.report.render import render
 from bids_app.report.surfaces import MeshLookup, find_meshes, map_figure
 
 _PARAM_MODEL = {param: model for model, units in DERIVED_UNITS.items() for param in units}
-_STAT_STYLE = {"mean": "viridis", "sd": "magma", "n": "Greys"}
+_STAT_STYLE = {"mean": "viridis", "sd": "magma", "n": "Blues"}
 GROUP_REPORT = "group.html"
 
 
@@ -86,16 +86,22 @@ def _section(key: tuple, model: str, files: list[MapFile], meshes: MeshLookup | 
         for stat in ("mean", "sd", "n"):
             cmap = "RdBu_r" if symmetric and stat == "mean" else _STAT_STYLE[stat]
             unit = "participants" if stat == "n" else units[param]
-            section["map_figures"].append(
-                map_figure(
-                    mesh_by_hemi,
-                    stats[stat],
-                    f"{param} group {stat}",
-                    unit,
-                    cmap,
-                    symmetric and stat == "mean",
+            limits = None
+            if stat == "n":  # counts from 0 to the largest, so a constant N is not mid-grey
+                top = max(
+                    (np.nanmax(v) for v in stats["n"].values() if np.isfinite(v).any()), default=1.0
                 )
+                limits = (0.0, float(max(top, 1.0)))
+            figure = map_figure(
+                mesh_by_hemi,
+                stats[stat],
+                f"{param} group {stat}",
+                unit,
+                cmap,
+                symmetric and stat == "mean",
+                limits,
             )
+            section["map_figures"].append(figure)
     return section
 
 

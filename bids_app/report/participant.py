@@ -186,7 +186,7 @@ def _map_section(fit: LoadedFit, section: Section, meshes: MeshLookup | None) ->
                 map_figure(mesh_by_hemi, width, f"{param} CI width", units[param], "magma")
             )
         else:
-            section.notes.append(f"No interval maps for {param} (no bootstrap was run).")
+            section.notes.append(f"No interval maps for {param} in this fit.")
 
 
 def _diagnostics_section(fit: LoadedFit, section: Section) -> None:

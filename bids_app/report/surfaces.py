@@ -59,12 +59,13 @@ def map_figure(
     units: str,
     cmap: str = "viridis",
     symmetric: bool = False,
+    limits: tuple[float, float] | None = None,
 ) -> Figure:
     """Surface views when every hemisphere has a mesh, else a histogram per hemisphere."""
     finite = sum(int(np.isfinite(v).sum()) for v in values.values())
     caption = f"{title} ({units}); {finite} vertices with a value, blank where none."
     if values and all(h in meshes for h in values):
-        png = surface_figure(meshes, values, title, units, cmap=cmap, symmetric=symmetric)
+        png = surface_figure(meshes, values, title, units, cmap, symmetric, limits)
     else:
         png = histogram_figure(values, title, units)
     return Figure(png, caption)

@@ -160,6 +160,8 @@ def test_gifti_round_trip_with_nan_and_sidecar(tmp_path):
         assert side["Bootstrap"]["B"] == 20
         assert side["Surrogate"]["Sha256"] == "ab" * 32
         assert side["Identifiability"] == {"Identified": True}
+        if entities["stat"] == "cilower":
+            assert "double-bootstrap calibrated 95%" in side["Description"]
         img = nib.load(path)
         assert img.meta["AnatomicalStructurePrimary"] == "CortexLeft"
     found = find_maps(tmp_path, "01")

@@ -18,6 +18,7 @@ from bids_app.io.derivatives import (
     merge_hemispheres,
     write_parameter_maps,
 )
+from bids_app.report.figures import evidence_figure
 from bids_app.report.participant import hemisphere_records, write_participant_report
 from bids_app.report.render import format_value
 
@@ -164,6 +165,8 @@ def test_hemisphere_records_and_format_value():
     assert format_value(0.000123456) == "0.0001235"
     assert format_value({"a": True, "b": None}) == "a: yes; b: –"
     assert format_value(list(range(20))) == "[20 values]"
+    fixed = {"Kappa": [1e-3], "Tau2": [1e3], "LogEvidence": [[-5.0]]}
+    assert evidence_figure(fixed) is None  # κ, τ² fixed: no surface to show
 
 
 def test_no_maps_is_a_missing_input(tmp_path):
