@@ -34,7 +34,7 @@ BIDSIGNORE_PATTERNS: tuple[str, ...] = (
     "*_boldmap.*",
     "*_boldparcels.tsv",
     "*_boldparcels.json",
-    "group_participants.tsv",
+    "group_participants.*",
     "*.html",
     "logs/",
 )

@@ -50,6 +50,22 @@ LOGGER = logging.getLogger(__name__)
 
 GROUP_STATS = ("mean", "sd", "n")
 PARTICIPANTS_TSV = "group_participants.tsv"
+PARTICIPANTS_COLUMNS = {
+    "participant_id": {"Description": "Participant label (sub-<label>)."},
+    "task": {"Description": "Task of the maps considered."},
+    "space": {"Description": "Surface space of the maps."},
+    "den": {"Description": "Surface density of the maps (n/a when not in the names)."},
+    "model": {"Description": "HRF model: 1p (double-gamma rate) or 2p (canonical + derivative)."},
+    "status": {
+        "Description": "Whether the participant entered the group maps.",
+        "Levels": {"included": "in the mean/SD/N maps", "excluded": "left out; see reason"},
+    },
+    "reason": {"Description": "Which maps were used (included) or why none could be (excluded)."},
+    "finished": {
+        "Description": "Whether logs/sub-<label>_finished.json records the "
+        "participant level as complete (yes/no)."
+    },
+}
 _PARAM_MODEL = {param: model for model, units in DERIVED_UNITS.items() for param in units}
 _CORTEX = {"L": "CortexLeft", "R": "CortexRight"}
 
@@ -464,6 +480,7 @@ def group_level(
                 }
             )
     _write_tsv(output_dir / PARTICIPANTS_TSV, pd.DataFrame(rows))
+    write_json(sidecar_path(output_dir / PARTICIPANTS_TSV), PARTICIPANTS_COLUMNS)
     for result in results:
         LOGGER.info(
             "group %s: %d included, %d excluded",

@@ -110,6 +110,8 @@ def test_group_maps_table_and_report(study):
     assert any(s.startswith("bids::sub-03/func/") and "run-2" in s for s in side["Sources"])
 
     table = pd.read_csv(root / "group_participants.tsv", sep="\t").set_index("participant_id")
+    columns = json.loads((root / "group_participants.json").read_text())
+    assert set(columns) == {"participant_id", *table.columns}
     assert list(table["status"]) == ["included"] * 3 + ["excluded"]
     assert table.loc["sub-01", "reason"] == "combined map"
     assert table.loc["sub-03", "reason"] == "mean of 2 per-run maps (no combined map)"
