@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from bids_app.bootstrap.cache import array_digest
+from bids_app.inference import fit_map
 from bids_app.preprocess import clean
 from bids_app.prior import SparseCholesky
 
@@ -37,7 +38,8 @@ class MapRefit:
     observed : array of bool (V,), optional
         Vertices with usable data, as given to the point estimate's MAP.
     map_options : dict
-        Extra scalar keyword arguments of :func:`bids_app.inference.fit_map`.
+        Extra scalar keyword arguments of :func:`bids_app.inference.fit_map`
+        (default there, except ``laplace=False``: refits need no evidence).
 
     Notes
     -----
@@ -70,8 +72,6 @@ class MapRefit:
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
         """Latent MAP (V, P) of a resampled (V, T) block."""
-        from bids_app.inference import fit_map
-
         spec = replace(self.surrogate.preprocessing, lowpass=None)
         y_clean = clean(y, self.tr, spec)
         summaries = self.surrogate.summarize(y_clean, self.tr)
@@ -81,8 +81,9 @@ class MapRefit:
             _CHOLESKY.clear()  # keep one: a process runs one hemisphere at a time
             _CHOLESKY[token] = SparseCholesky()
         chol = _CHOLESKY[token]
+        options = {"laplace": False, **self.map_options}  # no evidence needed here
         result = fit_map(loglik, self.precision, self.theta_t0, chol=chol,
-                         observed=self.observed, **self.map_options)
+                         observed=self.observed, **options)
         return np.asarray(result.theta_t)
 
 
