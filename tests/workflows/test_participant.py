@@ -184,3 +184,14 @@ def test_two_runs_give_per_run_and_combined_maps_and_deconvolved_series(tmp_path
     series = np.column_stack([a.data for a in nib.load(f"{deconvolved}.func.gii").darrays])
     assert series.shape == (162, 160) and np.isfinite(series).all()
     assert Path(f"{deconvolved.parent / deconvolved.name.replace('_hemi-R', '')}.json").is_file()
+
+
+def test_finished_participant_is_skipped_unless_overwrite(dataset, tmp_path):
+    out = tmp_path / "out"
+    assert run(dataset, out) == 0
+    finished = out / "logs" / "sub-01_finished.json"
+    first = finished.stat().st_mtime_ns
+    assert run(dataset, out) == 0
+    assert finished.stat().st_mtime_ns == first
+    assert run(dataset, out, "--overwrite") == 0
+    assert finished.stat().st_mtime_ns > first
