@@ -24,8 +24,12 @@ Run (rsHRF venv created at ``--rshrf-venv`` with ``pip install rshrf==1.8.0`` if
 
     .venv/bin/python benchmarks/bench_rshrf.py [--work-dir /tmp/hemocoupling-bench-rshrf]
         [--rshrf-venv /tmp/rshrf] [--rshrf-vertices 1000] [--seed 7]
+        [--kappa 5e-3 --tau2 1e4]
 
-The simulated dataset in ``WORK_DIR/sim`` is reused when its truth.json matches.
+The simulated dataset in ``WORK_DIR/sim`` is reused when its truth.json matches. At
+κ = 5e-3 /mm the truth's correlation range (√8/κ ≈ 570 mm) spans a hemisphere, so the
+within-hemisphere spread is small; ``--kappa 5e-2 --tau2 1e2`` keeps the marginal
+variance 1/(4πκ²τ²) and shortens the range to ≈ 57 mm (use another ``--work-dir``).
 """
 
 from __future__ import annotations
@@ -70,6 +74,14 @@ def run_measured(cmd: list[str], env: dict[str, str], log: Path) -> Cost:
     return Cost(usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
+def source_version() -> str:
+    """``git describe`` of this checkout (``-dirty`` when it has uncommitted changes)."""
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() or "unknown (not a git checkout)"
+
+
 def single_threaded_env() -> dict[str, str]:
     """Environment with one BLAS/OpenMP thread and the offline TemplateFlow copy if present."""
     env = dict(os.environ, MPLBACKEND="Agg")
@@ -99,12 +111,13 @@ def ensure_rshrf(venv: Path) -> Path:
     return command
 
 
-def ensure_dataset(sim_dir: Path, seed: int, env: dict[str, str]) -> None:
+def ensure_dataset(sim_dir: Path, seed: int, kappa: float, tau2: float,
+                   env: dict[str, str]) -> None:
     """Simulate the study into ``sim_dir`` unless a matching dataset is already there."""
     truth_json = sim_dir / "sourcedata" / "truth" / "truth.json"
     if truth_json.exists():
         truth = json.loads(truth_json.read_text())
-        wanted = dict(SIMULATION, seed=seed, n_subjects=1)
+        wanted = dict(SIMULATION, seed=seed, n_subjects=1, kappa=kappa, tau2=tau2)
         if all(truth.get(k) == v for k, v in wanted.items()):
             print(f"reusing the simulated dataset {sim_dir}")
             return
@@ -112,7 +125,8 @@ def ensure_dataset(sim_dir: Path, seed: int, env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "bids_app.simulate", str(sim_dir),
                     "--mesh", SIMULATION["mesh"], "--subjects", "1",
                     "--tr", str(SIMULATION["tr"]), "--frames", str(SIMULATION["n_frames"]),
-                    "--model", SIMULATION["model"], "--seed", str(seed)],
+                    "--model", SIMULATION["model"], "--seed", str(seed),
+                    "--kappa", str(kappa), "--tau2", str(tau2)],
                    check=True, env=env)
 
 
@@ -209,6 +223,10 @@ def main() -> None:
     parser.add_argument("--rshrf-vertices", type=int, default=1000,
                         help="random vertices given to rsHRF, half per hemisphere (0: all)")
     parser.add_argument("--seed", type=int, default=7, help="simulation and subset seed")
+    parser.add_argument("--kappa", type=float, default=5e-3,
+                        help="SPDE range parameter of the true field, 1/mm (issue 7: 5e-3)")
+    parser.add_argument("--tau2", type=float, default=1e4,
+                        help="SPDE precision scale of the true field (issue 7: 1e4)")
     args = parser.parse_args()
 
     env = single_threaded_env()
@@ -216,7 +234,7 @@ def main() -> None:
     work = args.work_dir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     sim_dir = work / "sim"
-    ensure_dataset(sim_dir, args.seed, env)
+    ensure_dataset(sim_dir, args.seed, args.kappa, args.tau2, env)
     truth = true_time_to_peak(sim_dir)
     n_per_hemi = {h: truth[h].size for h in HEMIS}
     n_subset = args.rshrf_vertices or sum(n_per_hemi.values())
@@ -232,8 +250,10 @@ def main() -> None:
 
     spread = ", ".join(f"{h} {truth[h].min():.2f}-{truth[h].max():.2f} s "
                        f"(SD {truth[h].std():.3f})" for h in HEMIS)
-    print(f"\nfsaverage5, 1p, TR {SIMULATION['tr']} s, {SIMULATION['n_frames']} frames, "
-          f"seed {args.seed}; true time-to-peak {spread}")
+    print(f"\nhemocoupling source {source_version()}\n"
+          f"fsaverage5, 1p, TR {SIMULATION['tr']} s, {SIMULATION['n_frames']} frames, "
+          f"seed {args.seed}, truth kappa {args.kappa:g} /mm, tau2 {args.tau2:g}\n"
+          f"true time-to-peak {spread}")
     print(f"{'tool':<30} {'scored':>6} {'r L':>6} {'r R':>6} {'MSE s2':>8} {'bias s':>7} "
           f"{'fitted':>7} {'CPU s':>9} {'s/1000v':>9} {'RSS MB':>8}")
     n_ours = sum(int(np.isfinite(ours[h]).sum()) for h in HEMIS)
