@@ -139,25 +139,10 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
                    mesh: tuple, surrogate, config: Config) -> HemisphereFit:
     """Mask → clean → summarise → MAP with evidence → bootstrap, for one hemisphere."""
     block = data.blocks[hemi]
-    where = f"{run.prefix} hemi-{hemi}"
-    y = np.asarray(block.data[:, selection.start:selection.stop], dtype=np.float64)
-    usable, excluded = usable_rows(y)
-    if not usable.any():
-        raise InputValidationError(
-            f"{where}: no vertex has a finite, non-constant series; check the BOLD file")
-    y_clean = clean(y[usable], data.tr, surrogate.preprocessing, selection.regressors)
-    alive = np.abs(y_clean).max(axis=1) > 0
-    excluded["NoVarianceAfterCleaning"] = int((~alive).sum())
-    rows = np.flatnonzero(usable)[alive]
-
     vertices, faces, mesh_source = mesh
-    fem, keep = mesh_prior_support(vertices, faces, block.vertices[rows], block.n_vertices)
-    excluded["IsolatedOnMesh"] = int((~keep).sum())
-    y_clean = y_clean[alive][keep]
-    fitted = block.vertices[rows[keep]]
-    LOGGER.info("%s: %d of %d vertices fitted (%s excluded)", where, len(fitted),
-                block.n_vertices, excluded)
-
+    y_clean, fitted, fem, excluded = clean_usable_vertices(
+        block, selection, data.tr, surrogate.preprocessing, (vertices, faces),
+        where=f"{run.prefix} hemi-{hemi}")
     summaries = surrogate.summarize(y_clean, data.tr)
     loglik = surrogate.loglik(summaries, data.tr, selection.n_frames)
     theta_t, record = fit_map_with_evidence(loglik, fem, summaries, config)
@@ -185,6 +170,31 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
     return HemisphereFit(block.n_vertices, fitted, theta_t, intervals, record,
                          [(surrogate, summaries, data.tr, selection.n_frames)],
                          (vertices, faces), deconvolved)
+
+
+def clean_usable_vertices(block, selection: FrameSelection, tr: float, preprocessing,
+                          mesh: tuple, where: str):
+    """Cleaned series of the vertices that can be fitted, their mesh indices, the FEM on
+    them, and how many vertices each exclusion rule removed.
+
+    Excluded: non-finite or constant series (medial wall), series with no variance left
+    after confound regression, and vertices in no triangle of the remaining mesh.
+    """
+    y = np.asarray(block.data[:, selection.start:selection.stop], dtype=np.float64)
+    usable, excluded = usable_rows(y)
+    if not usable.any():
+        raise InputValidationError(
+            f"{where}: no vertex has a finite, non-constant series; check the BOLD file")
+    y_clean = clean(y[usable], tr, preprocessing, selection.regressors)
+    alive = np.abs(y_clean).max(axis=1) > 0
+    excluded["NoVarianceAfterCleaning"] = int((~alive).sum())
+    rows = np.flatnonzero(usable)[alive]
+    fem, keep = mesh_prior_support(*mesh, block.vertices[rows], block.n_vertices)
+    excluded["IsolatedOnMesh"] = int((~keep).sum())
+    fitted = block.vertices[rows[keep]]
+    LOGGER.info("%s: %d of %d vertices fitted (%s excluded)", where, len(fitted),
+                block.n_vertices, excluded)
+    return y_clean[alive][keep], fitted, fem, excluded
 
 
 def usable_rows(y: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
