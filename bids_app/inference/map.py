@@ -9,6 +9,7 @@ damps the step.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,6 +32,10 @@ _MAX_HALVINGS = 40
 # Largest first-order error (nats) accepted when the Laplace log-determinant is taken
 # from the factorisation of the previous iterate instead of refactorising at the mode.
 _LOGDET_TOL = 1e-3
+# One factorisation object per thread when the caller passes none, so repeated fits on
+# one pattern (bootstrap refits) reuse its symbolic analysis without sharing a factor
+# between threads.
+_PER_THREAD = threading.local()
 
 
 @dataclass(frozen=True)
@@ -141,7 +146,8 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
     theta_t0 : ndarray (V, P) or (V,)
         Start, usually the pointwise estimate S(y).
     chol : SparseCholesky, optional
-        Reused across calls with the same pattern (grid points, bootstrap refits).
+        Reused across calls with the same pattern (grid points, bootstrap refits);
+        default: one per thread, kept between calls.
     max_iter : int
         Maximum Newton iterations.
     gtol : float
@@ -175,7 +181,7 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
     Qb = block_prior(Q, V, P)
     Qb.sort_indices()
     system = NewtonSystem(Qb, P)
-    chol = chol or SparseCholesky()
+    chol = chol or _thread_cholesky()
     objective = _Objective(loglik, Qb, P, observed)
 
     x = stack(theta0)
@@ -232,6 +238,12 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
         logdet_hessian=logdet,
         history={"objective": np.array(trace_f), "grad_norm": np.array(trace_g),
                  "step": np.array(trace_step)})
+
+
+def _thread_cholesky() -> SparseCholesky:
+    if not hasattr(_PER_THREAD, "chol"):
+        _PER_THREAD.chol = SparseCholesky()
+    return _PER_THREAD.chol
 
 
 def _armijo(objective: _Objective, x: np.ndarray, d: np.ndarray, f: float, slope: float):
