@@ -2,9 +2,10 @@
 
 brainlife hands an app loose files (``surface-data`` left/right GIFTI or a ``cifti``
 dtseries, a ``regressors`` TSV) plus metadata in ``./config.json``; hemocoupling reads
-fMRIPrep derivatives. This script builds a temporary fMRIPrep-style dataset of symlinks
-with a sidecar holding the repetition time, runs the participant level, and lays the
-results out the way brainlife datatypes expect them, in the working directory:
+fMRIPrep derivatives. This script builds a temporary fMRIPrep-style dataset of hard links
+(copies across file systems) with a sidecar holding the repetition time, runs the
+participant level, and lays the results out the way brainlife datatypes expect them,
+in the working directory:
 
 - ``output/``        the full BIDS-Derivatives dataset (maps, sidecars, logs, report);
 - ``surface-data/``  ``left.gii`` / ``right.gii``: every map of a hemisphere stacked as
@@ -89,12 +90,20 @@ def space_of(config: dict, meta: dict, left: Path | None) -> str:
 
 
 def _link(target: Path, link: Path) -> None:
+    """Hard link (no copy, no extra space) or, across file systems, copy ``target``.
+
+    Not a symlink: the app records each input as a BIDS URI relative to the dataset and
+    resolves symlinks to do so, which fails for targets outside the dataset.
+    """
     link.parent.mkdir(parents=True, exist_ok=True)
-    link.symlink_to(target.resolve())
+    try:
+        os.link(target.resolve(), link)
+    except OSError:
+        shutil.copy2(target.resolve(), link)
 
 
 def build_layout(config: dict, root: Path) -> tuple[str, str | None]:
-    """Write a one-run fMRIPrep-style dataset of symlinks under ``root``.
+    """Write a one-run fMRIPrep-style dataset of links to the inputs under ``root``.
 
     Returns the subject label and the session label (or ``None``).
     """

@@ -97,13 +97,14 @@ def test_unwritable_output_dir_exits_73(sandbox):
 def test_simulate_participant_group_as_nobody_with_read_only_home(sandbox):
     tmp, env = sandbox
     simulate = [BIN / "hemocoupling-simulate", tmp / "bids", "--mesh", "fsaverage5",
-                "--subjects", "1", "--tr", "1.4", "--frames", "200", "--seed", "2"]
+                "--subjects", "1", "--tr", "1.4", "--frames", "200", "--seed", "2", "--runs", "1"]
     done = run(simulate, env)
     assert done.returncode == 0, done.stderr
     out = tmp / "out"
     for level in ("participant", "group"):
         done = run([BIN / "hemocoupling", tmp / "bids", out, level, "--bootstrap", "none",
-                    "--nprocs", "1", "--omp-nthreads", "1", "-w", tmp / "work"], env)
+                    "--kappa", "0.005", "--tau2", "1e4", "--nprocs", "1",
+                    "--omp-nthreads", "1", "-w", tmp / "work"], env)
         assert done.returncode == 0, f"{level}: {done.stderr[-3000:]}"
     owner = NOBODY if os.geteuid() == 0 else os.geteuid()
     assert (out / "dataset_description.json").stat().st_uid == owner
