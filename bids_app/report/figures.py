@@ -104,10 +104,12 @@ def surface_figure(
 
 
 def evidence_figure(grid: Mapping[str, Any], title: str = "Laplace log evidence") -> str | None:
-    """Heat map of the log evidence over the (κ, τ²) grid, the maximum marked.
+    """Heat map of how far each (κ, τ²) falls below the best log evidence, best marked.
 
-    ``grid`` is ``{"Kappa": [nk], "Tau2": [nt], "LogEvidence": [[nt] * nk]}`` (sidecar
-    ``EvidenceGrid``); returns None when it is absent or has no finite value.
+    Differences span orders of magnitude on real data, so colour is log-scaled and each
+    cell is labelled with its gap in nats. ``grid`` is ``{"Kappa": [nk], "Tau2": [nt],
+    "LogEvidence": [[nt] * nk]}`` (sidecar ``EvidenceGrid``); returns None when it is
+    absent or holds fewer than two finite values.
     """
     try:
         kappas = np.asarray(grid["Kappa"], dtype=float)
@@ -117,15 +119,28 @@ def evidence_figure(grid: Mapping[str, Any], title: str = "Laplace log evidence"
         return None
     if evidence.shape != (kappas.size, tau2s.size) or np.isfinite(evidence).sum() < 2:
         return None  # no grid searched (κ, τ² fixed): nothing to compare
-    fig, ax = plt.subplots(figsize=(3.4, 2.6))
-    image = ax.imshow(evidence, origin="lower", aspect="auto", cmap="cividis")
+    gap = np.nanmax(evidence) - evidence
+    fig, ax = plt.subplots(figsize=(0.6 * tau2s.size + 2.2, 0.45 * kappas.size + 1.6))
+    image = ax.imshow(
+        gap + 1.0, origin="lower", aspect="auto", cmap="cividis_r", norm=matplotlib.colors.LogNorm()
+    )
+    for (i, j), value in np.ndenumerate(gap):
+        label = "–" if not np.isfinite(value) else "best" if value == 0 else f"{value:.3g}"
+        ax.text(
+            j,
+            i,
+            label,
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="black" if np.isfinite(value) and value < np.nanmax(gap) ** 0.5 else "white",
+        )
     ax.set_xticks(range(tau2s.size), [f"{t:.0e}" for t in tau2s], fontsize=7, rotation=45)
     ax.set_yticks(range(kappas.size), [f"{k:.0e}" for k in kappas], fontsize=7)
     ax.set_xlabel("τ²", fontsize=8)
     ax.set_ylabel("κ (1/mm)", fontsize=8)
-    best = np.unravel_index(np.nanargmax(evidence), evidence.shape)
-    ax.plot(best[1], best[0], marker="*", color="red", markersize=10)
     bar = fig.colorbar(image, ax=ax)
+    bar.set_label("nats below best + 1", fontsize=7)
     bar.ax.tick_params(labelsize=7)
     ax.set_title(title, fontsize=9)
     return png_base64(fig)

@@ -165,6 +165,7 @@ def _map_section(fit: LoadedFit, section: Section, meshes: MeshLookup | None) ->
         "5th – 95th percentile",
         "median CI width",
     ]
+    without_intervals = []
     for param in fit.params:
         symmetric = param == "latency"
         cmap = "RdBu_r" if symmetric else "viridis"
@@ -186,7 +187,10 @@ def _map_section(fit: LoadedFit, section: Section, meshes: MeshLookup | None) ->
                 map_figure(mesh_by_hemi, width, f"{param} CI width", units[param], "magma")
             )
         else:
-            section.notes.append(f"No interval maps for {param} in this fit.")
+            without_intervals.append(param)
+    if without_intervals:
+        names = ", ".join(without_intervals)
+        section.notes.append(f"No interval maps for {names} in this fit (estimates only).")
 
 
 def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
