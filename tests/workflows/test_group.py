@@ -177,3 +177,25 @@ def test_vertex_stats_handles_missing_values():
     np.testing.assert_array_equal(stats["n"], [2, 1, 0])
     np.testing.assert_allclose(stats["mean"], [2, 2, np.nan])
     np.testing.assert_allclose(stats["sd"], [np.sqrt(2), np.nan, np.nan])
+
+
+def test_two_parameter_model_groups_separately(study):
+    root, _ = study
+    rng = np.random.default_rng(5)
+    for sub in ("01", "02"):
+        for hemi in "LR":
+            params = {
+                "amplitude": StatArrays(rng.uniform(0.5, 1.5, N)),
+                "latency": StatArrays(rng.uniform(-1, 1, N)),
+            }
+            ents = {"sub": sub, "task": "rest", "hemi": hemi, "space": "tiny"}
+            write_parameter_maps(root, ParameterMaps(ents, "2p", params, META))
+    results = group_level(root, parcellations={})
+    assert sorted(r.key.model for r in results) == ["1p", "2p"]
+    latency = read_map(
+        root / "task-rest_hemi-R_space-tiny_param-latency_stat-mean_boldmap.func.gii"
+    )
+    assert latency.metadata["Units"] == "s" and latency.metadata["NParticipants"] == 2
+    table = pd.read_csv(root / "group_participants.tsv", sep="\t")
+    assert sorted(table.query("model == '2p'")["participant_id"]) == ["sub-01", "sub-02"]
+    assert "model-2p" in (root / "group.html").read_text()
