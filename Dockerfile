@@ -77,15 +77,14 @@ CMD ["--help"]
 
 # Smoke test: the image answers --version with the version it is labelled with, imports
 # CHOLMOD from the runtime libraries, and passes the test suite as an unprivileged user.
+# Tests run from /tmp so they import the installed package, not the copied sources.
 FROM runtime AS test
 ARG VERSION=0.1.0
 USER 0
-WORKDIR /src
-COPY requirements-dev.lock pyproject.toml version ./
-COPY tests ./tests
-RUN /opt/hemocoupling/venv/bin/python -m pip install --no-cache-dir -q -r requirements-dev.lock
+COPY . /src
+RUN /opt/hemocoupling/venv/bin/python -m pip install --no-cache-dir -q -r /src/requirements-dev.lock
 USER 1000:1000
 RUN test "$(hemocoupling --version)" = "hemocoupling ${VERSION}" \
-    && test "$(cat version)" = "${VERSION}" \
+    && test "$(cat /src/version)" = "${VERSION}" \
     && python -c "import sksparse.cholmod" \
-    && python -m pytest -p no:cacheprovider -q -n 2 tests
+    && python -m pytest -p no:cacheprovider -q -n 2 /src/tests
