@@ -11,7 +11,7 @@ time-to-peak 5/θ (s) is read from ``sourcedata/truth/``.
   (its numpy/scipy pins may differ from ours). rsHRF fits every vertex on its own, so a
   random vertex subset (half from each hemisphere, written as one GIFTI) measures it
   exactly as the whole mesh would, in a fraction of the time; ``--rshrf-vertices 0`` runs
-  both full hemispheres (≈ 15 CPU-min). Its ``*_T2P.gii`` map is its time-to-peak (s).
+  both full hemispheres (≈ 17 CPU-min more). Its ``*_T2P.gii`` map is its time-to-peak (s).
 
 Printed: one row per tool (plus hemocoupling scored on rsHRF's subset) with the Pearson r
 with the true time-to-peak within each hemisphere (the truth field is smooth at the
