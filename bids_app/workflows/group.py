@@ -218,6 +218,31 @@ def subject_maps(subject: str, files: list[MapFile], output_dir: Path) -> Subjec
     return SubjectMaps(subject, values, how, sources)
 
 
+def _medians(maps: SubjectMaps) -> dict[str, float]:
+    """Median over both hemispheres of each parameter (for spotting outlying participants)."""
+    out = {}
+    for param, per_hemi in maps.values.items():
+        values = np.concatenate(list(per_hemi.values()))
+        finite = values[np.isfinite(values)]
+        out[f"{param}_median"] = float(np.median(finite)) if finite.size else np.nan
+    return out
+
+
+def _column_descriptions(columns: Sequence[str]) -> dict[str, Any]:
+    """Sidecar of group_participants.tsv for the columns it has."""
+    out = {}
+    for column in columns:
+        param = column.removesuffix("_median")
+        if column in PARTICIPANTS_COLUMNS:
+            out[column] = PARTICIPANTS_COLUMNS[column]
+        elif param in _PARAM_MODEL:
+            out[column] = {
+                "Description": f"Median over vertices of the participant's {param} estimates.",
+                "Units": DERIVED_UNITS[_PARAM_MODEL[param]][param],
+            }
+    return out
+
+
 def _exclusion(maps: SubjectMaps, params: list[str], lengths: Mapping[str, int]) -> str | None:
     """Why a participant cannot enter the group average, or None."""
     for param in params:
@@ -360,7 +385,7 @@ def parcel_table(
 
 
 def _write_tsv(path: Path, table: pd.DataFrame) -> Path:
-    return write_text(path, table.to_csv(sep="\t", index=False, na_rep="n/a"))
+    return write_text(path, table.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.7g"))
 
 
 # --------------------------------------------------------------------------- group
@@ -398,6 +423,7 @@ def aggregate_group(
                 "status": "excluded" if reason else "included",
                 "reason": reason or maps.how,
                 "finished": "yes" if is_finished(output_dir, maps.subject) else "no",
+                **({} if reason else _medians(maps)),
             }
         )
         if reason is None:
@@ -479,8 +505,9 @@ def group_level(
                     "reason": "no participant outputs match the selection",
                 }
             )
-    _write_tsv(output_dir / PARTICIPANTS_TSV, pd.DataFrame(rows))
-    write_json(sidecar_path(output_dir / PARTICIPANTS_TSV), PARTICIPANTS_COLUMNS)
+    table = pd.DataFrame(rows)
+    _write_tsv(output_dir / PARTICIPANTS_TSV, table)
+    write_json(sidecar_path(output_dir / PARTICIPANTS_TSV), _column_descriptions(table.columns))
     for result in results:
         LOGGER.info(
             "group %s: %d included, %d excluded",

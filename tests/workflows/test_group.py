@@ -117,10 +117,14 @@ def test_group_maps_table_and_report(study):
     assert table.loc["sub-03", "reason"] == "mean of 2 per-run maps (no combined map)"
     assert table.loc["sub-04", "reason"] == "no theta map for hemi-R"
     assert table.loc["sub-01", "finished"] == "yes" and table.loc["sub-03", "finished"] == "no"
+    both = np.concatenate([truth["02"]["L"], truth["02"]["R"]])
+    assert table.loc["sub-02", "theta_median"] == pytest.approx(np.nanmedian(both), rel=1e-5)
+    assert np.isnan(table.loc["sub-04", "theta_median"])
+    assert columns["timetopeak_median"]["Units"] == "s"
 
     parcels = pd.read_csv(root / "task-rest_space-tiny_seg-toy_boldparcels.tsv", sep="\t")
     row = parcels.query("participant_id == 'sub-02' and hemi == 'R' and parcel == 'back'")
-    assert row["theta_mean"].item() == pytest.approx(truth["02"]["R"][N // 2 :].mean())
+    assert row["theta_mean"].item() == pytest.approx(truth["02"]["R"][N // 2 :].mean(), rel=1e-5)
 
     html = (root / "group.html").read_text()
     assert html.count("data:image/png;base64,") == 6  # 2 params x mean/SD/N
