@@ -42,6 +42,7 @@ from bids_app.io.derivatives import (
     write_json,
     write_map,
 )
+from bids_app.io.surface_files import HEMI_STRUCTURE
 from bids_app.models import DERIVED_UNITS
 from bids_app.report.group import write_group_report
 from bids_app.report.surfaces import MeshLookup
@@ -67,7 +68,6 @@ PARTICIPANTS_COLUMNS = {
     },
 }
 _PARAM_MODEL = {param: model for model, units in DERIVED_UNITS.items() for param in units}
-_CORTEX = {"L": "CortexLeft", "R": "CortexRight"}
 
 Parcellation = Mapping[str, tuple[np.ndarray, Mapping[int, str]]]
 """Per hemisphere: (integer label per vertex, label → parcel name); 0 = unlabelled."""
@@ -271,7 +271,9 @@ def vertex_stats(stack: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _cifti_axis(masks: Mapping[str, np.ndarray]) -> nib.cifti2.BrainModelAxis:
-    axes = [nib.cifti2.BrainModelAxis.from_mask(masks[h], name=_CORTEX[h]) for h in sorted(masks)]
+    axes = [
+        nib.cifti2.BrainModelAxis.from_mask(masks[h], name=HEMI_STRUCTURE[h]) for h in sorted(masks)
+    ]
     axis = axes[0]
     for extra in axes[1:]:
         axis = axis + extra
