@@ -187,19 +187,23 @@ def _read_fit(files: list[MapFile]) -> dict[str, dict[str, np.ndarray]]:
 
 
 def subject_maps(subject: str, files: list[MapFile], output_dir: Path) -> SubjectMaps:
-    """Combine one participant's fits: prefer maps combined over runs, else average runs."""
+    """Combine one participant's fits, preferring the most combined maps.
+
+    A fit whose entities include another fit's (``run-1`` beside the run-less map
+    combined over runs; per-session maps beside a map over sessions) is left out; the
+    remaining fits are averaged vertex-wise (several runs without a combined map).
+    """
     fits: dict[tuple, list[MapFile]] = defaultdict(list)
     for item in files:
         fits[item.fit_key].append(item)
-    combined = {k: v for k, v in fits.items() if "run" not in dict(k)}
-    chosen = combined or fits
-    if combined:  # a map without a run entity: combined over runs, or the only run
-        kind = "combined map" if len(fits) > len(combined) else "participant map"
+    chosen = {k: v for k, v in fits.items() if not any(set(o) < set(k) for o in fits)}
+    per_run = all("run" in dict(k) for k in chosen)
+    if len(chosen) == 1:
+        only = "per-run map" if per_run else "participant map"
+        how = "combined map" if len(fits) > 1 else only
     else:
-        kind = "per-run map"
-    how = kind if len(chosen) == 1 else f"mean of {len(chosen)} {kind}s"
-    if not combined and len(chosen) > 1:
-        how += " (no combined map)"
+        how = f"mean of {len(chosen)} {'per-run ' if per_run else ''}maps"
+        how += " (no combined map)" if per_run else ""
     loaded = [_read_fit(group) for group in chosen.values()]
     values: dict[str, dict[str, np.ndarray]] = {}
     for param in loaded[0]:

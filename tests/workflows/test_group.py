@@ -17,11 +17,12 @@ from bids_app.io.derivatives import (
     FitMetadata,
     ParameterMaps,
     StatArrays,
+    find_maps,
     merge_hemispheres,
     read_map,
     write_parameter_maps,
 )
-from bids_app.workflows.group import group_level, vertex_stats
+from bids_app.workflows.group import group_level, subject_maps, vertex_stats
 
 N = 80
 
@@ -203,3 +204,23 @@ def test_two_parameter_model_groups_separately(study):
     table = pd.read_csv(root / "group_participants.tsv", sep="\t")
     assert sorted(table.query("model == '2p'")["participant_id"]) == ["sub-01", "sub-02"]
     assert "model-2p" in (root / "group.html").read_text()
+
+
+def test_subject_maps_prefer_the_most_combined_fit(tmp_path):
+    rng = np.random.default_rng(6)
+    theta = {label: {h: rng.uniform(0.8, 1.6, N) for h in "LR"} for label in ("A", "B", "all")}
+    for ses in ("A", "B"):
+        for hemi in "LR":
+            ents = {"sub": "01", "ses": ses, "task": "rest", "hemi": hemi, "space": "tiny"}
+            maps = ParameterMaps(ents, "1p", _theta_maps(theta[ses][hemi]), META)
+            write_parameter_maps(tmp_path, maps)
+    files = [f for f in find_maps(tmp_path) if f.entities["stat"] == "estimate"]
+    sessions = subject_maps("01", files, tmp_path)
+    assert sessions.how == "mean of 2 maps"
+    expected = (theta["A"]["L"] + theta["B"]["L"]) / 2
+    np.testing.assert_allclose(sessions.values["theta"]["L"], expected, rtol=1e-6)
+    _write(tmp_path, "01", theta["all"])  # a map over both sessions
+    files = [f for f in find_maps(tmp_path) if f.entities["stat"] == "estimate"]
+    overall = subject_maps("01", files, tmp_path)
+    assert overall.how == "combined map"
+    np.testing.assert_allclose(overall.values["theta"]["R"], theta["all"]["R"], rtol=1e-6)
