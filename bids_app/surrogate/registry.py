@@ -21,7 +21,12 @@ from bids_app.models import MODELS, HRFModel
 from bids_app.preprocess import Preprocessing
 from bids_app.simulate.hrf import default_kernel_duration
 from bids_app.surrogate.features import Protocol, band_edges, feature_matrix, protocol_vector
-from bids_app.surrogate.likelihood import LoglikFn, LoglikTable, autograd_loglik
+from bids_app.surrogate.likelihood import (
+    LoglikFn,
+    LoglikTable,
+    autograd_loglik,
+    table_error,
+)
 from bids_app.surrogate.networks import SummaryNet, build_flow
 from bids_app.surrogate.training import N_PROTOCOL, Trainer, TrainingConfig
 
@@ -201,6 +206,15 @@ def _cached_read(path: str, lowpass: float | None) -> Surrogate:
     return read_surrogate(Path(path), lowpass)
 
 
+def _table_check(trainer: Trainer) -> dict:
+    """1p: tabulation error against the flow at a reference protocol (TR 0.72, 1200)."""
+    if trainer.config.model != "1p":
+        return {}
+    proto = Protocol(0.72, min(1200, int(trainer.config.frames_range[1])))
+    return {"loglik_table_error": {"protocol": [proto.tr, proto.n_frames],
+                                   **table_error(trainer.flow, protocol_vector(proto))}}
+
+
 def design_notes(config: TrainingConfig) -> dict:
     """Simulator, features, preprocessing and the reasoning behind them, for the card."""
     return {
@@ -278,6 +292,7 @@ def write_surrogate(trainer: Trainer, metrics: dict, out_dir: Path, surrogate_id
         "training_seconds": round(trainer.elapsed, 1),
         "history": trainer.history,
         "validation": metrics,
+        **_table_check(trainer),
         **design_notes(trainer.config),
         **(notes or {}),
     }
