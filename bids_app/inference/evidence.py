@@ -23,6 +23,9 @@ from bids_app.prior.spde import SPDEPrior
 
 DEFAULT_KAPPAS = np.geomspace(5e-4, 5e-1, 4)  # 1/mm (DESIGN.md §4)
 DEFAULT_TAU2S = np.geomspace(1e2, 1e6, 5)
+# Newton tolerance (nats) while scanning the grid: neighbouring grid points differ by
+# far more than this, and the selected point is refined to the caller's ftol.
+SEARCH_FTOL = 1e-2
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,9 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
         neighbours until none is better, evaluating only part of the grid (the rest of
         the surface stays NaN) — faster, assumes a unimodal evidence surface.
     **map_options
-        Passed to :func:`fit_map` (``max_iter``, ``gtol``, ...).
+        Passed to :func:`fit_map` (``max_iter``, ``gtol``, ``ftol``...). The grid is
+        scanned with ``ftol`` at least :data:`SEARCH_FTOL` and the selected point is
+        then refined with the options as given.
 
     Returns
     -------
@@ -118,12 +123,14 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
     iterations = np.full(surface.shape, -1)
     fits: dict[tuple[int, int], MapResult] = {}
 
-    def evaluate(i: int, j: int, start: np.ndarray) -> None:
+    scan_options = {**map_options, "ftol": max(map_options.get("ftol", 0.0), SEARCH_FTOL)}
+
+    def evaluate(i: int, j: int, start: np.ndarray, options: dict = scan_options) -> None:
         Q = prior.precision(kappas[i], tau2s[j])
-        result = fit_map(loglik, Q, start, chol=chol, observed=observed, **map_options)
+        result = fit_map(loglik, Q, start, chol=chol, observed=observed, **options)
         fits[i, j] = result
         surface[i, j] = log_evidence(result, prior, kappas[i], tau2s[j])
-        iterations[i, j] = result.n_iter
+        iterations[i, j] = max(iterations[i, j], 0) + result.n_iter
 
     if search == "grid":
         start = np.asarray(theta_t0, dtype=float)
@@ -145,6 +152,7 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
     if not np.any(np.isfinite(surface)):
         raise RuntimeError("the Laplace evidence is not finite anywhere on the grid")
     i, j = np.unravel_index(np.nanargmax(surface), surface.shape)
+    evaluate(i, j, fits[i, j].theta_t, map_options)  # refine to the caller's tolerance
     return EvidenceResult(kappa=float(kappas[i]), tau2=float(tau2s[j]), map=fits[i, j],
                           log_evidence=float(surface[i, j]), surface=surface, kappas=kappas,
                           tau2s=tau2s, iterations=iterations)

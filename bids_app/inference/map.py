@@ -2,9 +2,10 @@
 
 Minimises f(θ̃) = −Σ_v log q(S_v | θ̃_v) + ½ θ̃ᵀQθ̃ (DESIGN.md §4). Each step solves
 (D + Q) d = −∇f with a sparse Cholesky whose symbolic analysis is reused (the pattern
-of D + Q is fixed), where D is the per-vertex likelihood curvature −∂²log q with its
-eigenvalues floored so D + Q stays positive definite; an Armijo backtracking line search
-damps the step.
+of D + Q is fixed). D is the per-vertex likelihood curvature −∂²log q: exact whenever
+D + Q is positive definite (a learned likelihood is often locally convex where it is
+flat, and the prior usually outweighs that), else with each vertex's eigenvalues
+floored. An Armijo backtracking line search damps the step.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ LogLik = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 40
 # Largest first-order error (nats) accepted when the Laplace log-determinant is taken
-# from the factorisation of the previous iterate instead of refactorising at the mode.
+# from the factorisation of the previous iterate instead of refactorising at the mode
+# (or ftol, if larger: the objective itself is only that accurate).
 _LOGDET_TOL = 1e-3
 # One factorisation object per thread when the caller passes none, so repeated fits on
 # one pattern (bootstrap refits) reuse its symbolic analysis without sharing a factor
@@ -189,16 +191,15 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
     if not np.isfinite(f):
         raise ValueError("log-likelihood is not finite at the start theta_t0")
     trace_f, trace_g, trace_step = [f], [np.abs(grad).max()], [np.nan]
-    converged = floored = False
+    converged = False
     held, held_at_x = None, False  # curvature chol holds; whether it is that of x
     n_iter = 0
     while True:
         if trace_g[-1] <= gtol:
             converged = True
             break
-        blocks, floored = floor_blocks(neg_hess, hess_floor)
-        chol.factorize(system.assemble(Qb, blocks))
-        held, held_at_x = blocks, True
+        held = _factorize_newton(chol, system, Qb, neg_hess, hess_floor)
+        held_at_x = True
         d = -chol.solve(grad)
         decrement = -0.5 * float(grad @ d)  # λ²/2: the decrease a full step predicts
         if decrement <= ftol:
@@ -225,10 +226,10 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
             converged = True
             break
 
-    if _holds_mode(held, held_at_x, floored, neg_hess, hess_floor):
+    if _holds_mode(held, held_at_x, neg_hess, hess_floor, max(ftol, _LOGDET_TOL)):
         logdet = chol.logdet()
     elif laplace:
-        _factorize_exact(chol, system, Qb, neg_hess, hess_floor)
+        _factorize_newton(chol, system, Qb, neg_hess, hess_floor)
         logdet = chol.logdet()
     else:
         logdet = np.nan
@@ -257,17 +258,19 @@ def _armijo(objective: _Objective, x: np.ndarray, d: np.ndarray, f: float, slope
     return None
 
 
-def _holds_mode(held: np.ndarray | None, held_at_x: bool, floored: bool,
-                neg_hess: np.ndarray, floor: float) -> bool:
-    """Whether the held factorisation gives log det(−hess + Q) at the final point: it was
-    made there without flooring, or one step before and the curvature barely moved."""
+def _holds_mode(held: np.ndarray | None, held_at_x: bool, neg_hess: np.ndarray,
+                floor: float, tol: float) -> bool:
+    """Whether the held factorisation serves as the posterior precision at the final point:
+    it was made there (exact, or floored because the exact one was not positive
+    definite), or one step before with positive curvature blocks at both points that
+    barely moved."""
     if held is None:
         return False
     if held_at_x:
-        return not floored
-    if floor_blocks(neg_hess, floor)[1]:
+        return True
+    if floor_blocks(held, floor)[1] or floor_blocks(neg_hess, floor)[1]:
         return False
-    return _logdet_shift_bound(held, neg_hess) <= _LOGDET_TOL
+    return _logdet_shift_bound(held, neg_hess) <= tol
 
 
 def _logdet_shift_bound(held: np.ndarray, neg_hess: np.ndarray) -> float:
@@ -283,13 +286,20 @@ def _logdet_shift_bound(held: np.ndarray, neg_hess: np.ndarray) -> float:
     return float(np.einsum("vij,vji->", np.linalg.inv(held), abs_delta))
 
 
-def _factorize_exact(chol: SparseCholesky, system: NewtonSystem, Qb: sp.csc_matrix,
-                     neg_hess: np.ndarray, floor: float) -> None:
-    """Factorise the posterior precision at the mode for the Laplace log-determinant: the
-    exact −hess + Q when positive definite there, else with the floored curvature (the
-    surrogate has a local saddle)."""
+def _factorize_newton(chol: SparseCholesky, system: NewtonSystem, Qb: sp.csc_matrix,
+                      neg_hess: np.ndarray, floor: float) -> np.ndarray:
+    """Factorise the Newton matrix: the exact Hessian −hess + Q when it is positive
+    definite (also where the learned likelihood is locally convex but the prior
+    outweighs it: quadratic convergence), else with each vertex's curvature block
+    floored at ``floor``. Returns the curvature blocks used."""
+    floored, needs_floor = floor_blocks(neg_hess, floor)
     exact = 0.5 * (neg_hess + np.swapaxes(neg_hess, 1, 2))
+    if not needs_floor:
+        chol.factorize(system.assemble(Qb, exact))
+        return exact
     try:
         chol.factorize(system.assemble(Qb, exact))
+        return exact
     except np.linalg.LinAlgError:
-        chol.factorize(system.assemble(Qb, floor_blocks(neg_hess, floor)[0]))
+        chol.factorize(system.assemble(Qb, floored))
+        return floored

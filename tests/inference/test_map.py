@@ -164,3 +164,44 @@ def test_laplace_false_skips_the_mode_factorisation(prior, field):
     assert chol.n_factorizations - n_full <= n_full
     assert chol.n_analyses == 1  # one symbolic analysis for both fits
     np.testing.assert_allclose(fast.theta_t, full.theta_t)
+
+
+def student_t(S: np.ndarray, scale: float, dof: float):
+    """Heavy-tailed log-likelihood: log-convex in θ̃ beyond √dof·scale from S (outliers)."""
+
+    def loglik(theta):
+        r = S - theta
+        u = 1.0 + r**2 / (dof * scale**2)
+        value = (-0.5 * (dof + 1) * np.log(u)).sum(1)
+        grad = (dof + 1) * r / (dof * scale**2 * u)
+        hess = (dof + 1) * (r**2 - dof * scale**2) / (dof * scale**2 * u) ** 2
+        return value, grad, hess[:, :, None]
+
+    return loglik
+
+
+def test_locally_convex_likelihood_reaches_the_dense_optimum(prior, field):
+    """Outlying summaries make the likelihood locally convex at some vertices: the step
+    must still be a descent direction and the result a true local minimum."""
+    rng = np.random.default_rng(9)
+    S = field[:, :1] + rng.normal(0, 0.3, (prior.n_vertices, 1))
+    S[rng.random(prior.n_vertices) < 0.15] += 4.0  # outliers
+    loglik = student_t(S, 0.3, 2.0)
+    Q = prior.precision(0.1, 20.0)
+    result = fit_map(loglik, Q, S, gtol=1e-9, ftol=1e-20)
+    assert result.converged and result.grad_norm <= 1e-9
+    _, _, hess = loglik(result.theta_t)
+    assert np.any(hess[:, 0, 0] > 0)  # locally convex likelihood at the optimum somewhere
+    assert np.linalg.eigvalsh(Q.toarray() - np.diag(hess[:, 0, 0])).min() > 0
+    Qd = Q.toarray()
+
+    def fun(x):
+        value, grad, _ = loglik(x[:, None])
+        return -value.sum() + 0.5 * x @ Qd @ x, Qd @ x - grad[:, 0]
+
+    def hessian(x):
+        return Qd - np.diag(loglik(x[:, None])[2][:, 0, 0])
+
+    ref = so.minimize(fun, S[:, 0], jac=True, hess=hessian, method="trust-exact",
+                      options={"gtol": 1e-10})
+    np.testing.assert_allclose(result.theta_t[:, 0], ref.x, atol=1e-7)
