@@ -43,8 +43,9 @@ OUTPUT_FILES = [
      "path-template": "[OUTPUT_DIR]/logs", "optional": False},
 ]
 
-# Measured on the 2-core development machine (see docs/deployment.md, Resources).
-SUGGESTED_RESOURCES = {"cpu-cores": 2, "ram": 4, "walltime-estimate": 3600}
+# One fsaverage5 run with the default double bootstrap, from the figures measured on the
+# 2-core development machine (docs/deployment.md, "Resources to request").
+SUGGESTED_RESOURCES = {"cpu-cores": 2, "ram": 2, "walltime-estimate": 3600}
 
 
 def _is_flag(action: argparse.Action) -> bool:
