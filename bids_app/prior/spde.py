@@ -86,6 +86,9 @@ class SPDEPrior:
         """``n`` exact draws θ̃ ~ N(0, Q(κ, τ²)⁻¹), shape (n_vertices, n).
 
         Uses the sparse Cholesky factor of Q with its fill-reducing permutation undone.
+        The same seed gives the same draws for the same Cholesky backend and ordering
+        (a different factor maps the same normal deviates to another, equally exact,
+        draw).
         """
         self._chol_q.factorize(self.precision(kappa, tau2))
         return self._chol_q.sample(rng, n)
