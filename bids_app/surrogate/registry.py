@@ -31,7 +31,7 @@ from bids_app.surrogate.networks import SummaryNet, build_flow
 from bids_app.surrogate.training import N_PROTOCOL, Trainer, TrainingConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED = {"1p": "hemocoupling-1p-v2", "2p": "hemocoupling-2p-v1"}
+SHIPPED = {"1p": "hemocoupling-1p-v2", "2p": "hemocoupling-2p-v2"}
 # TRs a little outside the trained range are still served (rounding in sidecars).
 TR_TOLERANCE = 0.01
 
