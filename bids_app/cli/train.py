@@ -65,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         with threadpool_limits(args.threads):
             trainer = Trainer(config, args.work_dir or args.out / "work")
             metrics = trainer.run()
+            command = " ".join(["hemocoupling-train", *(sys.argv[1:] if argv is None else argv)])
             card = write_surrogate(trainer, metrics, args.out,
-                                   args.id or f"hemocoupling-{args.model}-seed{args.seed}")
+                                   args.id or f"hemocoupling-{args.model}-seed{args.seed}",
+                                   notes={"reproduce": command})
     except HemocouplingError as err:
         print(f"hemocoupling-train: {err}", file=sys.stderr)
         return err.exit_code
