@@ -133,7 +133,7 @@ def accuracy(model, name: str, latent: np.ndarray, truth_latent: np.ndarray) -> 
     return f"    {name:<28} " + "; ".join(parts)
 
 
-def study(seed: int, models: list[str], kappa: float, tau2: float) -> None:
+def study(seed: int, models: list[str], kappa: float, tau2: float, search: str) -> None:
     from bids_app.errors import HemocouplingError
     from bids_app.models import ONE_PARAM, TWO_PARAM
     from bids_app.preprocess import clean
@@ -161,7 +161,8 @@ def study(seed: int, models: list[str], kappa: float, tau2: float) -> None:
         summaries = np.asarray(summaries, dtype=float)
         loglik = surrogate.loglik(summaries, tr, n_frames)
         chol = SparseCholesky()
-        result, wall, cpu = timed(select_hyperparameters, loglik, prior, summaries, chol=chol)
+        result, wall, cpu = timed(select_hyperparameters, loglik, prior, summaries, chol=chol,
+                                  search=search)
         print(f"{name} synthetic study: fsLR 32k L cortex ({prior.n_vertices} vertices), TR {tr} "
               f"s, {n_frames} frames, surrogate {surrogate.card.get('id')}, truth κ={kappa} "
               f"τ²={tau2}, seed {seed}; simulate {t_sim:.1f} s, summarise {t_sum:.1f} s")
@@ -169,7 +170,7 @@ def study(seed: int, models: list[str], kappa: float, tau2: float) -> None:
         print(f"  truth: latent mean {np.round(truth.mean(0), 3)}, spatial sd "
               f"{np.round(truth.std(0), 3)}; θ mean {np.round(theta_true.mean(0), 3)}, "
               f"spatial sd {np.round(theta_true.std(0), 4)}")
-        print(f"  evidence-selected MAP: {wall:.1f} s wall, {cpu:.1f} CPU-s, "
+        print(f"  evidence-selected MAP ({search}): {wall:.1f} s wall, {cpu:.1f} CPU-s, "
               f"{chol.n_factorizations} factorisations, κ̂={result.kappa:g} (truth {kappa}), "
               f"τ̂²={result.tau2:g}, converged {result.map.converged}, "
               f"peak RSS {peak_rss_gb():.2f} GB")
@@ -191,12 +192,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--kappa", type=float, default=KAPPA, help="truth κ of the study")
     parser.add_argument("--tau2", type=float, default=TAU2, help="truth τ² of the study")
+    parser.add_argument("--search", choices=["grid", "ascent"], default="grid",
+                        help="evidence search of the study")
     args = parser.parse_args()
     for seed in args.seeds:
         if args.part in ("speed", "all"):
             speed(seed)
         if args.part in ("study", "all"):
-            study(seed, args.models, args.kappa, args.tau2)
+            study(seed, args.models, args.kappa, args.tau2, args.search)
 
 
 if __name__ == "__main__":
