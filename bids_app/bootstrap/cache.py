@@ -36,11 +36,15 @@ def refit_token(refit: object) -> str:
 
 
 def cache_key(
-    y: np.ndarray, theta_t_hat: np.ndarray, tr: float, block_s: float, seed: int, refit: object
+    y: np.ndarray, theta_t_hat: np.ndarray, tr: float, block_s: float, seed: int, refit: object,
+    fade_frames: int = 0,
 ) -> str:
-    """Hex key of one bootstrap problem (B, R and the mode are left out on purpose)."""
+    """Hex key of one bootstrap problem (B, R, the mode and the bias correction are left
+    out on purpose: they do not change any refit)."""
     parts = [array_digest(y), array_digest(theta_t_hat), repr(float(tr)),
              repr(float(block_s)), repr(int(seed)), refit_token(refit), "stationary-v1"]
+    if fade_frames:
+        parts.append(f"crossfade-{int(fade_frames)}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

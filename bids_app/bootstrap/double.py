@@ -3,7 +3,21 @@
 Outer level: B block resamples of the cleaned series, each refitted, give θ̃*_b and the
 bootstrap SE. Inner level (``mode='double'``): R block resamples of each y*_b give
 sd*_b, from which :mod:`bids_app.bootstrap.calibration` picks the nominal level α̂ that
-makes the intervals cover. Every resample is seeded from (seed, b, r) alone, so the
+makes the intervals cover.
+
+Resamples cross-fade every block join over ``fade_s`` seconds
+(:func:`bids_app.bootstrap.resample.crossfade_resample`). With ``bias_correct`` (the
+default) the bootstrap estimate of the estimator's bias is removed, per vertex and
+parameter, at both levels (Efron's bias-corrected bootstrap):
+
+    outer shift  s(v)    = mean_b θ̃*_b(v) − θ̃̂(v)
+    inner shift  s_b(v)  = mean_r θ̃**_br(v) − θ̃*_b(v)
+    calibration  π̂(v, a) = mean_b 1{θ̃̂(v) ∈ θ̃*_b(v) − s_b(v) ± z_{1−a/2}·sd*_b(v)}
+    interval     θ̃̂(v) − s(v) ± z_{1−α̂/2}·se(v)
+
+i.e. the Hall–Horowitz check of DESIGN.md §5 is applied to the bias-corrected centres
+and is otherwise unchanged. The reported estimate stays the MAP θ̃̂; only the interval
+is centred on θ̃̂ − s. Every resample is seeded from (seed, b, r) alone, so the
 answer does not depend on the number of workers, their order, or on resuming.
 """
 
@@ -24,7 +38,8 @@ from scipy.special import ndtri
 from bids_app.bootstrap.cache import RefitCache, cache_key
 from bids_app.bootstrap.calibration import ALPHA0, calibrate_level
 from bids_app.bootstrap.resample import block_frames as to_block_frames
-from bids_app.bootstrap.resample import stationary_indices
+from bids_app.bootstrap.resample import crossfade_resample, stationary_indices
+from bids_app.bootstrap.resample import fade_frames as to_fade_frames
 from bids_app.errors import InputValidationError, UsageError
 
 log = logging.getLogger(__name__)
@@ -44,7 +59,7 @@ class BootstrapResult:
     alpha_hat : array (P,)
         Level used for the interval, per parameter: calibrated (double) or 0.05 (single).
     lower, upper : array (V, P)
-        θ̃̂ ∓/± z_{1−α̂/2}·se, latent space.
+        centre ∓/± z_{1−α̂/2}·se, latent space.
     draws : array (B, V, P), float32
         Outer-resample latent estimates, for SEs of mapped parameters.
     vertex_levels : array (V, P) or None
@@ -63,6 +78,12 @@ class BootstrapResult:
         Refits computed by this call (the rest came from the cache).
     seconds : float
         Wall time of this call.
+    shift : array (V, P)
+        Outer bootstrap bias estimate s = mean_b θ̃*_b − θ̃̂ (latent units).
+    bias_correct : bool
+        Whether the intervals are centred on θ̃̂ − s and calibrated on θ̃*_b − s_b.
+    fade_s : float
+        Cross-fade at block joins, seconds (0: plain stationary bootstrap).
     """
 
     se: np.ndarray
@@ -79,6 +100,9 @@ class BootstrapResult:
     seed: int
     n_refits: int
     seconds: float
+    shift: np.ndarray | None = None
+    bias_correct: bool = False
+    fade_s: float = 0.0
 
     def sidecar(self) -> dict:
         """The ``bootstrap`` record of :class:`bids_app.io.derivatives.FitMetadata`
@@ -91,29 +115,48 @@ class BootstrapResult:
             "BlockLengthSeconds": self.block_s,
             "BlockLengthFrames": self.block_frames,
             "CalibratedAlpha": alpha[0] if len(alpha) == 1 else alpha,
+            "BlockJoinCrossfadeSeconds": self.fade_s,
+            "BiasCorrection": (
+                "interval centred on estimate - (mean of outer refits - estimate), per "
+                "vertex; calibration checks the estimate against each outer refit minus "
+                "(mean of its inner refits - outer refit)"
+                if self.bias_correct else "none"),
         }
+
+
+def _draw(seed: int, b: int, key: int, n_frames: int, mean_block: float) -> np.ndarray:
+    """The stationary draw of (seed, b, key); key 0 is the outer one."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(b, key)))
+    return stationary_indices(n_frames, mean_block, 1, rng)[0]
 
 
 def resample_indices(seed: int, b: int, r: int, n_frames: int, mean_block: float) -> np.ndarray:
     """Frame indices of outer resample ``b`` (r = 0) or of its inner resample ``r``.
 
     Inner resamples are drawn from the outer resample y*_b, so their indices are the
-    outer indices re-indexed by a fresh stationary draw.
+    outer indices re-indexed by a fresh stationary draw (ignoring cross-fades).
     """
-    def draw(key: int) -> np.ndarray:
-        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(b, key)))
-        return stationary_indices(n_frames, mean_block, 1, rng)[0]
+    outer = _draw(seed, b, 0, n_frames, mean_block)
+    return outer if r == 0 else outer[_draw(seed, b, r, n_frames, mean_block)]
 
-    outer = draw(0)
-    return outer if r == 0 else outer[draw(r)]
+
+def resample_series(
+    y: np.ndarray, seed: int, b: int, r: int, mean_block: float, fade: int
+) -> np.ndarray:
+    """Outer resample ``b`` of (V, T) ``y`` (r = 0), or inner resample ``r`` of it, with
+    every block join cross-faded over ``fade`` frames at each level."""
+    n_frames = y.shape[1]
+    out = crossfade_resample(y, _draw(seed, b, 0, n_frames, mean_block), fade)
+    if r:
+        out = crossfade_resample(out, _draw(seed, b, r, n_frames, mean_block), fade)
+    return np.ascontiguousarray(out)
 
 
 def _refit_task(
-    refit: Refit, y: np.ndarray, seed: int, b: int, r: int, mean_block: float
+    refit: Refit, y: np.ndarray, seed: int, b: int, r: int, mean_block: float, fade: int
 ) -> tuple[int, int, np.ndarray]:
     """Refit one resample (runs in a worker; module-level so it pickles)."""
-    idx = resample_indices(seed, b, r, y.shape[1], mean_block)
-    return b, r, np.asarray(refit(np.ascontiguousarray(y[:, idx])))
+    return b, r, np.asarray(refit(resample_series(y, seed, b, r, mean_block, fade)))
 
 
 def double_bootstrap(
@@ -126,6 +169,8 @@ def double_bootstrap(
     R: int = 10,
     block_s: float = 72.0,
     seed: int = 0,
+    fade_s: float = 6.0,
+    bias_correct: bool = True,
     n_jobs: int = 1,
     cache_dir: str | PathLike | None = None,
     client: object | None = None,
@@ -153,6 +198,11 @@ def double_bootstrap(
         Mean block length of the stationary bootstrap, seconds.
     seed : int
         Every resample's randomness is derived from (seed, b, r).
+    fade_s : float
+        Cross-fade at every block join, seconds (rounded to frames; 0 disables it).
+    bias_correct : bool
+        Remove the bootstrap bias estimate before calibration and from the interval
+        centre (module docstring); single mode uses the outer shift only.
     n_jobs : int
         Local worker processes (joblib/loky); -1 uses every core.
     cache_dir : path, optional
@@ -179,12 +229,14 @@ def double_bootstrap(
             f"{y_clean.shape} and {theta_t_hat.shape}"
         )
     mean_block = to_block_frames(block_s, tr)
+    fade = to_fade_frames(fade_s, tr)
     n_inner = R if mode == "double" else 0
     tasks = [(b, r) for b in range(B) for r in range(n_inner + 1)]
 
     cache = None
     if cache_dir is not None:
-        cache = RefitCache(cache_dir, cache_key(y_clean, theta_t_hat, tr, block_s, seed, refit))
+        cache = RefitCache(cache_dir, cache_key(y_clean, theta_t_hat, tr, block_s, seed, refit,
+                                                   fade_frames=fade))
     fits: dict[Task, np.ndarray] = {}
     if cache is not None:
         for task in tasks:
@@ -196,7 +248,7 @@ def double_bootstrap(
     if fits:
         log.info("bootstrap: reusing %d of %d refits from %s", len(fits), len(tasks), cache.folder)
 
-    results = _run(missing, refit, y_clean, seed, mean_block, n_jobs, client)
+    results = _run(missing, refit, y_clean, seed, mean_block, fade, n_jobs, client)
     for b, r, theta_t in _report(results, len(missing), progress):
         if theta_t.shape != theta_t_hat.shape:
             raise InputValidationError(
@@ -210,11 +262,16 @@ def double_bootstrap(
 
     draws = np.stack([fits[(b, 0)] for b in range(B)]).astype(float)  # (B, V, P)
     se = draws.std(axis=0, ddof=1)
+    shift = draws.mean(axis=0) - theta_t_hat  # (V, P)
+    centre = theta_t_hat - shift if bias_correct else theta_t_hat
     n_params = theta_t_hat.shape[1]
     if mode == "double":
         inner = np.stack([[fits[(b, r)] for r in range(1, R + 1)] for b in range(B)])
-        inner_sd = inner.astype(float).std(axis=1, ddof=1)  # (B, V, P)
-        calibrated = [calibrate_level(theta_t_hat[:, p], draws[:, :, p], inner_sd[:, :, p])
+        inner = inner.astype(float)  # (B, R, V, P)
+        inner_sd = inner.std(axis=1, ddof=1)  # (B, V, P)
+        outer_centre = 2.0 * draws - inner.mean(axis=1) if bias_correct else draws
+        calibrated = [calibrate_level(theta_t_hat[:, p], outer_centre[:, :, p],
+                                      inner_sd[:, :, p])
                       for p in range(n_params)]
         alpha_hat = np.array([a for a, _ in calibrated])
         levels = np.stack([beta for _, beta in calibrated], axis=1)
@@ -225,8 +282,8 @@ def double_bootstrap(
     return BootstrapResult(
         se=se,
         alpha_hat=alpha_hat,
-        lower=theta_t_hat - z * se,
-        upper=theta_t_hat + z * se,
+        lower=centre - z * se,
+        upper=centre + z * se,
         draws=draws.astype(np.float32),
         vertex_levels=levels,
         B=B,
@@ -237,6 +294,9 @@ def double_bootstrap(
         seed=int(seed),
         n_refits=len(missing),
         seconds=time.perf_counter() - start,
+        shift=shift,
+        bias_correct=bool(bias_correct),
+        fade_s=float(fade_s),
     )
 
 
@@ -246,6 +306,7 @@ def _run(
     y: np.ndarray,
     seed: int,
     mean_block: float,
+    fade: int,
     n_jobs: int,
     client: object | None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -253,14 +314,15 @@ def _run(
     if not tasks:
         return iter(())
     if client is not None:
-        return _run_dask(tasks, refit, y, seed, mean_block, client)
+        return _run_dask(tasks, refit, y, seed, mean_block, fade, client)
     if n_jobs == 1:
-        return (_refit_task(refit, y, seed, b, r, mean_block) for b, r in tasks)
-    return _run_joblib(tasks, refit, y, seed, mean_block, n_jobs)
+        return (_refit_task(refit, y, seed, b, r, mean_block, fade) for b, r in tasks)
+    return _run_joblib(tasks, refit, y, seed, mean_block, fade, n_jobs)
 
 
 def _run_joblib(
-    tasks: list[Task], refit: Refit, y: np.ndarray, seed: int, mean_block: float, n_jobs: int
+    tasks: list[Task], refit: Refit, y: np.ndarray, seed: int, mean_block: float, fade: int,
+    n_jobs: int,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Local worker processes (loky). The series go to the workers as one memory map
     written once; joblib would otherwise hash and copy them for every task."""
@@ -271,19 +333,20 @@ def _run_joblib(
         np.save(path, y)
         shared = np.load(path, mmap_mode="r")
         parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
-        yield from parallel(delayed(_refit_task)(refit, shared, seed, b, r, mean_block)
+        yield from parallel(delayed(_refit_task)(refit, shared, seed, b, r, mean_block, fade)
                             for b, r in tasks)
 
 
 def _run_dask(
-    tasks: list[Task], refit: Refit, y: np.ndarray, seed: int, mean_block: float, client
+    tasks: list[Task], refit: Refit, y: np.ndarray, seed: int, mean_block: float, fade: int,
+    client,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Submit every refit to a Dask ``Client``; data and refit are broadcast once."""
     from distributed import as_completed
 
     y_future, refit_future = client.scatter([y, refit], broadcast=True, hash=False)
     futures = [client.submit(_refit_task, refit_future, y_future, seed, b, r, mean_block,
-                             pure=False)
+                             fade, pure=False)
                for b, r in tasks]
     for future in as_completed(futures):
         yield future.result()

@@ -4,7 +4,8 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from bids_app.bootstrap import double_bootstrap, natural_intervals
+from bids_app.bootstrap import calibrate_level, double_bootstrap, natural_intervals
+from bids_app.bootstrap.cache import RefitCache
 from bids_app.bootstrap.double import resample_indices
 from bids_app.models import ONE_PARAM
 
@@ -96,9 +97,38 @@ def test_single_is_the_outer_level_with_a_nominal_interval(data):
     np.testing.assert_allclose(width, 2 * _z(double.alpha_hat[0]), rtol=1e-9)
 
 
+def test_bias_correction_follows_the_documented_formulas(data, tmp_path):
+    _, theta = data
+    result = run(data, cache_dir=tmp_path)
+    cache = RefitCache(tmp_path, next(tmp_path.iterdir()).name.removeprefix("bootstrap-"))
+    fits = np.array([[cache.load(b, r) for r in range(4)] for b in range(8)], dtype=float)
+    outer, inner = fits[:, 0], fits[:, 1:]  # (B, V, P), (B, R, V, P)
+    shift = outer.mean(axis=0) - theta
+    np.testing.assert_allclose(result.shift, shift, atol=1e-12)
+    np.testing.assert_allclose((result.lower + result.upper) / 2, theta - shift, atol=1e-12)
+    corrected = outer - (inner.mean(axis=1) - outer)
+    alpha, _ = calibrate_level(theta[:, 0], corrected[:, :, 0], inner.std(axis=1, ddof=1)[:, :, 0])
+    assert result.alpha_hat[0] == alpha
+    raw = run(data, cache_dir=tmp_path, bias_correct=False)
+    alpha_raw, _ = calibrate_level(theta[:, 0], outer[:, :, 0],
+                                   inner.std(axis=1, ddof=1)[:, :, 0])
+    assert raw.alpha_hat[0] == alpha_raw and raw.n_refits == 0
+    np.testing.assert_allclose((raw.lower + raw.upper) / 2, theta, atol=1e-12)
+    assert result.sidecar()["BiasCorrection"] != "none"
+    assert raw.sidecar()["BiasCorrection"] == "none"
+    assert result.sidecar()["BlockJoinCrossfadeSeconds"] == 6.0
+
+
+def test_cross_fade_changes_the_resamples_and_the_cache_key(data, tmp_path):
+    plain = run(data, fade_s=0.0, cache_dir=tmp_path)
+    faded = run(data, cache_dir=tmp_path)
+    assert faded.n_refits == plain.n_refits == 8 * 4
+    assert not np.array_equal(plain.draws, faded.draws)
+
+
 def test_natural_bounds_follow_the_monotone_maps(data):
     _, theta = data
-    result = run(data)
+    result = run(data, bias_correct=False)  # interval then contains the estimate
     maps = natural_intervals(result, theta, ONE_PARAM)
     for name in ("theta", "timetopeak"):
         m = maps[name]

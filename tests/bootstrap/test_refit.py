@@ -49,10 +49,14 @@ def test_refit_survives_the_trip_to_a_worker(study):
     assert shipped.cache_token == refit.cache_token
 
 
-def test_bootstrap_with_the_real_refit(study):
+def test_bootstrap_with_the_real_refit(study, tmp_path):
     y_clean, refit, theta_t_hat = study
-    result = double_bootstrap(y_clean, refit, theta_t_hat, tr=TR, B=4, R=2, block_s=40.0,
-                              seed=1, progress=False)
+    options = dict(tr=TR, B=4, R=2, block_s=40.0, seed=1, progress=False, cache_dir=tmp_path)
+    result = double_bootstrap(y_clean, refit, theta_t_hat, **options)
     assert result.n_refits == 12
     assert np.all(result.se > 0) and np.all(np.isfinite(result.lower))
-    assert np.all((result.lower < theta_t_hat) & (theta_t_hat < result.upper))
+    centre = theta_t_hat - result.shift  # bias-corrected by default
+    assert np.all((result.lower < centre) & (centre < result.upper))
+    raw = double_bootstrap(y_clean, refit, theta_t_hat, bias_correct=False, **options)
+    assert raw.n_refits == 0  # the correction changes no refit: all from the cache
+    assert np.all((raw.lower < theta_t_hat) & (theta_t_hat < raw.upper))
