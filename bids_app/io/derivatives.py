@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -185,7 +186,11 @@ def bids_uri(path: Path | str, dataset_root: Path | str, dataset_name: str = "fm
     The name must be a key of ``DatasetLinks`` in dataset_description.json (written by
     :func:`bids_app.io.dataset_description.write_dataset_description`).
     """
-    rel = Path(path).resolve().relative_to(Path(dataset_root).resolve())
+    # Relative path taken without resolving links: DataLad datasets and hand-made layouts
+    # link their files from elsewhere, but the URI must name the file inside the dataset.
+    rel = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(dataset_root)))
+    if rel.parts and rel.parts[0] == "..":
+        raise InputValidationError(f"{path} is not inside the input dataset {dataset_root}")
     return f"bids:{dataset_name}:{rel.as_posix()}"
 
 

@@ -357,7 +357,10 @@ def templateflow_parcellations(space: str, hemis: Sequence[str]) -> dict[str, Pa
                 if not path.is_file() or path.stat().st_size == 0:
                     continue
                 ents = parse_name(path.name)[0]
-                atlas = ents.get("atlas") or ents.get("desc") or path.name.split(".")[0]
+                # atlas alone is ambiguous (Yeo 7/17 networks, Schaefer scales, Desikan
+                # variants share it): key on every distinguishing entity.
+                atlas = "_".join(f"{key}-{ents[key]}" for key in ("atlas", "seg", "scale", "desc")
+                                 if key in ents) or path.name.split(".")[0]
                 img = nib.load(path)
                 labels = np.asarray(img.darrays[0].data, dtype=int)
                 found[atlas][hemi] = (labels, img.labeltable.get_labels_as_dict())

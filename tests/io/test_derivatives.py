@@ -13,7 +13,7 @@ import pytest
 from nilearn.surface import load_surf_data
 
 from bids_app import __version__
-from bids_app.errors import OutputError
+from bids_app.errors import InputValidationError, OutputError
 from bids_app.io import dataset_description as dd
 from bids_app.io.derivatives import (
     FitMetadata,
@@ -321,3 +321,16 @@ def test_finished_records(tmp_path):
     assert not dd.is_finished(tmp_path, "01")
     dd.clear_finished(tmp_path, "01")
     assert not dd.finished_path(tmp_path, "01").exists()
+
+
+def test_bids_uri_keeps_linked_inputs_inside_the_dataset(tmp_path):
+    """DataLad-style datasets link files from an annex: the URI names the link's place."""
+    annex = tmp_path / "annex" / "blob"
+    annex.parent.mkdir()
+    annex.write_text("data")
+    link = tmp_path / "ds" / "sub-01" / "func" / "sub-01_bold.func.gii"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(annex)
+    assert bids_uri(link, tmp_path / "ds") == "bids:fmriprep:sub-01/func/sub-01_bold.func.gii"
+    with pytest.raises(InputValidationError, match="not inside"):
+        bids_uri(annex, tmp_path / "ds")
