@@ -2,7 +2,7 @@
 
 Why: compute nodes and containers usually have no internet, and a read-only image cannot
 download at run time. The container build runs this once; cluster users run it on a login
-node with ``TEMPLATEFLOW_HOME`` pointing at a shared folder (see docs/deployment.md).
+node with ``TEMPLATEFLOW_HOME`` pointing at a shared folder (see the README, "Deployment").
 
 Usage: ``TEMPLATEFLOW_HOME=DIR python scripts/fetch_templates.py [--prune] [--list]``
 """

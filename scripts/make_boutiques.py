@@ -44,7 +44,7 @@ OUTPUT_FILES = [
 ]
 
 # One fsaverage5 run with the default double bootstrap, from the figures measured on the
-# 2-core development machine (docs/deployment.md, "Resources to request").
+# 2-core development machine (README, "Resources to request").
 SUGGESTED_RESOURCES = {"cpu-cores": 2, "ram": 2, "walltime-estimate": 1800}
 
 
