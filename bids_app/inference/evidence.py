@@ -158,6 +158,30 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
                           tau2s=tau2s, iterations=iterations)
 
 
+def grid_boundary(result: EvidenceResult) -> dict[str, str]:
+    """Searched axes whose selected value is the smallest ("lower") or largest ("upper").
+
+    There the evidence may still rise outside the grid (e.g. along the ridge of constant
+    marginal variance κ²τ² on nearly flat fields), so the selection is not a maximum.
+    Axes with one value (fixed by the user) are never reported.
+    """
+    edges = {}
+    for name, axis, value in (("kappa", result.kappas, result.kappa),
+                              ("tau2", result.tau2s, result.tau2)):
+        if axis.size > 1 and value <= axis[0]:
+            edges[name] = "lower"
+        elif axis.size > 1 and value >= axis[-1]:
+            edges[name] = "upper"
+    return edges
+
+
+def evidence_gap(result: EvidenceResult) -> float | None:
+    """Log evidence of the best grid point minus the second best (nats); None if fewer
+    than two points were evaluated. A gap below ~1 nat means weakly determined (κ, τ²)."""
+    values = np.sort(result.surface[np.isfinite(result.surface)])
+    return float(values[-1] - values[-2]) if values.size > 1 else None
+
+
 def _finite_or_low(value: float) -> float:
     return float(value) if np.isfinite(value) else -np.inf
 

@@ -8,6 +8,7 @@ import pytest
 
 from bids_app.inference import fit_map, log_evidence, select_hyperparameters
 from bids_app.inference.analytic import GaussianLoglik
+from bids_app.inference.evidence import evidence_gap, grid_boundary
 from bids_app.prior import SPDEPrior, fem_matrices, icosphere
 
 
@@ -93,3 +94,21 @@ def test_two_parameter_selection_recovers_both_fields(prior):
     mse_map = np.mean((result.map.theta_t - truth) ** 2, axis=0)
     mse_pointwise = np.mean((S - truth) ** 2, axis=0)
     assert np.all(mse_map < 0.5 * mse_pointwise)
+
+
+@pytest.mark.parametrize("kappas,edge", [((0.3, 0.6, 1.2), {"kappa": "lower"}),
+                                         ((0.004, 0.008, 0.016), {"kappa": "upper"}),
+                                         ((0.03, 0.1, 0.3), {})])
+def test_grid_boundary_names_the_edge_a_grid_missing_the_truth_selects(prior, kappas, edge):
+    _, S = draw(prior, 0.1, 100.0, 1, seed=50)
+    result = select_hyperparameters(GaussianLoglik(S, 4.0), prior, S, kappas, tau2=100.0)
+    assert grid_boundary(result) == edge  # τ² is fixed: never reported as on the boundary
+    finite = np.sort(result.surface.ravel())
+    assert evidence_gap(result) == pytest.approx(finite[-1] - finite[-2])
+    assert evidence_gap(result) > 0
+
+
+def test_single_point_has_no_boundary_and_no_gap(prior):
+    _, S = draw(prior, 0.1, 100.0, 1, seed=51)
+    result = select_hyperparameters(GaussianLoglik(S, 4.0), prior, S, kappa=0.05, tau2=100.0)
+    assert grid_boundary(result) == {} and evidence_gap(result) is None
