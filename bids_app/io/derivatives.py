@@ -242,6 +242,10 @@ class FitMetadata:
         False, "Note": "..."}``); each map's sidecar carries its parameter's entry.
     evidence_grid : ``{"Kappa": [...], "Tau2": [...], "LogEvidence": [[...]]}`` (rows κ,
         columns τ²) for the report's evidence surface; None if not gridded.
+    hyperparameter_selection : how (κ, τ²) were chosen, e.g. ``{"Method": "Laplace
+        evidence grid", "OnGridBoundary": {"kappa": "lower"}, "LogEvidenceGap": 0.4}``
+        (axes whose selected value is a grid edge; best minus second-best log evidence,
+        nats); None if not recorded.
     extra : anything else worth recording (TR, confound strategy, frames kept ...).
     """
 
@@ -257,6 +261,7 @@ class FitMetadata:
     identifiability: Mapping[str, Any] = field(default_factory=dict)
     evidence_grid: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    hyperparameter_selection: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -423,6 +428,8 @@ def sidecar(maps: ParameterMaps, param: str, stat: str) -> dict[str, Any]:
     }
     if meta.evidence_grid is not None:
         record["EvidenceGrid"] = dict(meta.evidence_grid)
+    if meta.hyperparameter_selection is not None:
+        record["HyperparameterSelection"] = dict(meta.hyperparameter_selection)
     if stat in ("cilower", "ciupper"):
         record["NominalCoverage"] = 0.95
     for key, value in meta.extra.items():

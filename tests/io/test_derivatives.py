@@ -76,6 +76,9 @@ def _metadata(bootstrap: bool = True) -> FitMetadata:
         calibration_check={"Passed": True},
         identifiability={"theta": {"Identified": True}, "timetopeak": {"Identified": True}},
         evidence_grid={"Kappa": [1e-3, 1e-2], "Tau2": [1e2, 1e3], "LogEvidence": [[1, 2], [3, 4]]},
+        hyperparameter_selection={"Method": "Laplace evidence grid",
+                                  "OnGridBoundary": {"kappa": "upper", "tau2": "upper"},
+                                  "LogEvidenceGap": 1.0},
     )
 
 
@@ -160,6 +163,9 @@ def test_gifti_round_trip_with_nan_and_sidecar(tmp_path):
         assert side["Bootstrap"]["B"] == 20
         assert side["Surrogate"]["Sha256"] == "ab" * 32
         assert side["Identifiability"] == {"Identified": True}
+        assert side["HyperparameterSelection"]["OnGridBoundary"] == {"kappa": "upper",
+                                                                      "tau2": "upper"}
+        assert side["HyperparameterSelection"]["LogEvidenceGap"] == 1.0
         if entities["stat"] == "cilower":
             assert "double-bootstrap calibrated 95%" in side["Description"]
         img = nib.load(path)
