@@ -265,21 +265,8 @@ class Trainer:
             first = state["epoch"] + 1
         else:
             self.summary.fit_scaling(x)
-        for epoch in range(first, cfg.epochs_summary):
-            t0 = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = _cosine_lr(cfg, epoch, cfg.epochs_summary)
-            total = 0.0
-            for idx in _epoch_batches(len(x), cfg.batch, cfg.seed, 1, epoch):
-                loss = ((self.summary(x[idx]) - y[idx]) ** 2).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(idx)
-            self.history["summary"].append(total / len(x))
-            self.elapsed += time.perf_counter() - t0
-            _log(f"summary epoch {epoch + 1}/{cfg.epochs_summary} mse {total / len(x):.4f}")
-            self._save("summary", epoch, optimizer)
+        self._run_epochs("summary", "mse", optimizer, first, cfg.epochs_summary, len(x),
+                         lambda idx: ((self.summary(x[idx]) - y[idx]) ** 2).mean())
 
     def summaries(self, features: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
@@ -301,22 +288,33 @@ class Trainer:
             first = state["epoch"] + 1
         else:
             self.flow.fit_scaling(s)
-        for epoch in range(first, cfg.epochs_flow):
+        self._run_epochs("flow", "nll", optimizer, first, cfg.epochs_flow, len(s),
+                         lambda idx: -self.flow.log_prob(s[idx], context[idx]).mean(),
+                         clip=self.flow.parameters)
+
+    def _run_epochs(self, stage: str, metric: str, optimizer: torch.optim.Optimizer,
+                    first: int, epochs: int, n: int, loss_of, clip=None) -> None:
+        """Cosine-scheduled minibatch epochs ``first..epochs-1`` of one stage, with a
+        checkpoint after each so a killed run resumes at the next epoch."""
+        cfg = self.config
+        stream = {"summary": 1, "flow": 2}[stage]
+        for epoch in range(first, epochs):
             t0 = time.perf_counter()
             for group in optimizer.param_groups:
-                group["lr"] = _cosine_lr(cfg, epoch, cfg.epochs_flow)
+                group["lr"] = _cosine_lr(cfg, epoch, epochs)
             total = 0.0
-            for idx in _epoch_batches(len(s), cfg.batch, cfg.seed, 2, epoch):
-                loss = -self.flow.log_prob(s[idx], context[idx]).mean()
+            for idx in _epoch_batches(n, cfg.batch, cfg.seed, stream, epoch):
+                loss = loss_of(idx)
                 optimizer.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.flow.parameters(), 5.0)
+                if clip is not None:
+                    torch.nn.utils.clip_grad_norm_(clip(), 5.0)
                 optimizer.step()
                 total += loss.item() * len(idx)
-            self.history["flow"].append(total / len(s))
+            self.history[stage].append(total / n)
             self.elapsed += time.perf_counter() - t0
-            _log(f"flow epoch {epoch + 1}/{cfg.epochs_flow} nll {total / len(s):.4f}")
-            self._save("flow", epoch, optimizer)
+            _log(f"{stage} epoch {epoch + 1}/{epochs} {metric} {total / n:.4f}")
+            self._save(stage, epoch, optimizer)
 
     def validate(self, data: dict) -> dict:
         """Held-out metrics: summary MSE and r per parameter, flow NLL, PIT KS."""
