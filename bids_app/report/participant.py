@@ -31,6 +31,7 @@ from bids_app.report.render import format_value, render
 from bids_app.report.surfaces import Figure, MeshLookup, find_meshes, map_figure
 
 # Sidecar keys shown in their own tables; any other key is listed under "Fit".
+_AXIS_NAMES = {"kappa": "κ", "tau2": "τ²"}
 _SHOWN_ELSEWHERE = {
     "Units",
     "Description",
@@ -223,6 +224,15 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
             section.convergence_figures.append(Figure(png, f"Newton traces, {label}."))
         if convergence.get("Converged") is False:
             section.notes.append(f"{label}: the Newton iterations did not converge.")
+        edges = (record.get("HyperparameterSelection") or {}).get("OnGridBoundary") or {}
+        if edges:
+            where = ", ".join(f"{_AXIS_NAMES.get(axis, axis)} at its {edge} grid edge"
+                              for axis, edge in edges.items())
+            section.notes.append(
+                f"{label}: hyperparameters selected on the grid boundary ({where}); the "
+                "evidence may peak outside the grid: rerun with a wider --kappa/--tau2 list "
+                "or fix them."
+            )
         check = record.get("CalibrationCheck") or {}
         if check.get("in_distribution", check.get("Passed")) is False:
             message = check.get("message") or "outside the surrogate's training distribution"

@@ -145,7 +145,8 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
         where=f"{run.prefix} hemi-{hemi}")
     summaries = surrogate.summarize(y_clean, data.tr)
     loglik = surrogate.loglik(summaries, data.tr, selection.n_frames)
-    theta_t, record = fit_map_with_evidence(loglik, fem, summaries, config)
+    theta_t, record = fit_map_with_evidence(loglik, fem, summaries, config,
+                                            where=f"{run.prefix} hemi-{hemi}")
     record.update(
         identifiability=identifiability(loglik, theta_t, surrogate.model, record["kappa"],
                                         fem),
@@ -217,10 +218,12 @@ def mesh_prior_support(vertices: np.ndarray, faces: np.ndarray, observed: np.nda
     return fem, np.isin(observed, fem.vertex_index)
 
 
-def fit_map_with_evidence(loglik, fem, theta_t0: np.ndarray, config: Config
+def fit_map_with_evidence(loglik, fem, theta_t0: np.ndarray, config: Config, where: str = ""
                           ) -> tuple[np.ndarray, dict[str, Any]]:
-    """MAP under the SPDE prior with (κ, τ²) maximising the Laplace evidence on the grid."""
+    """MAP under the SPDE prior with (κ, τ²) maximising the Laplace evidence on the grid;
+    warns (naming ``where``) when the selection sits on the edge of a searched axis."""
     from bids_app.inference import select_hyperparameters
+    from bids_app.inference.evidence import evidence_gap, grid_boundary
     from bids_app.prior import SPDEPrior
 
     prior = SPDEPrior(fem)
@@ -235,8 +238,30 @@ def fit_map_with_evidence(loglik, fem, theta_t0: np.ndarray, config: Config
                           "LogEvidence": np.asarray(evidence.grid).tolist()},
         "convergence": convergence_record(best),
         "precision": prior.precision(evidence.kappa, evidence.tau2),
+        "hyperparameter_selection": {"Method": "Laplace evidence grid",
+                                     "OnGridBoundary": grid_boundary(evidence),
+                                     "LogEvidenceGap": evidence_gap(evidence)},
     }
+    edges = record["hyperparameter_selection"]["OnGridBoundary"]
+    if edges:
+        LOGGER.warning("%s: %s", where, boundary_warning(edges, record))
     return np.asarray(best.theta_t, dtype=float), record
+
+
+_AXIS_LABELS = {"kappa": ("κ", " /mm", "--kappa"), "tau2": ("τ²", "", "--tau2")}
+
+
+def boundary_warning(edges: dict[str, str], selected: dict[str, Any]) -> str:
+    """One line naming each axis whose selected value (in ``selected``) is a grid edge,
+    and what to pass instead."""
+    parts, flags = [], []
+    for axis, edge in edges.items():
+        symbol, unit, flag = _AXIS_LABELS[axis]
+        extreme = "smallest" if edge == "lower" else "largest"
+        parts.append(f"{symbol} at the {extreme} grid value {selected[axis]:.3g}{unit}")
+        flags.append(flag)
+    return (f"selected {' and '.join(parts)}: the evidence may peak outside the grid; pass a "
+            f"wider {'/'.join(flags)} list or fix --kappa/--tau2")
 
 
 IDENTIFIED_FRACTION = 0.5
@@ -317,7 +342,8 @@ def combine_runs(runs: list[SurfaceRun], fits: dict[str, dict[str, HemisphereFit
         start = np.mean([part.loglik_parts[0][1][np.searchsorted(part.fitted, common)]
                          for part in parts], axis=0)
         loglik = summed_loglik(logliks)
-        theta_t, record = fit_map_with_evidence(loglik, fem, start, config)
+        theta_t, record = fit_map_with_evidence(loglik, fem, start, config,
+                                                where=f"{runs[0].prefix} combined hemi-{hemi}")
         record.pop("precision")
         first = parts[0].record
         record.update(
@@ -503,6 +529,7 @@ def fit_metadata(hemi_fits: dict[str, HemisphereFit], run: SurfaceRun, config: C
         calibration_check=value("calibration_check"),
         identifiability=first.get("identifiability", {}),
         evidence_grid=value("evidence_grid") if len(records) == 1 else None,
+        hyperparameter_selection=value("hyperparameter_selection"),
         extra={key: value for key, value in first["extra"].items()}
         if len(records) == 1 else {"Hemispheres": value("extra")},
     )

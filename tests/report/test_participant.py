@@ -76,7 +76,12 @@ def _metadata(hemi_values: bool = False) -> FitMetadata:
         },
         evidence_grid=per(grid),
         extra={"RepetitionTime": 0.72},
+        hyperparameter_selection=per(selection(0.5)),
     )
+
+
+def selection(gap: float, **edges: str) -> dict:
+    return {"Method": "Laplace evidence grid", "OnGridBoundary": edges, "LogEvidenceGap": gap}
 
 
 def _params(rng: np.random.Generator, n: int, hole: slice) -> dict[str, StatArrays]:
@@ -127,6 +132,7 @@ def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
     assert "calibrated level was" in html and "0.02" in html
     assert "histograms shown" not in html
     assert "calibration check failed" in html and "weakly identified" not in html
+    assert "grid boundary" not in html  # interior selection: no warning
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -149,10 +155,15 @@ def test_cifti_report_splits_per_hemisphere_records(tmp_path):
     ents = {"sub": "01", "task": "rest", "space": "fsLR", "den": "91k"}
     meta = _metadata(True)
     meta.identifiability = {"theta": {"Identified": False}, "timetopeak": {"Identified": False}}
+    meta.hyperparameter_selection = {"L": selection(0.1, kappa="lower", tau2="upper"),
+                                     "R": selection(3.0)}
     write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", merged, meta, axis))
     html = write_participant_report(tmp_path, "01", meshes=lambda s, h: MESH).read_text()
     assert "(all runs)" in html
     assert "theta (L) is weakly identified" in html
+    assert ("L: hyperparameters selected on the grid boundary (κ at its lower grid edge, "
+            "τ² at its upper grid edge)") in html
+    assert "R: hyperparameters selected" not in html
     # κ table has one row per hemisphere even though one sidecar holds both
     assert html.count("<td>0.01</td>") >= 2
     assert len(_images(html)) == 4 + 2 + 2 + 2

@@ -137,8 +137,32 @@ def test_nan_and_constant_vertices_are_excluded_and_reported(copy, tmp_path):
         "sub-01_task-rest_hemi-L_space-fsaverage5_param-theta_stat-estimate_boldmap"
     values = np.asarray(nib.load(f"{estimate}.func.gii").darrays[0].data)
     assert np.isnan(values[:12]).all() and np.isfinite(values[12:]).all()
-    excluded = json.loads(Path(f"{estimate}.json").read_text())["ExcludedVertices"]
+    record = json.loads(Path(f"{estimate}.json").read_text())
+    excluded = record["ExcludedVertices"]
     assert (excluded["NonFinite"], excluded["Constant"]) == (5, 7)
+    # κ and τ² fixed: nothing searched, so no boundary and no evidence gap
+    assert record["HyperparameterSelection"]["OnGridBoundary"] == {}
+    assert record["HyperparameterSelection"]["LogEvidenceGap"] is None
+
+
+def test_selection_on_a_grid_edge_is_logged_and_recorded(dataset, tmp_path):
+    """A two-value κ axis always selects an edge: one warning per hemisphere, and the
+    sidecar names the edge; the fixed τ² axis is never flagged."""
+    out = tmp_path / "out"
+    assert run(dataset, out, "--kappa", "0.02", "0.2") == 0
+    log = next((out / "logs").glob("*.log")).read_text().splitlines()
+    for hemi in "LR":
+        warnings = [line for line in log if f"hemi-{hemi}: selected κ at the" in line]
+        assert len(warnings) == 1 and "pass a wider --kappa list" in warnings[0]
+        assert "WARNING" in warnings[0] and "τ²" not in warnings[0]
+        sidecar = out / "sub-01" / "func" / (f"sub-01_task-rest_hemi-{hemi}_space-fsaverage5"
+                                             "_param-theta_stat-estimate_boldmap.json")
+        record = json.loads(sidecar.read_text())
+        selection = record["HyperparameterSelection"]
+        edge = "lower" if record["Kappa"] == 0.02 else "upper"
+        assert selection["OnGridBoundary"] == {"kappa": edge}
+        surface = np.asarray(record["EvidenceGrid"]["LogEvidence"]).ravel()
+        assert selection["LogEvidenceGap"] == pytest.approx(abs(surface[0] - surface[1]))
 
 
 def test_cifti_input_gives_cifti_maps(copy, tmp_path):
