@@ -193,11 +193,12 @@ def main() -> None:
         common = dict(B=args.B, block_s=args.block_s, seed=args.seed, fade_s=args.fade_s,
                       cache_dir=cache_dir)
         double = double_bootstrap(y_clean, refit, theta_t_hat, tr, mode="double", R=args.R,
-                                  n_jobs=args.n_jobs, **common)
+                                  n_jobs=args.n_jobs, bias_correct=True, **common)
         # The same refits (from the cache), other interval constructions.
         double_raw = double_bootstrap(y_clean, refit, theta_t_hat, tr, mode="double",
                                       R=args.R, bias_correct=False, **common)
-        single = double_bootstrap(y_clean, refit, theta_t_hat, tr, mode="single", **common)
+        single = double_bootstrap(y_clean, refit, theta_t_hat, tr, mode="single",
+                                  bias_correct=True, **common)
         single_raw = double_bootstrap(y_clean, refit, theta_t_hat, tr, mode="single",
                                       bias_correct=False, **common)
     n_fits = args.B * (args.R + 1)

@@ -99,7 +99,7 @@ def test_single_is_the_outer_level_with_a_nominal_interval(data):
 
 def test_bias_correction_follows_the_documented_formulas(data, tmp_path):
     _, theta = data
-    result = run(data, cache_dir=tmp_path)
+    result = run(data, cache_dir=tmp_path, bias_correct=True)
     cache = RefitCache(tmp_path, next(tmp_path.iterdir()).name.removeprefix("bootstrap-"))
     fits = np.array([[cache.load(b, r) for r in range(4)] for b in range(8)], dtype=float)
     outer, inner = fits[:, 0], fits[:, 1:]  # (B, V, P), (B, R, V, P)
@@ -109,7 +109,7 @@ def test_bias_correction_follows_the_documented_formulas(data, tmp_path):
     corrected = outer - (inner.mean(axis=1) - outer)
     alpha, _ = calibrate_level(theta[:, 0], corrected[:, :, 0], inner.std(axis=1, ddof=1)[:, :, 0])
     assert result.alpha_hat[0] == alpha
-    raw = run(data, cache_dir=tmp_path, bias_correct=False)
+    raw = run(data, cache_dir=tmp_path)  # off by default
     alpha_raw, _ = calibrate_level(theta[:, 0], outer[:, :, 0],
                                    inner.std(axis=1, ddof=1)[:, :, 0])
     assert raw.alpha_hat[0] == alpha_raw and raw.n_refits == 0
@@ -128,7 +128,7 @@ def test_cross_fade_changes_the_resamples_and_the_cache_key(data, tmp_path):
 
 def test_natural_bounds_follow_the_monotone_maps(data):
     _, theta = data
-    result = run(data, bias_correct=False)  # interval then contains the estimate
+    result = run(data)
     maps = natural_intervals(result, theta, ONE_PARAM)
     for name in ("theta", "timetopeak"):
         m = maps[name]
