@@ -68,6 +68,7 @@ def select_frames(
     strategy: str = "24P",
     fd_threshold: float | None = None,
     dummy_scans: int | None = None,
+    run: str = "this run",
 ) -> FrameSelection:
     """Read confounds, drop dummy frames, censor motion, and build the strategy's regressors.
 
@@ -86,11 +87,13 @@ def select_frames(
         Framewise displacement in mm above which a frame counts as high-motion.
     dummy_scans : int, optional
         Initial frames to drop; default: the ``non_steady_state_outlier*`` columns.
+    run : str
+        The run's name (its BOLD file) for error messages.
     """
     if path is None:
         if strategy != "none" or fd_threshold is not None:
             raise MissingInputError(
-                "no desc-confounds_timeseries.tsv found for this run; "
+                f"no desc-confounds_timeseries.tsv found for {run}; "
                 "use --confounds none without --fd-threshold, or add the fMRIPrep confounds"
             )
         start = dummy_scans or 0

@@ -127,7 +127,7 @@ def fit_run(run: SurfaceRun, config: Config) -> dict[str, HemisphereFit]:
 
     data = read_run(run)
     selection = select_frames(run.confounds, data.n_frames, config.confounds,
-                              config.fd_threshold, config.dummy_scans)
+                              config.fd_threshold, config.dummy_scans, run=run.prefix)
     meshes = {hemi: load_mesh(run, hemi, data.blocks[hemi].n_vertices)
               for hemi in run.hemispheres}
     surrogate = load_surrogate(config.model, data.tr, selection.n_frames, config.lowpass)

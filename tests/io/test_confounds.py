@@ -77,6 +77,6 @@ def test_missing_columns_and_wrong_length_are_user_errors(tmp_path):
         select_frames(path, N + 1)
     with pytest.raises(MissingInputError, match="aCompCor"):
         select_frames(path, N, "acompcor")
-    with pytest.raises(MissingInputError, match="--confounds none"):
-        select_frames(None, N, "24P")
+    with pytest.raises(MissingInputError, match=r"found for sub-01_task-rest.*--confounds none"):
+        select_frames(None, N, "24P", run="sub-01_task-rest")
     assert select_frames(None, N, "none", dummy_scans=2).start == 2
