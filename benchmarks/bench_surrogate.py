@@ -160,6 +160,37 @@ def timing() -> None:
               f"first call {t2 - t1:.3f} s, next call {t3 - t2:.3f} s")
 
 
+def timing_2p_parts(repeats: int = 3) -> None:
+    """Where the 2p autograd call spends its time (min of ``repeats``), 1 and 2 threads."""
+    sur = load_surrogate("2p", 0.72, 1200)
+    rng = np.random.default_rng(0)
+    s = torch.as_tensor(rng.normal(0, 0.5, (N_VERTICES, 2)), dtype=torch.float32)
+    theta = torch.as_tensor(rng.normal(0, 1, (N_VERTICES, 2)), dtype=torch.float32)
+    proto = torch.as_tensor(protocol_vector(sur.context_protocol(sur.protocol(0.72, 1200))),
+                            dtype=torch.float32).expand(N_VERTICES, -1)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        best = np.full(4, np.inf)
+        for _ in range(repeats):
+            t = [time.perf_counter()]
+            th = theta.clone().requires_grad_(True)
+            lp = sur.flow.log_prob(s, torch.cat([th, proto], 1))
+            t.append(time.perf_counter())
+            (g,) = torch.autograd.grad(lp.sum(), th, create_graph=True)
+            t.append(time.perf_counter())
+            for i in range(2):
+                torch.autograd.grad(g[:, i].sum(), th, retain_graph=i == 0)
+            t.append(time.perf_counter())
+            th = theta.clone().requires_grad_(True)
+            torch.autograd.grad(sur.flow.log_prob(s, torch.cat([th, proto], 1)).sum(), th)
+            t.append(time.perf_counter())
+            best = np.minimum(best, np.diff(t))
+        print(f"2p parts, {threads} thread(s), {N_VERTICES} vertices, min of {repeats}: "
+              f"forward {best[0]:.3f} s, gradient (create_graph) {best[1]:.3f} s, "
+              f"2 Hessian rows {best[2]:.3f} s; value+gradient alone {best[3]:.3f} s")
+    torch.set_num_threads(1)
+
+
 def table_error_report() -> None:
     sur = load_surrogate("1p", 0.72, 1200)
     proto = sur.context_protocol(sur.protocol(0.72, 1200))
@@ -198,6 +229,7 @@ def main() -> None:
     identifiability_2p(args.n, args.seed + 2)
     sizes()
     timing()
+    timing_2p_parts()
 
 
 if __name__ == "__main__":
