@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --dev
+venv=${HEMOCOUPLING_VENV:-.venv}
 export MPLBACKEND=Agg
 if [ -z "${TEMPLATEFLOW_HOME:-}" ] && [ -d ../shared/data/templateflow ]; then
     export TEMPLATEFLOW_HOME=$PWD/../shared/data/templateflow TEMPLATEFLOW_AUTOUPDATE=0
 fi
-.venv/bin/ruff check bids_app tests benchmarks scripts brainlife
-.venv/bin/python -m pytest -n 2 -q "$@"
+"$venv/bin/ruff" check bids_app tests benchmarks scripts brainlife
+"$venv/bin/python" -m pytest -n 2 -q "$@"
