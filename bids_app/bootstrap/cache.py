@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import joblib
 import numpy as np
 
 from bids_app.errors import OutputError
+from bids_app.io.atomic import write_with
 
 
 def array_digest(x: np.ndarray) -> str:
@@ -76,14 +76,6 @@ class RefitCache:
             return None
 
     def save(self, b: int, r: int, theta_t: np.ndarray) -> None:
-        """Write atomically (temporary name in the same folder, then ``os.replace``)."""
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, np.asarray(theta_t), allow_pickle=False)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path(b, r))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write atomically, so a killed job never leaves a half-written refit."""
+        write_with(self.path(b, r),
+                   lambda tmp: np.save(tmp, np.asarray(theta_t), allow_pickle=False))
