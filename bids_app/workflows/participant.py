@@ -395,8 +395,8 @@ def wiener_deconvolve(y_clean: np.ndarray, theta: np.ndarray, model, tr: float
     s = np.fft.irfft(np.conj(h) * np.fft.rfft(y_clean, n_fft, axis=1) / (power + lam), n_fft,
                      axis=1)[:, :n_frames]
     s -= s.mean(axis=1, keepdims=True)
-    return (s / np.where(s.std(axis=1, keepdims=True) > 0, s.std(axis=1, keepdims=True), 1.0)
-            ).astype(np.float32)
+    sd = s.std(axis=1, keepdims=True)
+    return (s / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- outputs
