@@ -5,7 +5,10 @@ stacked θ̃ are the per-vertex derivatives ("sum trick"): one backward pass giv
 gradient and one more per parameter gives every Hessian row, instead of a
 double-backward per vertex. For the one-parameter model the flow is tabulated once per
 protocol on a fine (S, θ̃) grid and interpolated with a bicubic spline (C², analytic
-derivatives), which turns each Newton iteration into a few array look-ups.
+derivatives), which turns each Newton iteration into a few array look-ups. The
+two-parameter flow is differentiated exactly in one forward pass that carries first and
+second θ̃-derivatives (:mod:`bids_app.surrogate.flow_derivatives`); autograd remains
+the reference and the fallback for flow structures that module does not know.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from scipy.interpolate import RectBivariateSpline
+
+from bids_app.surrogate.flow_derivatives import CHUNK as JET_CHUNK
+from bids_app.surrogate.flow_derivatives import FlowJet, supports
 
 LoglikFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -57,6 +63,33 @@ def autograd_loglik(flow: torch.nn.Module, summaries: np.ndarray, protocol_vec: 
                 hess[rows, i, :] = h_row.numpy()
             value[rows] = lp.detach().numpy()
             grad[rows] = g.detach().numpy()
+        return value, grad, hess
+
+    return loglik
+
+
+def flow_loglik(flow: torch.nn.Module, summaries: np.ndarray, protocol_vec: np.ndarray
+                ) -> LoglikFn:
+    """The fastest exact log q(S | θ̃) with derivatives that the flow's structure allows.
+
+    Flows :mod:`bids_app.surrogate.flow_derivatives` understands (the shipped 2p
+    VectorFlow) get forward-mode second-order propagation; anything else gets
+    :func:`autograd_loglik`. Both agree to rounding.
+    """
+    if not supports(flow):
+        return autograd_loglik(flow, summaries, protocol_vec)
+    dtype = next(flow.parameters()).dtype
+    s_all = torch.as_tensor(np.asarray(summaries), dtype=dtype)
+    proto = torch.as_tensor(np.asarray(protocol_vec), dtype=dtype)
+    jet = FlowJet(flow, s_all.shape[1])
+
+    def loglik(theta_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        theta = torch.as_tensor(np.asarray(theta_t, dtype=float).reshape(s_all.shape),
+                                dtype=dtype)
+        context = torch.cat([theta, proto.expand(theta.shape[0], -1)], dim=1)
+        parts = [jet(s_all[rows], context[rows])
+                 for rows in (slice(a, a + JET_CHUNK) for a in range(0, len(theta), JET_CHUNK))]
+        value, grad, hess = (torch.cat(x).double().numpy() for x in zip(*parts, strict=True))
         return value, grad, hess
 
     return loglik
