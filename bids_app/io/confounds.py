@@ -55,11 +55,16 @@ class FrameSelection:
     def n_frames(self) -> int:
         return self.stop - self.start
 
+    @property
+    def n_regressors(self) -> int:
+        """Confound columns removed; the surrogate is conditioned on this count."""
+        return 0 if self.regressors is None else int(self.regressors.shape[1])
+
     def summary(self) -> dict:
         """JSON-ready description for sidecars and the report."""
         return {"FirstFrame": self.start, "NumberOfFrames": self.n_frames,
                 "DummyScans": self.n_dummy, "HighMotionFrames": self.n_high_motion,
-                "Confounds": list(self.names)}
+                "Confounds": list(self.names), "NumberOfRegressors": self.n_regressors}
 
 
 def select_frames(
@@ -113,7 +118,7 @@ def select_frames(
     if stop - start < n_frames - dummy:
         LOGGER.info("%s: analysing frames %d-%d, the longest low-motion segment",
                     path.name, start, stop - 1)
-    names, regressors = _strategy(table, strategy, path)
+    names, regressors = strategy_regressors(table, strategy, path)
     return FrameSelection(
         start, stop, None if regressors is None else regressors[start:stop], names,
         dummy, int(high[dummy:].sum()),
@@ -156,7 +161,15 @@ def expand(base: np.ndarray) -> np.ndarray:
     return np.hstack([base, deriv, base**2, deriv**2])
 
 
-def _strategy(table: pd.DataFrame, strategy: str, path: Path):
+def strategy_regressors(table: pd.DataFrame, strategy: str, path: Path | str = "confounds"
+                        ) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """Names and regressors (n_frames, k) of a strategy from a confounds table.
+
+    The one implementation of the strategies: the participant workflow applies it to
+    fMRIPrep's TSV and the surrogate's training to simulated tables, so both remove
+    the same kind of regressors. ``path`` names the source in error messages.
+    """
+    path = Path(path)
     if strategy == "none":
         return (), None
     motion = _columns(table, MOTION, path)

@@ -30,6 +30,7 @@ def test_strategy_widths(tmp_path, strategy, width):
     if width:
         assert selection.regressors.shape == (N, width)
         assert np.isfinite(selection.regressors).all()
+    assert selection.n_regressors == width == selection.summary()["NumberOfRegressors"]
 
 
 def test_24p_derivative_and_square_columns(tmp_path):
