@@ -60,6 +60,7 @@ class SparseCholesky:
         self.n_analyses = 0
         self.n_factorizations = 0
         self._pattern: tuple[np.ndarray, np.ndarray] | None = None
+        self._valid = False  # whether the last factorisation succeeded
         self._factor = None  # CHOLMOD Factor
         self._perm: np.ndarray | None = None  # SuperLU symmetric ordering p
         self._lu = None
@@ -85,12 +86,22 @@ class SparseCholesky:
             self._pattern = (A.indptr.copy(), A.indices.copy())
             self._analyze(A)
             self.n_analyses += 1
+        self._valid = False
         if self.backend == "cholmod":
             self._factor_cholmod(A)
         else:
             self._factor_superlu(A)
+        self._valid = True
         self.n_factorizations += 1
         return self
+
+    def holds(self, pattern: sp.csc_matrix) -> bool:
+        """Whether a valid factor of some SPD matrix with this (sorted CSC) pattern is held,
+        e.g. to precondition a nearby system without refactorising."""
+        return (self._valid and self._pattern is not None
+                and self._pattern[0].shape == pattern.indptr.shape
+                and np.array_equal(self._pattern[0], pattern.indptr)
+                and np.array_equal(self._pattern[1], pattern.indices))
 
     def _analyze(self, A: sp.csc_matrix) -> None:
         if self.backend == "cholmod":
@@ -168,5 +179,5 @@ class SparseCholesky:
         return x
 
     def _require(self) -> None:
-        if self._pattern is None:
-            raise RuntimeError("call factorize(A) first")
+        if self._pattern is None or not self._valid:
+            raise RuntimeError("no valid factorisation: call factorize(A) with an SPD matrix")
