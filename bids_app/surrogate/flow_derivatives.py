@@ -111,13 +111,6 @@ def log(a: Jet) -> Jet:
     return apply(a, torch.log(a.v), r, -r * r)
 
 
-def silu(a: Jet) -> Jet:
-    s = torch.sigmoid(a.v)
-    fp = s * (1.0 + a.v * (1.0 - s))
-    fpp = s * (1.0 - s) * (2.0 + a.v * (1.0 - 2.0 * s))
-    return apply(a, F.silu(a.v), fp, fpp)
-
-
 def softplus(a: Jet) -> Jet:
     s = torch.sigmoid(a.v)
     return apply(a, F.softplus(a.v), s, s * (1.0 - s))
@@ -127,72 +120,94 @@ def linear(a: Jet, weight: Tensor, bias: Tensor | None) -> Jet:
     return Jet(F.linear(a.v, weight, bias), F.linear(a.d, weight), a.p)
 
 
-def gather(a: Jet, index: Tensor) -> Jet:
-    """Entries ``index`` (same leading shape, size 1 last) of the last dimension."""
-    return Jet(a.v.gather(-1, index)[..., 0],
-               a.d.gather(-1, index.expand(a.d.shape[0], *index.shape))[..., 0], a.p)
+def _silu_derivatives(v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """SiLU and its first two derivatives at v."""
+    s = torch.sigmoid(v)
+    one_minus = 1.0 - s
+    f = F.silu(v)
+    fp = torch.addcmul(s, f, one_minus)  # s (1 + v (1 − s))
+    fpp = s * one_minus * (2.0 + v * (one_minus - s))
+    return f, fp, fpp
 
 
-def softmax(a: Jet) -> Jet:
-    """Softmax over the last dimension."""
-    p = a.p
-    s = torch.softmax(a.v, -1)
-    centred = a.d[:p] - (s * a.d[:p]).sum(-1, keepdim=True)
-    first = s * centred
-    d = torch.empty_like(a.d)
-    d[:p] = first
+def silu(a: Jet) -> Jet:
+    return apply(a, *_silu_derivatives(a.v))
+
+
+def silu_of_context(context: Tensor, layer: torch.nn.Linear, p: int) -> Jet:
+    """silu(layer(context)) where the first p context columns are θ̃: the pre-activation's
+    derivatives are the layer's weight columns (constant), so no channel tensors are
+    propagated into it."""
+    f, fp, fpp = _silu_derivatives(layer(context))
+    w = layer.weight[:, :p].T
+    d = f.new_empty((p + p * (p + 1) // 2, *f.shape))
+    torch.mul(fp, w[:, None, :], out=d[:p])
     for k, (i, j) in enumerate(pairs(p)):
-        uij = a.d[p + k]
-        inner = uij - (s * uij).sum(-1, keepdim=True) - (first[j] * a.d[i]).sum(-1, keepdim=True)
-        d[p + k] = first[j] * centred[i] + s * inner
-    return Jet(s, d, p)
+        torch.mul(fpp, w[i] * w[j], out=d[p + k])
+    return Jet(f, d, p)
 
 
-def context_jet(context: Tensor, weight: Tensor, bias: Tensor, p: int) -> Jet:
-    """Linear layer applied to the context, whose first p columns are θ̃."""
-    v = F.linear(context, weight, bias)
-    d = v.new_zeros((p + p * (p + 1) // 2, *v.shape))
-    d[:p] = weight[:, :p].T[:, None, :]
-    return Jet(v, d, p)
+def add_context_(a: Jet, context: Tensor, layer: torch.nn.Linear) -> Jet:
+    """a + layer(context), in place (a must not be used elsewhere)."""
+    a.v.add_(layer(context))
+    a.d[:a.p] += layer.weight[:, :a.p].T[:, None, :]
+    return a
 
 
-def add_context(a: Jet, context: Tensor, layer: torch.nn.Linear) -> Jet:
-    """a + layer(context) (the context enters linearly in θ̃)."""
-    v = a.v + layer(context)
-    d = a.d.clone()
-    d[:a.p] += layer.weight[:, :a.p].T[:, None, :]
-    return Jet(v, d, a.p)
-
-
-def _knots(u: Jet, lo: float, hi: float, minimum: float) -> tuple[Tensor, Jet, Jet]:
-    """Bin edges and bin sizes of an nflows RQ spline from unnormalised sizes.
-
-    The edge values are computed with nflows' own operations (so the bin search agrees
-    with it to the bit); their derivatives follow the same linear map, with the two
-    end knots pinned as nflows pins them.
-    """
-    k = u.v.shape[-1]
-    frac = softmax(u)
-    edges = torch.cumsum(minimum + (1 - minimum * k) * frac.v, dim=-1)
+def _edges(u: Tensor, lo: float, hi: float, minimum: float) -> tuple[Tensor, Tensor]:
+    """Softmax fractions and knot positions of an nflows RQ spline, computed with nflows'
+    own operations so that the bin search agrees with it to the bit."""
+    k = u.shape[-1]
+    frac = torch.softmax(u, dim=-1)
+    edges = torch.cumsum(minimum + (1 - minimum * k) * frac, dim=-1)
     edges = F.pad(edges, pad=(1, 0), mode="constant", value=0.0)
     edges = (hi - lo) * edges + lo
     edges[..., 0] = lo
     edges[..., -1] = hi
-    d_edges = F.pad(torch.cumsum(frac.d, dim=-1), pad=(1, 0)) * ((hi - lo) * (1 - minimum * k))
-    d_edges[..., -1] = 0.0
-    sizes = Jet(edges[..., 1:] - edges[..., :-1], d_edges[..., 1:] - d_edges[..., :-1], u.p)
-    return edges, Jet(edges, d_edges, u.p), sizes
+    return frac, edges
 
 
-def rq_spline(x: Jet, params: Jet, num_bins: int, bound: float, min_width: float,
-              min_height: float, min_derivative: float) -> tuple[Jet, Jet]:
+def _selected_sums(frac: Tensor, selectors: Tensor, du: Tensor, p: int) -> Tensor:
+    """θ̃-derivatives of Q = Σ_m σ_m softmax(u)_m for constant selectors σ.
+
+    With g = s ⊙ (σ − Q): ∂Q/∂u = g and ∂²Q/∂u∂u = diag(g) − g sᵀ − s gᵀ, so by the
+    chain rule Q_i = ⟨g, u_i⟩ and Q_ij = ⟨g, u_ij⟩ + ⟨g, u_i ⊙ u_j⟩ − Q_i⟨s, u_j⟩ −
+    ⟨s, u_i⟩Q_j. A knot is such a sum (σ = 1 below its index) up to an affine map; the
+    end knots come out pinned (σ all 0 or all 1 gives g = 0), as nflows pins them.
+
+    Parameters
+    ----------
+    frac : (N, L, K) softmax values s
+    selectors : (S, N, L, K)
+    du : (M, N, L, K) derivative channels of u
+
+    Returns
+    -------
+    (S, M, N, L)
+    """
+    q = (selectors * frac).sum(-1, keepdim=True)
+    g = frac * (selectors - q)
+    weighted = g[:, None] * du[None]
+    out = weighted.sum(-1)
+    s_dot = (frac * du[:p]).sum(-1)
+    for k, (i, j) in enumerate(pairs(p)):
+        out[:, p + k] += ((weighted[:, i] * du[j]).sum(-1) - out[:, i] * s_dot[j]
+                          - s_dot[i] * out[:, j])
+    return out
+
+
+def rq_spline(x: Jet, params: Tensor, d_params: Tensor, live: Tensor, num_bins: int,
+              bound: float, min_width: float, min_height: float, min_derivative: float
+              ) -> tuple[Jet, Jet]:
     """Forward nflows rational-quadratic spline with linear tails, and its log-slope.
 
     Parameters
     ----------
     x : Jet (N, D)
-    params : Jet (N, D, 3·num_bins − 1)
+    params : Tensor (N, D, 3·num_bins − 1)
         Unnormalised widths, heights and interior derivatives, as the MADE outputs them.
+    d_params : Tensor (M, N, L, 3·num_bins − 1)
+        Their θ̃-derivatives for the L features in ``live``; the others' are zero.
 
     Returns
     -------
@@ -200,24 +215,42 @@ def rq_spline(x: Jet, params: Jet, num_bins: int, bound: float, min_width: float
     """
     k, p = num_bins, x.p
     inside = (x.v >= -bound) & (x.v <= bound)
-    xin = Jet(x.v.clamp(-bound, bound), x.d, p)
-    widths_u = Jet(params.v[..., :k], params.d[..., :k], p)
-    heights_u = Jet(params.v[..., k:2 * k], params.d[..., k:2 * k], p)
+    xv = x.v.clamp(-bound, bound)
     end = float(np.log(np.exp(1 - min_derivative) - 1))  # slope 1 at the tails
-    deriv_u = Jet(F.pad(params.v[..., 2 * k:], pad=(1, 1), value=end),
-                  F.pad(params.d[..., 2 * k:], pad=(1, 1)), p)
-
-    w_edges, cumw, widths = _knots(widths_u, -bound, bound, min_width)
-    _, cumh, heights = _knots(heights_u, -bound, bound, min_height)
+    w_frac, w_edges = _edges(params[..., :k], -bound, bound, min_width)
+    h_frac, h_edges = _edges(params[..., k:2 * k], -bound, bound, min_height)
+    slopes = F.pad(params[..., 2 * k:], pad=(1, 1), value=end)
     search = w_edges.clone()
     search[..., -1] += 1e-6  # nflows' searchsorted
-    idx = (torch.sum(xin.v[..., None] >= search, dim=-1) - 1).clamp(0, k - 1)[..., None]
+    idx = (torch.sum(xv[..., None] >= search, dim=-1) - 1).clamp(0, k - 1)[..., None]
+    both = torch.cat([idx, idx + 1], -1)
+    x01, y01 = w_edges.gather(-1, both), h_edges.gather(-1, both)
+    s01 = slopes.gather(-1, both)
 
-    x0, w, y0, h = gather(cumw, idx), gather(widths, idx), gather(cumh, idx), gather(heights, idx)
-    d0 = softplus(gather(deriv_u, idx)).shift(min_derivative)
-    d1 = softplus(gather(deriv_u, idx + 1)).shift(min_derivative)
-    delta = mul(h, reciprocal(w))
-    t = mul(xin - x0, reciprocal(w))
+    # θ̃-derivatives of the knots (x0, x1), (y0, y1) and raw slopes of the live features.
+    m = x.d.shape[0]
+    d_knots = x.v.new_zeros((4, m, *x.v.shape))
+    d_slopes = x.v.new_zeros((2, m, *x.v.shape))
+    bins = torch.arange(k)
+    lidx = idx[:, live]
+    selectors = torch.stack([bins < lidx, bins <= lidx]).to(x.v.dtype)
+    for j, (frac, du, minimum) in enumerate(((w_frac, d_params[..., :k], min_width),
+                                             (h_frac, d_params[..., k:2 * k], min_height))):
+        sums = _selected_sums(frac[:, live], selectors, du, p)
+        d_knots[2 * j:2 * j + 2, :, :, live] = sums * (2 * bound * (1 - minimum * k))
+    d_raw = F.pad(d_params[..., 2 * k:], pad=(1, 1))
+    d_slopes[:, :, :, live] = torch.stack([d_raw.gather(-1, lidx.expand(m, -1, -1, -1)),
+                                           d_raw.gather(-1, (lidx + 1).expand(m, -1, -1, -1))]
+                                          )[..., 0]
+    x0, x1 = Jet(x01[..., 0], d_knots[0], p), Jet(x01[..., 1], d_knots[1], p)
+    y0, y1 = Jet(y01[..., 0], d_knots[2], p), Jet(y01[..., 1], d_knots[3], p)
+    d0 = softplus(Jet(s01[..., 0], d_slopes[0], p)).shift(min_derivative)
+    d1 = softplus(Jet(s01[..., 1], d_slopes[1], p)).shift(min_derivative)
+
+    w, h = x1 - x0, y1 - y0
+    inv_w = reciprocal(w)
+    delta = mul(h, inv_w)
+    t = mul(Jet(xv, x.d, p) - x0, inv_w)
     t_sq = square(t)
     t1mt = t - t_sq
     num = mul(h, mul(delta, t_sq) + mul(d0, t1mt))
@@ -232,23 +265,55 @@ def rq_spline(x: Jet, params: Jet, num_bins: int, bound: float, min_width: float
     return out, lad
 
 
-def _made(net: MADE, x: Jet, context: Tensor, weights: dict[int, Tensor]) -> Jet:
-    """MADE forward on jets; ``weights`` holds the masked weight of each MaskedLinear."""
+def _made_hidden(net: MADE, x: Jet, context: Tensor, weights: dict[int, Tensor]) -> Jet:
+    """MADE up to (not including) its output layer, on jets; ``weights`` holds the
+    masked weight of each MaskedLinear."""
     p = x.p
     h = linear(x, weights[id(net.initial_layer)], net.initial_layer.bias)
-    ctx = context_jet(context, net.context_layer.weight, net.context_layer.bias, p)
-    h = h + silu(ctx)
+    h = h + silu_of_context(context, net.context_layer, p)
     if not net.use_residual_blocks:
         h = silu(h)
     for block in net.blocks:
         if isinstance(block, MaskedResidualBlock):
             first, second = block.linear_layers
             t = linear(silu(h), weights[id(first)], first.bias)
-            t = silu(add_context(t, context, block.context_layer))
+            t = silu(add_context_(t, context, block.context_layer))
             h = h + linear(t, weights[id(second)], second.bias)
         else:
             h = silu(linear(h, weights[id(block.linear)], block.linear.bias))
-    return linear(h, weights[id(net.final_layer)], net.final_layer.bias)
+    return h
+
+
+@dataclass
+class _Output:
+    """A MADE output layer prepared for jets.
+
+    Rows feed feature ``row // mult``; those of the first feature in the autoregressive
+    order are masked from every hidden unit, so their spline parameters are constants
+    and only the ``live`` features' rows carry derivatives. nflows versions whose MADE
+    has ``hidden_features`` divide the width and height logits by its square root:
+    that is folded into the weights here.
+    """
+
+    weight: Tensor
+    bias: Tensor
+    live: Tensor
+    live_weight: Tensor
+
+    @classmethod
+    def of(cls, step: RQTransform) -> _Output:
+        net = step.autoregressive_net
+        layer = net.final_layer
+        mult = step._output_dim_multiplier()
+        weight, bias = layer.weight * layer.mask, layer.bias.clone()
+        if hasattr(net, "hidden_features"):
+            rows = torch.arange(len(bias)) % mult < 2 * step.num_bins
+            weight[rows] /= np.sqrt(net.hidden_features)
+            bias[rows] /= np.sqrt(net.hidden_features)
+        per_feature = layer.mask.view(-1, mult, layer.mask.shape[1]).flatten(1)
+        live = torch.nonzero(per_feature.any(1))[:, 0]
+        live_weight = weight.view(-1, mult, weight.shape[1])[live].reshape(-1, weight.shape[1])
+        return cls(weight.detach(), bias.detach(), live, live_weight.detach())
 
 
 def supports(flow: torch.nn.Module) -> bool:
@@ -309,6 +374,8 @@ class FlowJet:
             self.weights = {id(m): (m.weight * m.mask).detach()
                             for t in self.steps if isinstance(t, RQTransform)
                             for m in t.autoregressive_net.modules() if hasattr(m, "mask")}
+            self.outputs = {id(t): _Output.of(t) for t in self.steps
+                            if isinstance(t, RQTransform)}
 
     @torch.no_grad()
     def __call__(self, s: Tensor, context: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -324,18 +391,14 @@ class FlowJet:
                 perm = step._permutation
                 z = Jet(z.v[:, perm], z.d[:, :, perm], p)
                 continue
-            out = _made(step.autoregressive_net, z, context, self.weights)
+            hidden = _made_hidden(step.autoregressive_net, z, context, self.weights)
+            head = self.outputs[id(step)]
             n, dim = z.v.shape
-            mult = step._output_dim_multiplier()
-            params = Jet(out.v.view(n, dim, mult), out.d.view(-1, n, dim, mult), p)
-            if hasattr(step.autoregressive_net, "hidden_features"):
-                scale = 1.0 / np.sqrt(step.autoregressive_net.hidden_features)
-                lead = 2 * step.num_bins
-                params = Jet(torch.cat([params.v[..., :lead] * scale, params.v[..., lead:]], -1),
-                             torch.cat([params.d[..., :lead] * scale, params.d[..., lead:]], -1),
-                             p)
-            z, lad = rq_spline(z, params, step.num_bins, step.tail_bound, step.min_bin_width,
-                               step.min_bin_height, step.min_derivative)
+            params = F.linear(hidden.v, head.weight, head.bias).view(n, dim, -1)
+            d_params = F.linear(hidden.d, head.live_weight).view(-1, n, len(head.live),
+                                                                 params.shape[-1])
+            z, lad = rq_spline(z, params, d_params, head.live, step.num_bins, step.tail_bound,
+                               step.min_bin_width, step.min_bin_height, step.min_derivative)
             total = total + Jet(lad.v.sum(-1), lad.d.sum(-1), p)
         sq = square(z)
         base = Jet(sq.v.sum(-1), sq.d.sum(-1), p).scale(-0.5)
