@@ -25,6 +25,7 @@ from bids_app.surrogate.likelihood import (
     LoglikFn,
     LoglikTable,
     autograd_loglik,
+    flow_loglik,
     table_error,
 )
 from bids_app.surrogate.networks import SummaryNet, build_flow
@@ -101,7 +102,7 @@ class Surrogate:
         summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
         if self.model.n_params == 1:
             return self.table(proto).bind(summaries)
-        return autograd_loglik(self.flow, summaries, vec)
+        return flow_loglik(self.flow, summaries, vec)
 
     def exact_loglik(self, summaries: np.ndarray, tr: float, n_frames: int) -> LoglikFn:
         """Same contract by autograd through the flow (no tabulation); for checks."""
@@ -265,7 +266,8 @@ def design_notes(config: TrainingConfig) -> dict:
                  "nflows masked autoregressive rational-quadratic splines, SiLU MADE"),
         "loglik": ("bicubic tabulation of log q on (S, θ̃) per protocol, analytic "
                    "derivatives" if config.model == "1p" else
-                   "autograd through the flow, per-vertex derivatives by the sum trick"),
+                   "exact forward-mode second-order propagation through the flow "
+                   "(surrogate.flow_derivatives); autograd if its structure is unknown"),
     }
 
 
