@@ -5,8 +5,9 @@ Parts (``--part``):
 - ``speed``: whole 32,492-vertex left midthickness, truth θ̃ drawn from the prior
   (κ = 5e-3 /mm, τ² = 1e4), analytic per-vertex likelihoods with exact derivatives
   (Gaussian, and Poisson which needs several damped Newton steps); the default 4 × 5
-  (κ, τ²) grid by full-grid and by 8-neighbour ascent; wall and CPU seconds, factorisations,
-  cost per factorisation and per Newton iteration, peak RSS. Also one two-parameter MAP.
+  (κ, τ²) grid by each search (lines, full grid, 8-neighbour ascent); wall and CPU
+  seconds, factorisations, cost per factorisation and per Newton iteration, peak RSS.
+  Also one two-parameter MAP.
 - ``study``: the synthetic study with the shipped surrogate and the simulator: left
   hemisphere without the medial wall, TR 0.72 s, 1,200 frames, published HCP calibration,
   truth from the prior; MSE(θ) and Pearson r of the pointwise estimates (S(y), and the
@@ -33,6 +34,7 @@ import numpy as np
 
 from bids_app.inference import fit_map, select_hyperparameters
 from bids_app.inference.analytic import GaussianLoglik, PoissonLoglik
+from bids_app.inference.evidence import SEARCHES
 from bids_app.inference.system import NewtonSystem, block_prior
 from bids_app.prior import SparseCholesky, SPDEPrior, fem_matrices
 
@@ -84,7 +86,7 @@ def speed(seed: int) -> None:
     }
     for name, (loglik, start) in cases.items():
         start = loglik.summaries if start is None else start
-        for search in ("grid", "ascent"):
+        for search in SEARCHES:
             chol = SparseCholesky()
             result, wall, cpu = timed(select_hyperparameters, loglik, prior, start, chol=chol,
                                       search=search)
@@ -216,7 +218,8 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str) 
               f"spatial sd {np.round(theta_true.std(0), 4)}")
         print(f"  evidence-selected MAP ({search}): {wall:.1f} s wall, {cpu:.1f} CPU-s, "
               f"{chol.n_factorizations} factorisations, κ̂={result.kappa:g} (truth {kappa}), "
-              f"τ̂²={result.tau2:g}, converged {result.map.converged}, "
+              f"τ̂²={result.tau2:g}, converged {result.map.converged}, restart from S(y) "
+              f"{result.restart_gain:+.2f} nats, "
               f"peak RSS {peak_rss_gb():.2f} GB")
         print("  log-evidence surface − max (rows κ", np.round(result.kappas, 5), ", cols τ²",
               result.tau2s, "):")
@@ -239,7 +242,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--kappa", type=float, default=KAPPA, help="truth κ of the study")
     parser.add_argument("--tau2", type=float, default=TAU2, help="truth τ² of the study")
-    parser.add_argument("--search", choices=["grid", "ascent"], default="grid",
+    parser.add_argument("--search", choices=list(SEARCHES), default=SEARCHES[0],
                         help="evidence search of the study")
     args = parser.parse_args()
     for seed in args.seeds:

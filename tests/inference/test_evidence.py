@@ -52,13 +52,76 @@ def test_evidence_picks_the_true_kappa(prior):
     hits = []
     for seed in range(2):
         _, S = draw(prior, 0.1, 100.0, 1, seed=10 + seed)
-        result = select_hyperparameters(GaussianLoglik(S, 4.0), prior, S, kappas, tau2s)
-        step = abs(np.log(result.kappa / 0.1)) / np.log(kappas[1] / kappas[0])
-        hits.append(step <= 1.0 + 1e-9)
-        assert result.surface.shape == (7, 5) and np.isfinite(result.surface).all()
-        assert result.log_evidence == np.nanmax(result.surface)
-        assert result.map.theta_t.shape == S.shape
+        grid = select_hyperparameters(GaussianLoglik(S, 4.0), prior, S, kappas, tau2s,
+                                      search="grid")
+        assert grid.surface.shape == (7, 5) and np.isfinite(grid.surface).all()
+        lines = select_hyperparameters(GaussianLoglik(S, 4.0), prior, S, kappas, tau2s)
+        assert (lines.kappa, lines.tau2) == (grid.kappa, grid.tau2)
+        evaluated = np.isfinite(lines.surface)
+        assert evaluated.sum() < evaluated.size
+        np.testing.assert_allclose(lines.surface[evaluated], grid.surface[evaluated],
+                                   rtol=1e-7)
+        for result in (grid, lines):
+            step = abs(np.log(result.kappa / 0.1)) / np.log(kappas[1] / kappas[0])
+            hits.append(step <= 1.0 + 1e-9)
+            assert result.log_evidence == np.nanmax(result.surface)
+            assert result.map.theta_t.shape == S.shape
     assert all(hits)
+
+
+@pytest.mark.parametrize("peak", [(0, 0), (3, 1), (6, 4), (5, 2)])
+def test_line_search_finds_the_maximum_of_a_ridged_surface(peak):
+    """A constructed unimodal surface with a ridge along constant κ²τ² (the index
+    direction (1, −2)): the lines search ends on its maximum without visiting it all."""
+    from bids_app.inference.evidence import _search_lines
+
+    def surface(i, j):
+        u, w = (i - peak[0]) + 0.5 * (j - peak[1]), (j - peak[1])
+        return -30.0 * u**2 - 200.0 * w**2
+
+    seen = {}
+
+    def value(i, j, start):
+        seen[i, j] = surface(i, j)
+        return seen[i, j]
+
+    _search_lines((7, 5), value, lambda cell: None, np.zeros(3))
+    assert max(seen, key=seen.get) == peak
+    assert len(seen) < 35
+
+
+def bimodal(good: float = 2.0, bad: float = -1.0):
+    """log q with a narrow, high mode at ``good`` and a broad, low one at ``bad``
+    (weight 0.02) whose basin holds θ̃ = 0."""
+
+    def loglik(theta):
+        a = -0.5 * ((theta - good) / 0.2) ** 2
+        b = np.log(0.02) - 0.5 * (theta - bad) ** 2
+        top = np.maximum(a, b)
+        wa, wb = np.exp(a - top), np.exp(b - top)
+        total = wa + wb
+        pa, pb = wa / total, wb / total
+        ga, gb = -(theta - good) / 0.04, -(theta - bad)
+        grad = pa * ga + pb * gb
+        hess = pa * (ga**2 - 25.0) + pb * (gb**2 - 1.0) - grad**2
+        return (top + np.log(total)).sum(1), grad, hess[:, :, None]
+
+    return loglik
+
+
+def test_mode_check_keeps_the_restart_when_the_warm_path_found_a_worse_mode(prior):
+    """The first grid point visited (the middle τ²) has a strong prior that pulls the
+    field into the low mode's basin; the warm-started fit at the selected point stays
+    there, the restart from theta_t0 finds the high mode, and its higher evidence is
+    kept."""
+    loglik = bimodal()
+    start = np.full((prior.n_vertices, 1), 2.0)
+    result = select_hyperparameters(loglik, prior, start, kappas=[0.1],
+                                    tau2s=[1e2, 1e4, 1e5])
+    assert result.tau2 == 1e2 and result.restart_gain > 100.0
+    np.testing.assert_allclose(result.map.theta_t, 2.0, atol=0.1)
+    direct = fit_map(loglik, prior.precision(0.1, 1e2), start)
+    assert result.log_evidence == pytest.approx(log_evidence(direct, prior, 0.1, 1e2))
 
 
 def test_ascent_finds_the_grid_maximum(prior):
