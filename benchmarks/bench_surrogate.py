@@ -7,12 +7,14 @@ Prints, for held-out simulations from the HCP-calibrated one-parameter simulator
 and Pearson r with the truth for (a) S(y) alone, (b) the per-vertex argmax of
 q(S | θ̃), (c) an analytic Whittle baseline (periodogram under a flat neural spectrum,
 c·|H_θ(f)|² + σ², fitted per series on a grid). Then flow PIT uniformity, 2p
-identifiability, sizes, training times and log-likelihood timings for 32,492 vertices.
+identifiability, sizes, training times and log-likelihood timings for 32,492 vertices
+(2p: exact forward-mode derivatives beside autograd; ``timing``, ``timing_2p_parts``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 
@@ -26,7 +28,7 @@ from bids_app.models import ONE_PARAM, TWO_PARAM
 from bids_app.simulate.bold import HCP_1P, HCP_2P, simulate_training_set
 from bids_app.simulate.hrf import hrf_kernels
 from bids_app.surrogate.features import protocol_vector
-from bids_app.surrogate.likelihood import table_error
+from bids_app.surrogate.likelihood import autograd_loglik, flow_loglik, table_error
 from bids_app.surrogate.registry import WEIGHTS_DIR, load_surrogate
 from bids_app.surrogate.training import (
     probability_integral_transform,
@@ -139,8 +141,14 @@ def identifiability_2p(n: int, seed: int, tr: float = 0.72, frames: int = 1200) 
               f"r(S_{j + 1}, θ̃{j + 1}) = {r_s:.3f}")
 
 
+def _clock() -> tuple[float, float]:
+    """(wall, process CPU) seconds; CPU counts every thread of this process."""
+    return time.perf_counter(), time.process_time()
+
+
 def timing() -> None:
-    print(f"\n## log-likelihood value+grad+Hessian for {N_VERTICES} vertices (1 thread)")
+    print(f"\n## log-likelihood value+grad+Hessian for {N_VERTICES} vertices (1 thread); "
+          "wall s (CPU s)")
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     for model in ("1p", "2p"):
@@ -149,28 +157,38 @@ def timing() -> None:
         s = rng.normal(0, 0.5, (N_VERTICES, p)).astype(np.float32)
         theta = rng.normal(0, 1, (N_VERTICES, p))
         sur._tables.clear()  # time the 1p tabulation too
-        t0 = time.perf_counter()
-        fn = sur.loglik(s, 0.72, 1200)
-        t1 = time.perf_counter()
-        fn(theta)
-        t2 = time.perf_counter()
-        fn(theta + 0.01)
-        t3 = time.perf_counter()
-        print(f"{model}: build {t1 - t0:.3f} s (1p: tabulation, once per protocol), "
-              f"first call {t2 - t1:.3f} s, next call {t3 - t2:.3f} s")
+        paths = [("shipped path", sur.loglik)]
+        if model == "2p":
+            paths.append(("autograd", sur.exact_loglik))
+        for name, make in paths:
+            t = [_clock()]
+            fn = make(s, 0.72, 1200)
+            t.append(_clock())
+            fn(theta)
+            t.append(_clock())
+            fn(theta + 0.01)
+            t.append(_clock())
+            w, c = (np.diff([x[i] for x in t]) for i in (0, 1))
+            print(f"{model} {name}: build {w[0]:.3f} s ({c[0]:.3f}) (1p: tabulation, once per "
+                  f"protocol), first call {w[1]:.3f} s ({c[1]:.3f}), next call {w[2]:.3f} s "
+                  f"({c[2]:.3f})")
 
 
-def timing_2p_parts(repeats: int = 3) -> None:
-    """Where the 2p autograd call spends its time (min of ``repeats``), 1 and 2 threads."""
+def timing_2p_parts(repeats: int = 5) -> None:
+    """2p: the autograd call by part, beside the forward-mode path (min of ``repeats``),
+    at 1 and 2 threads, and how far the two agree."""
     sur = load_surrogate("2p", 0.72, 1200)
     rng = np.random.default_rng(0)
-    s = torch.as_tensor(rng.normal(0, 0.5, (N_VERTICES, 2)), dtype=torch.float32)
-    theta = torch.as_tensor(rng.normal(0, 1, (N_VERTICES, 2)), dtype=torch.float32)
-    proto = torch.as_tensor(protocol_vector(sur.context_protocol(sur.protocol(0.72, 1200))),
-                            dtype=torch.float32).expand(N_VERTICES, -1)
+    s_np = rng.normal(0, 0.5, (N_VERTICES, 2)).astype(np.float32)
+    theta_np = rng.normal(0, 1, (N_VERTICES, 2))
+    s, theta = torch.as_tensor(s_np), torch.as_tensor(theta_np, dtype=torch.float32)
+    vec = protocol_vector(sur.context_protocol(sur.protocol(0.72, 1200)))
+    proto = torch.as_tensor(vec, dtype=torch.float32).expand(N_VERTICES, -1)
+    jet = flow_loglik(sur.flow, s_np, vec)
     for threads in (1, 2):
         torch.set_num_threads(threads)
         best = np.full(4, np.inf)
+        best_jet = np.full(2, np.inf)
         for _ in range(repeats):
             t = [time.perf_counter()]
             th = theta.clone().requires_grad_(True)
@@ -185,10 +203,22 @@ def timing_2p_parts(repeats: int = 3) -> None:
             torch.autograd.grad(sur.flow.log_prob(s, torch.cat([th, proto], 1)).sum(), th)
             t.append(time.perf_counter())
             best = np.minimum(best, np.diff(t))
-        print(f"2p parts, {threads} thread(s), {N_VERTICES} vertices, min of {repeats}: "
-              f"forward {best[0]:.3f} s, gradient (create_graph) {best[1]:.3f} s, "
-              f"2 Hessian rows {best[2]:.3f} s; value+gradient alone {best[3]:.3f} s")
+            start = _clock()
+            jet(theta_np)
+            best_jet = np.minimum(best_jet, np.subtract(_clock(), start))
+        print(f"2p autograd parts, {threads} thread(s), {N_VERTICES} vertices, min of "
+              f"{repeats}: forward {best[0]:.3f} s, gradient (create_graph) {best[1]:.3f} s, "
+              f"2 Hessian rows {best[2]:.3f} s (value+gradient+Hessian "
+              f"{best[:3].sum():.3f} s); value+gradient alone {best[3]:.3f} s")
+        print(f"2p forward-mode value+gradient+Hessian, {threads} thread(s): "
+              f"{best_jet[0]:.3f} s wall, {best_jet[1]:.3f} CPU-s")
     torch.set_num_threads(1)
+    exact = autograd_loglik(copy.deepcopy(sur.flow).double(), s_np, vec)(theta_np)
+    for name, fn in (("forward-mode", jet), ("autograd", sur.exact_loglik(s_np, 0.72, 1200))):
+        errors = ", ".join(f"{part} {np.abs(a - b).max() / np.abs(b).max():.1e}"
+                           for part, a, b in zip(("value", "gradient", "Hessian"),
+                                                 fn(theta_np), exact, strict=True))
+        print(f"{name} float32 vs float64 autograd, max |error| / max |entry|: {errors}")
 
 
 def table_error_report() -> None:
