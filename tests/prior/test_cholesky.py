@@ -83,3 +83,20 @@ def test_samples_have_covariance_inverse_of_a(backend):
     wrong = empirical[np.ix_(order, order)]
     assert np.abs(wrong - target).max() > 0.3 * scale
     np.testing.assert_array_equal(chol.sample(7, 2), chol.sample(7, 2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_holds_only_a_valid_factor_of_the_same_pattern(backend, precision):
+    chol = SparseCholesky(backend)
+    assert not chol.holds(precision)
+    chol.factorize(precision)
+    assert chol.holds(precision)
+    other = sp.csc_matrix(sp.eye(precision.shape[0]))
+    assert not chol.holds(other)
+    bad = precision.copy()
+    bad.data = -bad.data  # same pattern, negative definite
+    with pytest.raises(np.linalg.LinAlgError):
+        chol.factorize(bad)
+    assert not chol.holds(precision)  # a failed factorisation leaves nothing to reuse
+    with pytest.raises(RuntimeError):
+        chol.solve(np.ones(precision.shape[0]))
