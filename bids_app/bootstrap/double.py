@@ -40,10 +40,15 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
-from scipy.special import ndtri
 
 from bids_app.bootstrap.cache import RefitCache, cache_key
-from bids_app.bootstrap.calibration import ALPHA0, calibrate_level
+from bids_app.bootstrap.calibration import (
+    ALPHA0,
+    XI,
+    calibrate_level,
+    floor_fraction,
+    normal_quantile,
+)
 from bids_app.bootstrap.resample import block_frames as to_block_frames
 from bids_app.bootstrap.resample import crossfade_resample, stationary_indices
 from bids_app.bootstrap.resample import fade_frames as to_fade_frames
@@ -91,6 +96,9 @@ class BootstrapResult:
         Whether the intervals are centred on θ̃̂ − s and calibrated on θ̃*_b − s_b.
     fade_s : float
         Cross-fade at block joins, seconds (0: plain stationary bootstrap).
+    floor_fraction : array (P,) or None
+        Fraction of vertices whose calibrated level β̂(v) sits on the smallest level
+        offered (double mode); above ξ, α̂ itself is clipped there.
     """
 
     se: np.ndarray
@@ -110,6 +118,7 @@ class BootstrapResult:
     shift: np.ndarray | None = None
     bias_correct: bool = False
     fade_s: float = 0.0
+    floor_fraction: np.ndarray | None = None
 
     def sidecar(self) -> dict:
         """The ``bootstrap`` record of :class:`bids_app.io.derivatives.FitMetadata`
@@ -123,6 +132,8 @@ class BootstrapResult:
             "BlockLengthFrames": self.block_frames,
             "CalibratedAlpha": alpha[0] if len(alpha) == 1 else alpha,
             "BlockJoinCrossfadeSeconds": self.fade_s,
+            "CalibrationAtFloor": (None if self.floor_fraction is None else
+                                   [float(f) for f in self.floor_fraction]),
             "BiasCorrection": (
                 "interval centred on estimate - (mean of outer refits - estimate), per "
                 "vertex; calibration checks the estimate against each outer refit minus "
@@ -282,10 +293,15 @@ def double_bootstrap(
                       for p in range(n_params)]
         alpha_hat = np.array([a for a, _ in calibrated])
         levels = np.stack([beta for _, beta in calibrated], axis=1)
+        at_floor = np.array([floor_fraction(levels[:, p]) for p in range(n_params)])
+        if np.any(at_floor > XI):
+            log.warning("bootstrap calibration: %s of the vertices wanted intervals wider "
+                        "than the smallest level offered; the calibrated intervals are a "
+                        "lower bound", ", ".join(f"{f:.0%}" for f in at_floor))
     else:
         alpha_hat = np.full(n_params, ALPHA0)
-        levels = None
-    z = ndtri(1.0 - alpha_hat / 2.0)
+        levels = at_floor = None
+    z = normal_quantile(alpha_hat)
     return BootstrapResult(
         se=se,
         alpha_hat=alpha_hat,
@@ -304,6 +320,7 @@ def double_bootstrap(
         shift=shift,
         bias_correct=bool(bias_correct),
         fade_s=float(fade_s),
+        floor_fraction=at_floor,
     )
 
 

@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from bids_app.bootstrap.calibration import calibrate_level, coverage_curve, vertex_levels
+from bids_app.bootstrap.calibration import (
+    DEFAULT_LEVELS,
+    LEVEL_FLOOR,
+    calibrate_level,
+    coverage_curve,
+    floor_fraction,
+    normal_quantile,
+    vertex_levels,
+)
 
 LEVELS = np.round(np.arange(0.01, 0.21, 0.01), 2)
 
@@ -72,3 +80,22 @@ def test_correct_spread_calibrates_to_the_nominal_level():
     # Inner spread half the truth: intervals too narrow, the level must shrink a lot.
     alpha, _ = calibrate_level(np.zeros(50), outer, 0.5 * np.ones_like(outer))
     assert alpha < 0.001
+
+
+def test_default_grid_does_not_clip_a_level_beyond_the_old_floor():
+    # 95 of 100 outer draws within 5 inner SDs: beta = 2(1 - Phi(5)) = 5.7e-7, far below
+    # the earlier floor of 1e-4; the default grid must resolve it (to its 2.8 % spacing).
+    outer = constructed(5.0)[:, None]
+    alpha, beta = calibrate_level(np.zeros(1), outer, np.ones_like(outer))
+    exact = 2 * ndtr(-5.0)
+    assert exact / 1.03 <= alpha <= exact
+    assert floor_fraction(beta) == 0.0
+
+
+def test_floor_fraction_counts_vertices_that_wanted_wider_intervals():
+    # Vertex 0 misses by 20 inner SDs (beyond the floor's z = 8.03), vertex 1 is fine.
+    outer = np.stack([constructed(20.0), constructed(1.0)], axis=1)
+    _, beta = calibrate_level(np.zeros(2), outer, np.ones_like(outer))
+    assert beta[0] == DEFAULT_LEVELS[0] == LEVEL_FLOOR
+    assert floor_fraction(beta) == 0.5
+    assert normal_quantile(LEVEL_FLOOR) == pytest.approx(8.03, abs=0.01)

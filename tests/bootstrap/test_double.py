@@ -6,6 +6,7 @@ import pytest
 
 from bids_app.bootstrap import calibrate_level, double_bootstrap, natural_intervals
 from bids_app.bootstrap.cache import RefitCache
+from bids_app.bootstrap.calibration import normal_quantile
 from bids_app.bootstrap.double import resample_indices
 from bids_app.models import ONE_PARAM
 
@@ -93,6 +94,8 @@ def test_single_is_the_outer_level_with_a_nominal_interval(data):
     assert double.vertex_levels.shape == (12, 1)
     assert single.sidecar()["CalibratedAlpha"] == 0.05 and single.sidecar()["Mode"] == "single"
     assert double.sidecar()["CalibratedAlpha"] == double.alpha_hat[0]
+    assert 0.0 <= double.sidecar()["CalibrationAtFloor"][0] <= 1.0
+    assert single.sidecar()["CalibrationAtFloor"] is None
     width = (double.upper - double.lower) / double.se
     np.testing.assert_allclose(width, 2 * _z(double.alpha_hat[0]), rtol=1e-9)
 
@@ -139,6 +142,4 @@ def test_natural_bounds_follow_the_monotone_maps(data):
 
 
 def _z(alpha: float) -> float:
-    from scipy.special import ndtri
-
-    return float(ndtri(1 - alpha / 2))
+    return float(normal_quantile(alpha))
