@@ -8,8 +8,9 @@ respect to θ̃ (the first P context entries) in one pass: linear layers act on 
 channels with one matmul, element-wise functions use f, f′ and f″, and the
 rational-quadratic spline is differentiated analytically after its bin has been found
 from the values. The result equals autograd's to rounding, including the linear tails
-(identity) and the jumps of the gradient at knots (the same bin is selected as in
-nflows, from the same float operations).
+(identity) and next to knots, where the gradient jumps: the bin is found from knots
+computed by nflows' formulas, so only an input within rounding of a knot could get the
+other one-sided derivative.
 
 Only the structure ``VectorFlow`` builds is understood: a CompositeTransform of
 ``MaskedPiecewiseRationalQuadraticAutoregressiveTransform`` (MADE with residual or
@@ -34,8 +35,9 @@ from torch import Tensor
 from torch.nn import functional as F
 
 # Vertices per batch: large enough to amortise per-op overhead, small enough that the
-# (M, chunk, hidden) channel tensors stay near the CPU caches (measured: 4096-8192 best).
-CHUNK = 8192
+# (M, chunk, hidden) channel tensors stay near the CPU caches (measured on the 2p flow,
+# 1 thread: 2048-8192 within noise of each other, 1024 and 32k slower).
+CHUNK = 4096
 
 
 @dataclass
@@ -155,15 +157,19 @@ def add_context_(a: Jet, context: Tensor, layer: torch.nn.Linear) -> Jet:
 
 
 def _edges(u: Tensor, lo: float, hi: float, minimum: float) -> tuple[Tensor, Tensor]:
-    """Softmax fractions and knot positions of an nflows RQ spline, computed with nflows'
-    own operations so that the bin search agrees with it to the bit."""
-    k = u.shape[-1]
-    frac = torch.softmax(u, dim=-1)
-    edges = torch.cumsum(minimum + (1 - minimum * k) * frac, dim=-1)
-    edges = F.pad(edges, pad=(1, 0), mode="constant", value=0.0)
+    """Softmax fractions and knot positions of an nflows RQ spline, bins on dim 1.
+
+    Same formulas as nflows; the softmax is written out because torch's kernel is slow
+    for rows of ~8 (it agrees with nflows' knots to rounding).
+    """
+    k = u.shape[1]
+    e = torch.exp(u - u.amax(1, keepdim=True))
+    frac = e / e.sum(1, keepdim=True)
+    edges = torch.cumsum(minimum + (1 - minimum * k) * frac, dim=1)
+    edges = torch.cat([torch.zeros_like(edges[:, :1]), edges], 1)
     edges = (hi - lo) * edges + lo
-    edges[..., 0] = lo
-    edges[..., -1] = hi
+    edges[:, 0] = lo
+    edges[:, -1] = hi
     return frac, edges
 
 
@@ -177,22 +183,22 @@ def _selected_sums(frac: Tensor, selectors: Tensor, du: Tensor, p: int) -> Tenso
 
     Parameters
     ----------
-    frac : (N, L, K) softmax values s
-    selectors : (S, N, L, K)
-    du : (M, N, L, K) derivative channels of u
+    frac : (L, K, 1, N) softmax values s over the K bins
+    selectors : (S, L, K, 1, N)
+    du : (L, K, M, N) derivative channels of u
 
     Returns
     -------
-    (S, M, N, L)
+    (S, L, M, N)
     """
-    q = (selectors * frac).sum(-1, keepdim=True)
+    q = (selectors * frac).sum(2, keepdim=True)
     g = frac * (selectors - q)
-    weighted = g[:, None] * du[None]
-    out = weighted.sum(-1)
-    s_dot = (frac * du[:p]).sum(-1)
+    weighted = g * du
+    out = weighted.sum(2)
+    s_dot = (frac * du[:, :, :p]).sum(1)
     for k, (i, j) in enumerate(pairs(p)):
-        out[:, p + k] += ((weighted[:, i] * du[j]).sum(-1) - out[:, i] * s_dot[j]
-                          - s_dot[i] * out[:, j])
+        out[:, :, p + k] += ((weighted[:, :, :, i] * du[:, :, j]).sum(2)
+                             - out[:, :, i] * s_dot[:, j] - s_dot[:, i] * out[:, :, j])
     return out
 
 
@@ -201,51 +207,56 @@ def rq_spline(x: Jet, params: Tensor, d_params: Tensor, live: Tensor, num_bins: 
               ) -> tuple[Jet, Jet]:
     """Forward nflows rational-quadratic spline with linear tails, and its log-slope.
 
+    Works feature-major with the bins on dim 1, so that sums over the few bins run over
+    contiguous blocks.
+
     Parameters
     ----------
-    x : Jet (N, D)
-    params : Tensor (N, D, 3·num_bins − 1)
+    x : Jet (D, N)
+    params : Tensor (D, 3·num_bins − 1, N)
         Unnormalised widths, heights and interior derivatives, as the MADE outputs them.
-    d_params : Tensor (M, N, L, 3·num_bins − 1)
+    d_params : Tensor (L, 3·num_bins − 1, M, N)
         Their θ̃-derivatives for the L features in ``live``; the others' are zero.
 
     Returns
     -------
-    outputs, logabsdet : Jet (N, D)
+    outputs, logabsdet : Jet (D, N)
     """
     k, p = num_bins, x.p
     inside = (x.v >= -bound) & (x.v <= bound)
     xv = x.v.clamp(-bound, bound)
     end = float(np.log(np.exp(1 - min_derivative) - 1))  # slope 1 at the tails
-    w_frac, w_edges = _edges(params[..., :k], -bound, bound, min_width)
-    h_frac, h_edges = _edges(params[..., k:2 * k], -bound, bound, min_height)
-    slopes = F.pad(params[..., 2 * k:], pad=(1, 1), value=end)
+    w_frac, w_edges = _edges(params[:, :k], -bound, bound, min_width)
+    h_frac, h_edges = _edges(params[:, k:2 * k], -bound, bound, min_height)
+    ends = torch.full_like(params[:, :1], end)
+    slopes = torch.cat([ends, params[:, 2 * k:], ends], 1)
     search = w_edges.clone()
-    search[..., -1] += 1e-6  # nflows' searchsorted
-    idx = (torch.sum(xv[..., None] >= search, dim=-1) - 1).clamp(0, k - 1)[..., None]
-    both = torch.cat([idx, idx + 1], -1)
-    x01, y01 = w_edges.gather(-1, both), h_edges.gather(-1, both)
-    s01 = slopes.gather(-1, both)
+    search[:, -1] += 1e-6  # nflows' searchsorted
+    idx = (torch.sum(xv[:, None] >= search, dim=1) - 1).clamp(0, k - 1)[:, None]
+    both = torch.cat([idx, idx + 1], 1)
+    x01, y01, s01 = w_edges.gather(1, both), h_edges.gather(1, both), slopes.gather(1, both)
 
     # θ̃-derivatives of the knots (x0, x1), (y0, y1) and raw slopes of the live features.
     m = x.d.shape[0]
     d_knots = x.v.new_zeros((4, m, *x.v.shape))
     d_slopes = x.v.new_zeros((2, m, *x.v.shape))
-    bins = torch.arange(k)
-    lidx = idx[:, live]
-    selectors = torch.stack([bins < lidx, bins <= lidx]).to(x.v.dtype)
-    for j, (frac, du, minimum) in enumerate(((w_frac, d_params[..., :k], min_width),
-                                             (h_frac, d_params[..., k:2 * k], min_height))):
-        sums = _selected_sums(frac[:, live], selectors, du, p)
-        d_knots[2 * j:2 * j + 2, :, :, live] = sums * (2 * bound * (1 - minimum * k))
-    d_raw = F.pad(d_params[..., 2 * k:], pad=(1, 1))
-    d_slopes[:, :, :, live] = torch.stack([d_raw.gather(-1, lidx.expand(m, -1, -1, -1)),
-                                           d_raw.gather(-1, (lidx + 1).expand(m, -1, -1, -1))]
-                                          )[..., 0]
-    x0, x1 = Jet(x01[..., 0], d_knots[0], p), Jet(x01[..., 1], d_knots[1], p)
-    y0, y1 = Jet(y01[..., 0], d_knots[2], p), Jet(y01[..., 1], d_knots[3], p)
-    d0 = softplus(Jet(s01[..., 0], d_slopes[0], p)).shift(min_derivative)
-    d1 = softplus(Jet(s01[..., 1], d_slopes[1], p)).shift(min_derivative)
+    lidx = idx[live]  # (L, 1, N)
+    bins = torch.arange(k)[:, None]
+    selectors = torch.stack([bins < lidx, bins <= lidx]).to(x.v.dtype)[:, :, :, None]
+    for j, (frac, du, minimum) in enumerate(((w_frac, d_params[:, :k], min_width),
+                                             (h_frac, d_params[:, k:2 * k], min_height))):
+        sums = _selected_sums(frac[live, :, None], selectors, du, p)
+        d_knots[2 * j:2 * j + 2, :, live] = (sums * (2 * bound * (1 - minimum * k))
+                                             ).transpose(1, 2)
+    zero = torch.zeros_like(d_params[:, :1])
+    d_raw = torch.cat([zero, d_params[:, 2 * k:], zero], 1)
+    for j in range(2):
+        at = (lidx + j)[:, :, None].expand(-1, -1, m, -1)
+        d_slopes[j][:, live] = d_raw.gather(1, at)[:, 0].transpose(0, 1)
+    x0, x1 = Jet(x01[:, 0], d_knots[0], p), Jet(x01[:, 1], d_knots[1], p)
+    y0, y1 = Jet(y01[:, 0], d_knots[2], p), Jet(y01[:, 1], d_knots[3], p)
+    d0 = softplus(Jet(s01[:, 0], d_slopes[0], p)).shift(min_derivative)
+    d1 = softplus(Jet(s01[:, 1], d_slopes[1], p)).shift(min_derivative)
 
     w, h = x1 - x0, y1 - y0
     inv_w = reciprocal(w)
@@ -394,12 +405,15 @@ class FlowJet:
             hidden = _made_hidden(step.autoregressive_net, z, context, self.weights)
             head = self.outputs[id(step)]
             n, dim = z.v.shape
-            params = F.linear(hidden.v, head.weight, head.bias).view(n, dim, -1)
-            d_params = F.linear(hidden.d, head.live_weight).view(-1, n, len(head.live),
-                                                                 params.shape[-1])
-            z, lad = rq_spline(z, params, d_params, head.live, step.num_bins, step.tail_bound,
-                               step.min_bin_width, step.min_bin_height, step.min_derivative)
-            total = total + Jet(lad.v.sum(-1), lad.d.sum(-1), p)
+            # Feature-major outputs: (D, 3K − 1, N) and (L, 3K − 1, M, N).
+            params = torch.addmm(head.bias[:, None], head.weight, hidden.v.T).view(dim, -1, n)
+            d_params = torch.mm(head.live_weight, hidden.d.reshape(-1, hidden.d.shape[-1]).T)
+            d_params = d_params.view(len(head.live), -1, hidden.d.shape[0], n)
+            out, lad = rq_spline(Jet(z.v.T, z.d.transpose(1, 2), p), params, d_params,
+                                 head.live, step.num_bins, step.tail_bound, step.min_bin_width,
+                                 step.min_bin_height, step.min_derivative)
+            z = Jet(out.v.T, out.d.transpose(1, 2), p)
+            total = total + Jet(lad.v.sum(0), lad.d.sum(1), p)
         sq = square(z)
         base = Jet(sq.v.sum(-1), sq.d.sum(-1), p).scale(-0.5)
         const = 0.5 * z.v.shape[1] * np.log(2 * np.pi) + torch.log(flow.summary_sd).sum()
