@@ -127,7 +127,9 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
         where each MAP starts from a neighbour's); "ascent" climbs from the grid centre
         to the best of the 8 neighbours until none is better.
     **map_options
-        Passed to :func:`fit_map` (``max_iter``, ``gtol``, ``ftol``...). The grid is
+        Passed to :func:`fit_map` (``max_iter``, ``gtol``, ``ftol``...); each MAP may
+        start from the factor the previous one left (``reuse_factor``: the visiting
+        order is fixed, so the result stays deterministic). The grid is
         scanned with ``ftol`` at least :data:`SEARCH_FTOL` and the selected point is
         then refined with the options as given.
 
@@ -149,7 +151,8 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
     def evaluate(i: int, j: int, start: np.ndarray, options: dict = scan_options
                  ) -> tuple[MapResult, float]:
         Q = prior.precision(kappas[i], tau2s[j])
-        result = fit_map(loglik, Q, start, chol=chol, observed=observed, **options)
+        result = fit_map(loglik, Q, start, chol=chol, observed=observed, reuse_factor=True,
+                         **options)
         value = log_evidence(result, prior, kappas[i], tau2s[j])
         iterations[i, j] = max(iterations[i, j], 0) + result.n_iter
         fits[i, j], surface[i, j] = result, value

@@ -145,7 +145,8 @@ def objective(loglik: LogLik, Q: sp.spmatrix, theta_t: np.ndarray,
 def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
             chol: SparseCholesky | None = None, max_iter: int = 50, gtol: float = 1e-6,
             ftol: float = 1e-4, hess_floor: float = 1e-8,
-            observed: np.ndarray | None = None, laplace: bool = True) -> MapResult:
+            observed: np.ndarray | None = None, laplace: bool = True,
+            reuse_factor: bool = False) -> MapResult:
     """Latent MAP field by damped Newton with a reused sparse Cholesky analysis.
 
     Parameters
@@ -177,6 +178,12 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
         Whether to make sure ``logdet_hessian`` is exact at the mode (one more
         factorisation when the last one was elsewhere); False for refits that only need
         the estimate (``logdet_hessian`` is then NaN unless already available).
+    reuse_factor : bool
+        Whether a factor ``chol`` holds from before this call (same pattern: another
+        (κ, τ²), a previous fit) may precondition the first steps. It saves
+        factorisations in a sequential evidence search, but makes the result depend,
+        within the tolerances, on what ran before; False (default) keeps each fit a
+        function of its own inputs, as parallel bootstrap refits need.
 
     Returns
     -------
@@ -205,12 +212,13 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
     converged = False
     held, held_at_x = None, False  # curvature chol holds; whether it is that of x
     n_iter = 0
+    own_factor = False  # chol holds a factor made in this call
     while True:
         if trace_g[-1] <= gtol:
             converged = True
             break
         d, cg_iter, indefinite = None, 0, False
-        if chol.holds(system.pattern):
+        if (own_factor or reuse_factor) and chol.holds(system.pattern):
             exact = 0.5 * (neg_hess + np.swapaxes(neg_hess, 1, 2))
             d, cg_iter, indefinite = _pcg_direction(system.assemble(Qb, exact), grad, chol)
             if indefinite:  # the step a failed exact factorisation would fall back to
@@ -219,7 +227,7 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
                 cg_iter += more
         if d is None:
             held = _factorize_newton(chol, system, Qb, neg_hess, hess_floor, indefinite)
-            held_at_x = True
+            held_at_x = own_factor = True
             d = -chol.solve(grad)
         decrement = -0.5 * float(grad @ d)  # λ²/2: the decrease a full step predicts
         if decrement <= ftol:
