@@ -179,7 +179,20 @@ def accuracy(model, name: str, latent: np.ndarray, truth_latent: np.ndarray) -> 
     return f"    {name:<28} " + "; ".join(parts)
 
 
-def study(seed: int, models: list[str], kappa: float, tau2: float, search: str) -> None:
+def study_mesh(mesh: str):
+    """(name, SPDEPrior) of the study mesh: fsLR 32k L without the medial wall (HCP
+    atlas ROI), or a template mesh whole (fsaverage5/6, for the slower 2p model)."""
+    if mesh == "fsLR32k":
+        vertices, faces = nib.load(MESH).agg_data()
+        mask = nib.load(ROI).agg_data() > 0
+        return "fsLR 32k L cortex", SPDEPrior(fem_matrices(vertices, faces, mask))
+    from bids_app.io.templates import template_mesh
+    vertices, faces = template_mesh(mesh, "L")
+    return f"{mesh} L", SPDEPrior(fem_matrices(np.asarray(vertices), np.asarray(faces)))
+
+
+def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
+          mesh: str = "fsLR32k") -> None:
     from bids_app.errors import HemocouplingError
     from bids_app.models import ONE_PARAM, TWO_PARAM
     from bids_app.preprocess import clean
@@ -187,9 +200,7 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str) 
     from bids_app.surrogate import load_surrogate
 
     tr, n_frames = 0.72, 1200
-    vertices, faces = nib.load(MESH).agg_data()
-    mask = nib.load(ROI).agg_data() > 0
-    prior = SPDEPrior(fem_matrices(vertices, faces, mask))
+    mesh_name, prior = study_mesh(mesh)
     for name in models:
         model, nuisance_prior = {"1p": (ONE_PARAM, HCP_1P), "2p": (TWO_PARAM, HCP_2P)}[name]
         try:
@@ -209,7 +220,7 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str) 
         chol, counted = TimedCholesky(), CountedLoglik(loglik)
         result, wall, cpu = timed(select_hyperparameters, counted, prior, summaries, chol=chol,
                                   search=search)
-        print(f"{name} synthetic study: fsLR 32k L cortex ({prior.n_vertices} vertices), TR {tr} "
+        print(f"{name} synthetic study: {mesh_name} ({prior.n_vertices} vertices), TR {tr} "
               f"s, {n_frames} frames, surrogate {surrogate.card.get('id')}, truth κ={kappa} "
               f"τ²={tau2}, seed {seed}; simulate {t_sim:.1f} s, summarise {t_sum:.1f} s")
         theta_true = model.to_theta(truth)
@@ -244,12 +255,14 @@ def main() -> None:
     parser.add_argument("--tau2", type=float, default=TAU2, help="truth τ² of the study")
     parser.add_argument("--search", choices=list(SEARCHES), default=SEARCHES[0],
                         help="evidence search of the study")
+    parser.add_argument("--mesh", choices=["fsLR32k", "fsaverage5", "fsaverage6"],
+                        default="fsLR32k", help="mesh of the study")
     args = parser.parse_args()
     for seed in args.seeds:
         if args.part in ("speed", "all"):
             speed(seed)
         if args.part in ("study", "all"):
-            study(seed, args.models, args.kappa, args.tau2, args.search)
+            study(seed, args.models, args.kappa, args.tau2, args.search, args.mesh)
 
 
 if __name__ == "__main__":
