@@ -7,18 +7,26 @@ SPDE prior with κ = 5e-3 /mm, τ² = 1e4. The point estimate is the evidence-se
 MAP; every bootstrap resample is refitted by
 :class:`bids_app.bootstrap.refit.MapRefit` (κ, τ² fixed).
 
-Printed per study: the mean periodogram of resampled (re-cleaned) series relative to
+Printed per study: the diagnosis of the interval's error budget (the estimate's error
+θ̂ − θ split into its mean offset and spatially varying part, against the bootstrap SE;
+the per-vertex maximum of the surrogate likelihood alone, which tells a likelihood bias
+from the prior's smoothing; the outer and inner resampling shifts and their
+correlation; where the per-vertex calibrated levels β̂(v) fall and how many sit on the
+level grid's floor); the mean periodogram of resampled (re-cleaned) series relative to
 the original's, in five frequency bands, with and without the cross-fade at block
 joins; coverage of the true θ by the calibrated (double) and the uncalibrated (single)
 intervals, each with and without the bootstrap bias correction (same refits), their
 mean widths in θ (1/s) and time-to-peak (s), the calibrated level α̂, the per-refit
-cost and the wall time of B × (R + 1) refits, extrapolated to B = 100, R = 10 when a
-smaller B, R was run.
+cost and the wall time and CPU seconds (this process and its workers) of
+B × (R + 1) refits, extrapolated to B = 100, R = 10 on two idle cores.
+
+A killed run resumes from ``--cache-dir``; rerunning with a smaller ``--B`` reports the
+outer resamples that finished (with all their inner ones) without refitting.
 
 Examples
 --------
     .venv/bin/python benchmarks/bench_bootstrap.py --study fsaverage5 --B 20 --R 5
-    .venv/bin/python benchmarks/bench_bootstrap.py --study fslr32k --B 20 --R 5 --n-jobs 2
+    .venv/bin/python benchmarks/bench_bootstrap.py --study fslr32k --B 100 --R 10 --n-jobs 2
 """
 
 from __future__ import annotations
@@ -138,6 +146,69 @@ def periodogram_check(y_clean: np.ndarray, surrogate, tr: float, block_s: float,
             print(f"  fade {fade} frames, {level}: {ratios}")
 
 
+def likelihood_mle(surrogate, y_clean: np.ndarray, tr: float) -> np.ndarray:
+    """Per-vertex maximiser of the surrogate log-likelihood alone (no prior), on a
+    0.025-wide latent grid over [−4, 4]."""
+    summaries = surrogate.summarize(y_clean, tr)
+    loglik = surrogate.loglik(summaries, tr, y_clean.shape[1])
+    grid = np.linspace(-4.0, 4.0, 321)
+    values = np.stack([loglik(np.full((y_clean.shape[0], 1), g))[0] for g in grid])
+    return grid[values.argmax(axis=0)]
+
+
+def diagnose(result, theta_t_hat, truth_t, mle_t, inner: np.ndarray) -> None:
+    """The error budget of the intervals in latent units (module docstring).
+
+    ``inner`` is (B, R, V): the inner refits of each outer resample.
+    """
+    from scipy.special import ndtr
+
+    from bids_app.bootstrap.calibration import (
+        LEVEL_FLOOR,
+        calibrate_level,
+        floor_fraction,
+        normal_quantile,
+    )
+
+    est, outer = theta_t_hat[:, 0], result.draws.astype(float)[:, :, 0]
+    err = est - truth_t
+    se = result.se[:, 0]
+    print(f"  error budget (latent): estimate - truth mean {err.mean():+.4f}, spatial SD "
+          f"{(err - err.mean()).std():.4f}, RMSE {np.sqrt(np.mean(err ** 2)):.4f}; "
+          f"bootstrap SE median {np.median(se):.4f}")
+    print(f"  likelihood-only maximiser - truth mean {np.mean(mle_t - truth_t):+.4f} "
+          f"(SD {np.std(mle_t - truth_t):.3f}): the offset is the surrogate's, "
+          f"not the prior's smoothing, when it matches the estimate's")
+    covered = np.abs(err - err.mean()) <= 1.959964 * se
+    print(f"  coverage of truth + mean offset by estimate ± 1.96 SE: {covered.mean():.3f} "
+          f"(the random part alone)")
+    outer_shift = outer - est  # (B, V)
+    inner_shift = inner - outer[:, None, :]  # (B, R, V)
+    corr = np.corrcoef(outer_shift.mean(axis=0), inner_shift.mean(axis=(0, 1)))[0, 1]
+    print(f"  resampling shift: outer mean(θ̃*_b - θ̂) {outer_shift.mean():+.4f}, inner "
+          f"mean(θ̃**_br - θ̃*_b) {inner_shift.mean():+.4f}, per-vertex correlation {corr:+.3f}; "
+          f"inner SD median {np.median(inner.std(axis=1, ddof=1)):.4f}")
+    n_outer = outer.shape[0]
+    k = min(n_outer, max(1, int(np.ceil(0.95 * n_outer - 1e-9))))
+    ratio = np.abs(outer_shift) / inner.std(axis=1, ddof=1)
+    kth = np.sort(ratio, axis=0)[k - 1]
+    z5, z50, z95 = np.quantile(kth, [0.05, 0.5, 0.95])
+    print(f"  calibration: {k}-th of {n_outer} |θ̂ - θ̃*_b| / sd*_b per vertex, quantiles "
+          f"5/50/95 %: {z5:.2f} / {z50:.2f} / {z95:.2f}; unclipped beta(v) at the "
+          f"xi = 0.05 quantile: {2 * ndtr(-z95):.3g} (z {z95:.2f}); grid floor "
+          f"{LEVEL_FLOOR:g} (z {float(normal_quantile(LEVEL_FLOOR)):.2f}), vertices on it "
+          f"{floor_fraction(result.vertex_levels[:, 0]):.3f}")
+    # The same check with each vertex's mean resampling shift removed from the outer
+    # refits: it calibrates the spread only (what the inner level can see).
+    centred = outer - outer_shift.mean(axis=0)
+    alpha_c, _ = calibrate_level(est, centred, inner.std(axis=1, ddof=1))
+    z_c = float(normal_quantile(alpha_c))
+    print(f"  spread-only calibration (outer refits centred per vertex): alpha {alpha_c:.3g} "
+          f"(z {z_c:.2f}), covers the truth at {np.mean(np.abs(err) <= z_c * se):.3f}")
+    for z in (1.96, 3.89, 5.0, 6.0, 8.03):
+        print(f"    estimate ± {z:.2f} SE covers the truth at {np.mean(np.abs(err) <= z * se):.3f}")
+
+
 def interval_summary(label: str, result, theta_t_hat, truth_t) -> None:
     """Coverage of the truth and mean widths, in θ and in time-to-peak."""
     maps = natural_intervals(result, theta_t_hat, ONE_PARAM)
@@ -188,8 +259,10 @@ def main() -> None:
     print(f"per refit ({y.shape[0]} vertices, in-process): {wall:.2f} s wall, {cpu:.2f} CPU-s; "
           f"B=100, R=10 (1100 refits) on 2 idle cores ~ {1100 * cpu / 2 / 60:.1f} min",
           flush=True)
+    mle_t = likelihood_mle(surrogate, y_clean, tr)
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or tmp
+        cpu_before = _cpu_seconds()
         common = dict(B=args.B, block_s=args.block_s, seed=args.seed, fade_s=args.fade_s,
                       cache_dir=cache_dir)
         double = double_bootstrap(y_clean, refit, theta_t_hat, tr, mode="double", R=args.R,
@@ -201,15 +274,20 @@ def main() -> None:
                                   bias_correct=True, **common)
         single_raw = double_bootstrap(y_clean, refit, theta_t_hat, tr, mode="single",
                                       bias_correct=False, **common)
+        cpu_boot = _cpu_seconds() - cpu_before
+        inner = _inner_refits(cache_dir, y_clean, theta_t_hat, tr, args, refit)
     n_fits = args.B * (args.R + 1)
     print(f"bootstrap B={args.B} R={args.R} block {args.block_s} s "
           f"({double.block_frames:.1f} frames), n_jobs={args.n_jobs}: "
-          f"{double.n_refits} refits in {double.seconds:.1f} s wall")
+          f"{double.n_refits} refits in {double.seconds:.1f} s wall, {cpu_boot:.0f} CPU-s "
+          f"(this process and its workers); load average {os.getloadavg()[0]:.1f}")
     if double.n_refits:
         per_fit_wall = double.seconds / double.n_refits
-        print(f"  per refit: {per_fit_wall:.2f} s wall with {args.n_jobs} workers "
-              f"(~{per_fit_wall * args.n_jobs:.2f} CPU-s each); "
-              f"B=100, R=10 (1100 refits) extrapolated: {1100 * per_fit_wall / 60:.1f} min")
+        per_fit_cpu = cpu_boot / double.n_refits
+        print(f"  per refit: {per_fit_wall:.2f} s wall with {args.n_jobs} workers, "
+              f"{per_fit_cpu:.2f} CPU-s; B=100, R=10 (1100 refits): "
+              f"{1100 * per_fit_wall / 60:.1f} min at this wall rate, "
+              f"{1100 * per_fit_cpu / 2 / 60:.1f} min on 2 idle cores")
     if n_fits != double.n_refits:
         print(f"  ({n_fits - double.n_refits} refits came from the cache)")
     print(f"  fade {args.fade_s} s ({fade_frames(args.fade_s, tr)} frames); calibrated level "
@@ -224,6 +302,7 @@ def main() -> None:
     print(f"  RMSE of the latent map vs truth: estimate "
           f"{np.sqrt(np.mean((theta_t_hat[:, 0] - truth_t) ** 2)):.3f}, bias-corrected "
           f"{np.sqrt(np.mean((bias_corrected - truth_t) ** 2)):.3f}")
+    diagnose(double_raw, theta_t_hat, truth_t, mle_t, inner)
     print("  (bc = bootstrap bias correction on; raw = off)")
     interval_summary("double bc", double, theta_t_hat, truth_t)
     interval_summary("double raw", double_raw, theta_t_hat, truth_t)
@@ -235,9 +314,38 @@ def main() -> None:
 
 
 def _z(alpha: float) -> float:
-    from scipy.special import ndtri
+    from bids_app.bootstrap.calibration import normal_quantile
 
-    return float(ndtri(1 - alpha / 2))
+    return float(normal_quantile(alpha))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live and reaped children
+    (joblib's loky workers stay alive between calls, so psutil reads them)."""
+    import resource
+
+    import psutil
+
+    total = sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+                for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _inner_refits(cache_dir, y_clean, theta_t_hat, tr, args, refit) -> np.ndarray:
+    """(B, R, V) inner refits, read back from the resume cache."""
+    from bids_app.bootstrap.cache import RefitCache, cache_key
+
+    key = cache_key(y_clean, theta_t_hat, tr, args.block_s, args.seed, refit,
+                    fade_frames=fade_frames(args.fade_s, tr))
+    cache = RefitCache(cache_dir, key)
+    return np.array([[cache.load(b, r)[:, 0] for r in range(1, args.R + 1)]
+                     for b in range(args.B)], dtype=float)
 
 
 if __name__ == "__main__":
