@@ -81,11 +81,11 @@ def constant(v: Tensor, p: int) -> Jet:
     return Jet(v, v.new_zeros((m, *v.shape)), p)
 
 
-def apply(x: Jet, f: Tensor, fp: Tensor, fpp: Tensor) -> Jet:
+def apply(x: Jet, f: Tensor, fp: Tensor, fpp: Tensor | float) -> Jet:
     """Chain rule for an element-wise function with values f, f′, f″ at x.v."""
     p = x.p
     d = x.d * fp
-    first = [fpp * x.d[i] for i in range(p)]
+    first = x.d[:p] * fpp
     for k, (i, j) in enumerate(pairs(p)):
         d[p + k].addcmul_(first[i], x.d[j])
     return Jet(f, d, p)
@@ -93,14 +93,14 @@ def apply(x: Jet, f: Tensor, fp: Tensor, fpp: Tensor) -> Jet:
 
 def mul(a: Jet, b: Jet) -> Jet:
     p = a.p
-    d = a.d * b.v + b.d * a.v
+    d = torch.addcmul(a.d * b.v, b.d, a.v)
     for k, (i, j) in enumerate(pairs(p)):
         d[p + k].addcmul_(a.d[i], b.d[j]).addcmul_(a.d[j], b.d[i])
     return Jet(a.v * b.v, d, p)
 
 
 def square(a: Jet) -> Jet:
-    return apply(a, a.v * a.v, 2.0 * a.v, torch.full_like(a.v, 2.0))
+    return apply(a, a.v * a.v, 2.0 * a.v, 2.0)
 
 
 def reciprocal(a: Jet) -> Jet:

@@ -92,6 +92,19 @@ def test_feedforward_made_matches_autograd():
                     rtol=1e-9)
 
 
+def test_other_sizes_match_autograd():
+    """Nothing is tied to two summaries, two parameters, 8 bins or the shipped widths."""
+    torch.manual_seed(5)
+    flow = VectorFlow(3, 3 + len(PROTO), n_layers=2, hidden=10, num_bins=5)
+    g = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    rng = np.random.default_rng(5)
+    _assert_matches(flow.double().eval(), rng.normal(0, 3, (200, 3)),
+                    rng.normal(0, 1.5, (200, 3)), rtol=1e-9)
+
+
 def test_unknown_structure_falls_back_to_autograd():
     torch.manual_seed(3)
     scalar = ScalarFlow(4, n_layers=1, hidden=8).double()
@@ -113,7 +126,7 @@ def _shipped_2p() -> VectorFlow:
     """The shipped 2p flow, sized from its own state dict (independent of the registry)."""
     import json
 
-    card = json.loads((WEIGHTS / "hemocoupling-2p-v2.json").read_text())
+    card = json.loads((WEIGHTS / "hemocoupling-2p-v3.json").read_text())
     state = torch.load(WEIGHTS / card["weights"], weights_only=True)
     flow_state = {k[5:]: v for k, v in state.items() if k.startswith("flow.")}
     context = flow_state["flow._transform._transforms.0.autoregressive_net.context_layer.weight"]
