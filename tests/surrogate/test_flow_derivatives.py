@@ -3,8 +3,6 @@ the linear tails, next to knots, on the shipped weights, and for a feed-forward 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -14,9 +12,9 @@ from torch.nn import functional as F
 from bids_app.surrogate.flow_derivatives import FlowJet, supports
 from bids_app.surrogate.likelihood import autograd_loglik, flow_loglik
 from bids_app.surrogate.networks import TAIL_BOUND, ScalarFlow, VectorFlow
+from bids_app.surrogate.registry import SHIPPED, WEIGHTS_DIR
 
 PROTO = np.array([0.1, -0.3, 0.2])
-WEIGHTS = Path(__file__).resolve().parents[2] / "bids_app/surrogate/weights"
 
 
 def _flow(seed: int, scale: float = 0.3, **sizes) -> VectorFlow:
@@ -123,11 +121,12 @@ def test_unknown_structure_falls_back_to_autograd():
 
 
 def _shipped_2p() -> VectorFlow:
-    """The shipped 2p flow, sized from its own state dict (independent of the registry)."""
+    """The shipped 2p flow, sized from its own state dict (not through the registry's
+    Surrogate, so that this test does not depend on the protocol vector's layout)."""
     import json
 
-    card = json.loads((WEIGHTS / "hemocoupling-2p-v3.json").read_text())
-    state = torch.load(WEIGHTS / card["weights"], weights_only=True)
+    card = json.loads((WEIGHTS_DIR / f"{SHIPPED['2p']}.json").read_text())
+    state = torch.load(WEIGHTS_DIR / card["weights"], weights_only=True)
     flow_state = {k[5:]: v for k, v in state.items() if k.startswith("flow.")}
     context = flow_state["flow._transform._transforms.0.autoregressive_net.context_layer.weight"]
     cfg = card["config"]
