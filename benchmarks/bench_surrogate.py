@@ -26,8 +26,9 @@ from scipy.stats import kstest, pearsonr
 
 from bids_app.models import ONE_PARAM, TWO_PARAM
 from bids_app.simulate.bold import HCP_1P, HCP_2P, simulate_training_set
+from bids_app.simulate.confounds import STRATEGIES, simulated_regressors
 from bids_app.simulate.hrf import hrf_kernels
-from bids_app.surrogate.features import protocol_vector
+from bids_app.surrogate.features import N_PROTOCOL, protocol_vector
 from bids_app.surrogate.likelihood import autograd_loglik, flow_loglik, table_error
 from bids_app.surrogate.registry import WEIGHTS_DIR, load_surrogate
 from bids_app.surrogate.training import (
@@ -76,9 +77,9 @@ def _metrics(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return float(np.mean((estimate - truth) ** 2)), float(pearsonr(estimate, truth)[0])
 
 
-def accuracy_table(n: int, seed: int) -> None:
+def accuracy_table(n: int, seed: int, confounds: str = "none") -> None:
     print(f"\n## 1p accuracy on held-out HCP-calibrated simulations (n={n} per protocol, "
-          f"seed {seed}); MSE in (1/s)^2")
+          f"seed {seed}, confounds {confounds} from a simulated table); MSE in (1/s)^2")
     print(f"{'TR':>5} {'frames':>6} | {'S(y) MSE':>9} {'r':>6} | {'argmax q MSE':>12} {'r':>6} "
           f"| {'Whittle MSE':>11} {'r':>6}")
     rng = np.random.default_rng(seed)
@@ -86,12 +87,14 @@ def accuracy_table(n: int, seed: int) -> None:
     for tr in TRS:
         for frames in FRAMES:
             sur = load_surrogate("1p", tr, frames)
+            regressors = simulated_regressors(confounds, frames, tr, rng)
+            k = 0 if regressors is None else regressors.shape[1]
             theta_t, y = simulate_training_set("1p", n, tr, frames, HCP_1P,
-                                               sur.preprocessing, rng)
+                                               sur.preprocessing, rng, confounds=regressors)
             truth = ONE_PARAM.to_theta(theta_t)[:, 0]
-            s = sur.summarize(y, tr)
+            s = sur.summarize(y, tr, k)
             est_s = ONE_PARAM.to_theta(s)[:, 0]
-            table = sur.table(sur.context_protocol(sur.protocol(tr, frames)))
+            table = sur.table(sur.context_protocol(sur.protocol(tr, frames, k)))
             values = table.spline.ev(np.repeat(np.clip(s[:, 0], table.s_grid[0],
                                                        table.s_grid[-1]), grid.size),
                                      np.tile(grid, n)).reshape(n, grid.size)
@@ -108,7 +111,7 @@ def pit_check(model: str, n: int, seed: int) -> None:
     theta_t, x = simulate_features(sur.config, n, rng)
     with torch.no_grad():
         s = sur.summary(torch.from_numpy(x))
-        context = torch.cat([torch.from_numpy(theta_t), torch.from_numpy(x[:, -3:])], 1)
+        context = torch.cat([torch.from_numpy(theta_t), torch.from_numpy(x[:, -N_PROTOCOL:])], 1)
         pit = probability_integral_transform(sur.flow, s, context)
     stats = [float(kstest(pit[:, j], "uniform").statistic) for j in range(pit.shape[1])]
     print(f"{model}: KS of Rosenblatt PIT on {n} held-out draws (training prior, random "
@@ -249,9 +252,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="series per protocol")
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--confounds", choices=STRATEGIES, default="none",
+                        help="strategy regressed out of the accuracy table's series")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    accuracy_table(args.n, args.seed)
+    accuracy_table(args.n, args.seed, args.confounds)
     print("\n## flow calibration")
     for model in ("1p", "2p"):
         pit_check(model, 10_000, args.seed + 1)

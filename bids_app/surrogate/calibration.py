@@ -71,4 +71,5 @@ def calibration_report(y_clean: np.ndarray, protocol: Protocol, config: Training
                f"(distance {d:.2f}, {100 * fraction:.1f}% of simulated spectra as far; "
                f"{100 * outliers:.1f}% of vertices beyond the 99th percentile)")
     return {"distance": d, "fraction_as_far": fraction, "vertex_outlier_fraction": outliers,
-            "in_distribution": bool(ok), "n_bands": int(mask.sum()), "message": message}
+            "in_distribution": bool(ok), "n_bands": int(mask.sum()),
+            "n_regressors": int(protocol.n_regressors), "message": message}

@@ -5,7 +5,8 @@ is fixed in physical frequency: the log of the periodogram averaged over fixed
 log-spaced bands in Hz. A band is *masked* when the run has no periodogram ordinate in
 it (below 1/duration), when it reaches past Nyquist, or when it reaches past the
 low-pass cut-off of the cleaning; the mask and the protocol (log TR, log duration,
-log highest usable frequency) are inputs too, so one network covers all protocols.
+log highest usable frequency, share of the frames spent on confound regressors) are
+inputs too, so one network covers all protocols and confound strategies.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 BAND_LOW_HZ = 1.0 / 128.0
 BAND_HIGH_HZ = 1.0
 N_BANDS = 48  # ~22 per decade: 48 beat 24 on held-out MSE (model card)
+N_PROTOCOL = 4  # entries of protocol_vector
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,16 @@ class Protocol:
         Frames in the run.
     lowpass : float or None
         Low-pass cut-off in Hz applied by the cleaning (None: none).
+    n_regressors : int
+        Confound regressors removed by the cleaning (besides drift and high-pass); each
+        removes a degree of freedom, mostly at low frequencies, which changes the
+        spectrum of a short run (24 of 300 frames) as much as the HRF does.
     """
 
     tr: float
     n_frames: int
     lowpass: float | None = None
+    n_regressors: int = 0
 
     @property
     def duration(self) -> float:
@@ -105,18 +112,23 @@ def band_log_power(y_clean: np.ndarray, protocol: Protocol, n_bands: int = N_BAN
 
 
 def protocol_vector(protocol: Protocol) -> np.ndarray:
-    """(log TR, log duration, log highest usable frequency), each roughly in [-1, 1]
-    over the supported range, so networks see well-scaled inputs."""
+    """(log TR, log duration, log highest usable frequency, regressors per frame), each
+    roughly in [-1, 1] over the supported range, so networks see well-scaled inputs.
+
+    Regressors enter as a fraction of the frames (0 to 36/150 = 0.24 over the trained
+    strategies and run lengths): what one regressor removes from a spectrum shrinks
+    with the run's length."""
     return np.array([
         (np.log(protocol.tr) - np.log(1.2)) / 0.9,
         (np.log(protocol.duration) - np.log(600.0)) / 1.5,
         (np.log(protocol.max_frequency) - np.log(0.2)) / 1.2,
+        protocol.n_regressors / protocol.n_frames / 0.12 - 1.0,
     ], dtype=np.float32)
 
 
 def feature_matrix(y_clean: np.ndarray, protocol: Protocol, n_bands: int = N_BANDS,
                    context: Protocol | None = None) -> np.ndarray:
-    """Network input (V, 2·n_bands + 3): log band power, mask, protocol vector.
+    """Network input (V, 2·n_bands + N_PROTOCOL): log band power, mask, protocol vector.
 
     ``context`` overrides the protocol fed to the network (runs longer than any
     training run are described as the longest trained run, a conservative choice).
@@ -126,5 +138,5 @@ def feature_matrix(y_clean: np.ndarray, protocol: Protocol, n_bands: int = N_BAN
     return np.concatenate([
         log_power,
         np.broadcast_to(mask.astype(np.float32), (v, n_bands)),
-        np.broadcast_to(protocol_vector(context or protocol), (v, 3)),
+        np.broadcast_to(protocol_vector(context or protocol), (v, N_PROTOCOL)),
     ], axis=1).astype(np.float32)

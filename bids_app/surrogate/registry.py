@@ -20,7 +20,13 @@ from bids_app.errors import InputValidationError, MissingInputError
 from bids_app.models import MODELS, HRFModel
 from bids_app.preprocess import Preprocessing
 from bids_app.simulate.hrf import default_kernel_duration
-from bids_app.surrogate.features import Protocol, band_edges, feature_matrix, protocol_vector
+from bids_app.surrogate.features import (
+    N_PROTOCOL,
+    Protocol,
+    band_edges,
+    feature_matrix,
+    protocol_vector,
+)
 from bids_app.surrogate.likelihood import (
     LoglikFn,
     LoglikTable,
@@ -29,10 +35,10 @@ from bids_app.surrogate.likelihood import (
     table_error,
 )
 from bids_app.surrogate.networks import SummaryNet, build_flow
-from bids_app.surrogate.training import N_PROTOCOL, Trainer, TrainingConfig
+from bids_app.surrogate.training import Trainer, TrainingConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED = {"1p": "hemocoupling-1p-v2", "2p": "hemocoupling-2p-v2"}
+SHIPPED = {"1p": "hemocoupling-1p-v3", "2p": "hemocoupling-2p-v3"}
 # TRs a little outside the trained range are still served (rounding in sidecars).
 TR_TOLERANCE = 0.01
 
@@ -77,52 +83,58 @@ class Surrogate:
         self._tables: dict[tuple, LoglikTable] = {}
 
     # -- protocol -------------------------------------------------------------------------
-    def protocol(self, tr: float, n_frames: int) -> Protocol:
+    def protocol(self, tr: float, n_frames: int, n_regressors: int = 0) -> Protocol:
         """Validated protocol; raises InputValidationError outside the trained range."""
         check_coverage(self.card, tr, n_frames, self.lowpass)
-        return Protocol(float(tr), int(n_frames), _effective_lowpass(tr, self.lowpass))
+        return Protocol(float(tr), int(n_frames), _effective_lowpass(tr, self.lowpass),
+                        int(n_regressors))
 
     def context_protocol(self, protocol: Protocol) -> Protocol:
-        """What the networks are told: runs longer than trained are capped (conservative)."""
+        """What the networks are told: runs longer than trained are capped (conservative),
+        keeping the run's share of frames spent on regressors."""
         frames = min(protocol.n_frames, int(self.config.frames_range[1]))
-        return Protocol(protocol.tr, frames, protocol.lowpass)
+        regressors = round(protocol.n_regressors * frames / protocol.n_frames)
+        return Protocol(protocol.tr, frames, protocol.lowpass, regressors)
 
     # -- the contract ---------------------------------------------------------------------
-    def summarize(self, y_clean: np.ndarray, tr: float) -> np.ndarray:
-        """S(y) ≈ E[θ̃ | y] per vertex, (V, P) float32, from cleaned series (V, T)."""
-        proto = self.protocol(tr, np.shape(y_clean)[-1])
+    def summarize(self, y_clean: np.ndarray, tr: float, n_regressors: int = 0) -> np.ndarray:
+        """S(y) ≈ E[θ̃ | y] per vertex, (V, P) float32, from cleaned series (V, T) from
+        which ``n_regressors`` confound columns were removed."""
+        proto = self.protocol(tr, np.shape(y_clean)[-1], n_regressors)
         x = feature_matrix(y_clean, proto, self.config.n_bands, self.context_protocol(proto))
         with torch.no_grad():
             return self.summary(torch.from_numpy(x)).numpy()
 
-    def loglik(self, summaries: np.ndarray, tr: float, n_frames: int) -> LoglikFn:
+    def loglik(self, summaries: np.ndarray, tr: float, n_frames: int, n_regressors: int = 0
+               ) -> LoglikFn:
         """Per-vertex log q(S_v | θ̃_v) with θ̃-gradient and Hessian (CONTRIBUTING.md)."""
-        proto = self.context_protocol(self.protocol(tr, n_frames))
+        proto = self.context_protocol(self.protocol(tr, n_frames, n_regressors))
         vec = protocol_vector(proto)
         summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
         if self.model.n_params == 1:
             return self.table(proto).bind(summaries)
         return flow_loglik(self.flow, summaries, vec)
 
-    def exact_loglik(self, summaries: np.ndarray, tr: float, n_frames: int) -> LoglikFn:
+    def exact_loglik(self, summaries: np.ndarray, tr: float, n_frames: int,
+                     n_regressors: int = 0) -> LoglikFn:
         """Same contract by autograd through the flow (no tabulation); for checks."""
-        proto = self.context_protocol(self.protocol(tr, n_frames))
+        proto = self.context_protocol(self.protocol(tr, n_frames, n_regressors))
         summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
         return autograd_loglik(self.flow, summaries, protocol_vector(proto))
 
     def table(self, protocol: Protocol) -> LoglikTable:
         """The (cached) tabulation of the 1p flow for one protocol."""
-        key = (protocol.tr, protocol.n_frames, protocol.lowpass)
+        key = (protocol.tr, protocol.n_frames, protocol.lowpass, protocol.n_regressors)
         if key not in self._tables:
             self._tables[key] = LoglikTable(self.flow, protocol_vector(protocol))
         return self._tables[key]
 
-    def check_calibration(self, y_clean: np.ndarray, tr: float) -> dict:
+    def check_calibration(self, y_clean: np.ndarray, tr: float, n_regressors: int = 0) -> dict:
         """Is the data's spectrum one the surrogate was trained on? See
         :func:`bids_app.surrogate.calibration.calibration_report`."""
         from bids_app.surrogate.calibration import calibration_report
 
-        proto = self.protocol(tr, np.shape(y_clean)[-1])
+        proto = self.protocol(tr, np.shape(y_clean)[-1], n_regressors)
         return calibration_report(y_clean, proto, self.config)
 
 
@@ -239,6 +251,26 @@ def design_notes(config: TrainingConfig) -> dict:
                         f"else log-uniform in {list(config.lowpass_range)} Hz; pass the "
                         "data's own cut-off (or lower) to load_surrogate(lowpass=...)"),
         },
+        "confounds": {
+            "strategies": list(config.confounds),
+            "simulation": ("one simulated fMRIPrep-style confounds table per protocol draw "
+                           "(bids_app.simulate.confounds: simulated head motion, smooth "
+                           "tissue signals, 5 WM + 5 CSF aCompCor components); the drawn "
+                           "strategy's regressors are built by the app's own "
+                           "bids_app.io.confounds.strategy_regressors and removed by clean "
+                           "with drift and high-pass, exactly as for a real run"),
+            "conditioning": ("the number of regressors removed, as a share of the frames, "
+                             "is the 4th protocol input of both the summary network and "
+                             "the flow context; the workflow passes each run's own count"),
+            "reasoning": (
+                "Regressing 24 low-frequency motion regressors out of 300 frames removes "
+                "power the v2 surrogate (trained without regression) read as a faster HRF "
+                "(demo sub-02 hemi-L: true theta 0.495, estimated 1.04 with 24P, 0.60 "
+                "without). Training with the same removal makes the learned likelihood "
+                "describe the series the app actually summarises; the count as an input "
+                "lets one network serve every strategy and run length, since what a "
+                "regressor removes scales with regressors per frame."),
+        },
         "protocol_range": {"tr_s": list(config.tr_range),
                            "frames_min": int(config.frames_range[0]),
                            "frames_trained_max": int(config.frames_range[1]),
@@ -246,7 +278,8 @@ def design_notes(config: TrainingConfig) -> dict:
         "features": {
             "band_edges_hz": [round(float(e), 6) for e in band_edges(config.n_bands)],
             "inputs": "log mean periodogram per band (0 if masked), band mask, "
-                      "(log TR, log duration, log highest usable frequency) scaled",
+                      "(log TR, log duration, log highest usable frequency, confound "
+                      "regressors per frame) scaled",
             "reasoning": (
                 "Raw Fourier coefficients tie a network to one TR and length. Band-"
                 "averaged log power on fixed Hz bands means the same thing for every "

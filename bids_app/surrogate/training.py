@@ -1,8 +1,10 @@
 """Simulate-and-train: the summary network by MSE, then the flow by maximum likelihood.
 
 Training series are simulated on the fly with :mod:`bids_app.simulate` for protocols
-drawn at random (TR, run length, low-pass cut-off), cleaned with the app's own
-:func:`~bids_app.preprocess.clean`, and reduced to spectral features. The summary
+drawn at random (TR, run length, low-pass cut-off, confound strategy), cleaned with the
+app's own :func:`~bids_app.preprocess.clean` — removing the strategy's regressors built
+from a simulated confounds table by the app's own strategy code — and reduced to
+spectral features. The summary
 network and the flow see disjoint simulations, so the flow learns the spread of S on
 data the summary network never fitted. Every random draw comes from the seed, each
 epoch's shuffle from (seed, stage, epoch), so a resumed run equals an uninterrupted one.
@@ -26,11 +28,11 @@ from scipy.stats import kstest, norm
 from bids_app.errors import UsageError
 from bids_app.preprocess import Preprocessing
 from bids_app.simulate.bold import NuisancePrior, simulate_training_set
-from bids_app.surrogate.features import N_BANDS, Protocol, feature_matrix
+from bids_app.simulate.confounds import STRATEGIES, STRATEGY_WIDTHS, regressors_of_count
+from bids_app.surrogate.features import N_BANDS, N_PROTOCOL, Protocol, feature_matrix
 from bids_app.surrogate.networks import SummaryNet, build_flow
 
 LOG = logging.getLogger(__name__)
-N_PROTOCOL = 3
 
 # Training nuisance priors: wider than the one-subject HCP calibration (DESIGN.md §2) so
 # other scanners, subjects and preprocessing are covered: noise sd over a decade around
@@ -65,6 +67,9 @@ class TrainingConfig:
     lowpass_range : (Hz, Hz)
         Low-pass cut-offs drawn log-uniformly for a ``lowpass_fraction`` of protocols;
         the others are cleaned without a low-pass.
+    confounds : tuple of str
+        Confound strategies drawn with equal probability per protocol draw; their
+        regressors come from a simulated confounds table and are removed by ``clean``.
     n_train : int
         Simulated series per network (summary and flow each get their own).
     n_val : int
@@ -79,6 +84,7 @@ class TrainingConfig:
     frames_range: tuple[int, int] = (150, 1200)
     lowpass_range: tuple[float, float] = (0.04, 0.3)
     lowpass_fraction: float = 0.5
+    confounds: tuple[str, ...] = STRATEGIES
     n_train: int = 200_000
     n_val: int = 20_000
     block: int = 256
@@ -104,6 +110,7 @@ class TrainingConfig:
         self.tr_range = tuple(self.tr_range)
         self.frames_range = tuple(self.frames_range)
         self.lowpass_range = tuple(self.lowpass_range)
+        self.confounds = tuple(self.confounds)
 
     def nuisance_prior(self) -> NuisancePrior:
         return NuisancePrior(**{k: tuple(v) if isinstance(v, list) else v
@@ -122,22 +129,29 @@ def draw_protocol(config: TrainingConfig, rng: np.random.Generator) -> Protocol:
         lowpass = float(np.exp(rng.uniform(*np.log(config.lowpass_range))))
         if lowpass >= 0.5 / tr:
             lowpass = None
-    return Protocol(tr, frames, lowpass)
+    strategy = config.confounds[rng.integers(len(config.confounds))]
+    return Protocol(tr, frames, lowpass, STRATEGY_WIDTHS[strategy])
 
 
 def simulate_features(config: TrainingConfig, n: int, rng: np.random.Generator,
                       protocol: Protocol | None = None,
                       progress: Callable[[int], None] | None = None,
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Simulated (θ̃ (n, P), features (n, F)) over random protocols (or a fixed one)."""
+    """Simulated (θ̃ (n, P), features (n, F)) over random protocols (or a fixed one).
+
+    Each block of ``config.block`` series shares one protocol and one simulated
+    confounds table, as the vertices of a run share theirs.
+    """
     prior = config.nuisance_prior()
     thetas, feats = [], []
     done = 0
     while done < n:
         size = min(config.block, n - done)
         proto = protocol or draw_protocol(config, rng)
+        regressors = regressors_of_count(proto.n_regressors, proto.n_frames, proto.tr, rng)
         theta_t, y = simulate_training_set(config.model, size, proto.tr, proto.n_frames,
-                                           prior, Preprocessing(lowpass=proto.lowpass), rng)
+                                           prior, Preprocessing(lowpass=proto.lowpass), rng,
+                                           confounds=regressors)
         thetas.append(theta_t)
         feats.append(feature_matrix(y, proto, config.n_bands))
         done += size

@@ -51,7 +51,8 @@ class HemisphereFit:
     record : dict
         Sidecar values (κ, τ², evidence, convergence, calibration, exclusions, ...).
     loglik_parts : list
-        (surrogate, summaries (n, P), tr, n_frames) per run, for combining runs.
+        (surrogate, summaries (n, P), tr, n_frames, n_regressors) per run, for combining
+        runs (each run's likelihood is conditioned on its own confound count).
     mesh : tuple
         (vertices, faces) used by the prior, for the report.
     deconvolved : array (n, T) or None
@@ -143,14 +144,15 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
     y_clean, fitted, fem, excluded = clean_usable_vertices(
         block, selection, data.tr, surrogate.preprocessing, (vertices, faces),
         where=f"{run.prefix} hemi-{hemi}")
-    summaries = surrogate.summarize(y_clean, data.tr)
-    loglik = surrogate.loglik(summaries, data.tr, selection.n_frames)
+    n_reg = selection.n_regressors
+    summaries = surrogate.summarize(y_clean, data.tr, n_reg)
+    loglik = surrogate.loglik(summaries, data.tr, selection.n_frames, n_reg)
     theta_t, record = fit_map_with_evidence(loglik, fem, summaries, config,
                                             where=f"{run.prefix} hemi-{hemi}")
     record.update(
         identifiability=identifiability(loglik, theta_t, surrogate.model, record["kappa"],
                                         fem),
-        calibration_check=surrogate.check_calibration(y_clean, data.tr),
+        calibration_check=surrogate.check_calibration(y_clean, data.tr, n_reg),
         surrogate={"Id": surrogate.card.get("id"), "Sha256": surrogate.card.get("sha256")},
         extra={"RepetitionTime": data.tr, **selection.summary(),
                "ConfoundStrategy": config.confounds,
@@ -161,7 +163,7 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
     intervals = None
     if config.bootstrap != "none":
         intervals, record["bootstrap"] = bootstrap_intervals(
-            y_clean, theta_t, record["precision"], surrogate, data.tr, config,
+            y_clean, theta_t, record["precision"], surrogate, data.tr, n_reg, config,
             cache=config.work_dir / "bootstrap" / f"{run.prefix}_hemi-{hemi}")
     record.pop("precision")
     deconvolved = None
@@ -169,7 +171,7 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
         theta = surrogate.model.to_theta(theta_t)
         deconvolved = wiener_deconvolve(y_clean, theta, surrogate.model, data.tr)
     return HemisphereFit(block.n_vertices, fitted, theta_t, intervals, record,
-                         [(surrogate, summaries, data.tr, selection.n_frames)],
+                         [(surrogate, summaries, data.tr, selection.n_frames, n_reg)],
                          (vertices, faces), deconvolved)
 
 
@@ -303,8 +305,12 @@ def convergence_record(result) -> dict[str, Any]:
             "GradientNorm": [float(v) for v in result.grad_norm_trace]}
 
 
-def bootstrap_intervals(y_clean, theta_t, precision, surrogate, tr, config: Config, cache: Path):
-    """Single or double block bootstrap of the latent map, mapped to reported parameters."""
+def bootstrap_intervals(y_clean, theta_t, precision, surrogate, tr, n_regressors: int,
+                        config: Config, cache: Path):
+    """Single or double block bootstrap of the latent map, mapped to reported parameters.
+
+    Resamples are summarised as series from which ``n_regressors`` confounds were
+    removed: they are resampled from such series."""
     from bids_app.bootstrap import double_bootstrap, natural_intervals
     from bids_app.bootstrap.refit import MapRefit
 
@@ -336,9 +342,9 @@ def combine_runs(runs: list[SurfaceRun], fits: dict[str, dict[str, HemisphereFit
         common = common[keep]
         logliks = []
         for part in parts:
-            surrogate, summaries, tr, n_frames = part.loglik_parts[0]
+            surrogate, summaries, tr, n_frames, n_reg = part.loglik_parts[0]
             rows = np.searchsorted(part.fitted, common)
-            logliks.append(surrogate.loglik(summaries[rows], tr, n_frames))
+            logliks.append(surrogate.loglik(summaries[rows], tr, n_frames, n_reg))
         start = np.mean([part.loglik_parts[0][1][np.searchsorted(part.fitted, common)]
                          for part in parts], axis=0)
         loglik = summed_loglik(logliks)

@@ -7,11 +7,13 @@ import numpy as np
 from bids_app.preprocess import Preprocessing, clean
 from bids_app.surrogate.features import (
     N_BANDS,
+    N_PROTOCOL,
     Protocol,
     band_edges,
     band_log_power,
     band_mask,
     feature_matrix,
+    protocol_vector,
 )
 
 
@@ -59,7 +61,14 @@ def test_feature_matrix_layout_and_context_override():
     y = rng.standard_normal((3, 300)).astype(np.float32)
     proto = Protocol(1.0, 300)
     x = feature_matrix(y, proto)
-    assert x.shape == (3, 2 * N_BANDS + 3)
+    assert x.shape == (3, 2 * N_BANDS + N_PROTOCOL)
     capped = feature_matrix(y, proto, context=Protocol(1.0, 200))
-    np.testing.assert_array_equal(x[:, :-3], capped[:, :-3])
-    assert x[0, -2] > capped[0, -2]  # longer duration input
+    np.testing.assert_array_equal(x[:, :-N_PROTOCOL], capped[:, :-N_PROTOCOL])
+    assert x[0, -3] > capped[0, -3]  # longer duration input
+
+
+def test_regressors_enter_as_a_share_of_the_frames():
+    none, p24 = protocol_vector(Protocol(1.0, 300)), protocol_vector(Protocol(1.0, 300, None, 24))
+    np.testing.assert_array_equal(none[:3], p24[:3])
+    assert none[3] == -1.0 and p24[3] > none[3]
+    np.testing.assert_allclose(protocol_vector(Protocol(1.0, 600, None, 48))[3], p24[3])

@@ -122,3 +122,21 @@ def test_band_passed_input_is_summarised_like_unfiltered_input():
     s_user = surrogate.summarize(clean(user_filtered, tr, surrogate.preprocessing), tr)[:, 0]
     assert np.corrcoef(s_raw, s_user)[0, 1] > 0.95
     assert np.abs(s_raw - s_user).mean() < 0.1 * s_raw.std() + 0.05
+
+
+def test_confound_count_reaches_summary_and_likelihood():
+    """The count of removed regressors is an input: it changes S and log q, and a
+    surrogate told the right count recovers θ better than one told none."""
+    from bids_app.simulate.confounds import simulated_regressors
+
+    surrogate = load_surrogate("1p", 1.4, 300)
+    rng = np.random.default_rng(8)
+    regressors = simulated_regressors("24P", 300, 1.4, rng)
+    theta_t, y = simulate_training_set("1p", 400, 1.4, 300, HCP_1P, surrogate.preprocessing,
+                                       rng, confounds=regressors)
+    told, untold = surrogate.summarize(y, 1.4, 24), surrogate.summarize(y, 1.4)
+    assert not np.allclose(told, untold)
+    theta0 = np.zeros((400, 1))
+    assert not np.allclose(surrogate.loglik(told, 1.4, 300, 24)(theta0)[0],
+                           surrogate.loglik(told, 1.4, 300)(theta0)[0])
+    assert np.mean((told - theta_t) ** 2) < np.mean((untold - theta_t) ** 2)

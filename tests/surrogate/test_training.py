@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from bids_app.cli.train import main as train_main
+from bids_app.simulate.confounds import STRATEGY_WIDTHS
+from bids_app.surrogate.features import N_BANDS, Protocol
 from bids_app.surrogate.registry import read_surrogate
-from bids_app.surrogate.training import Trainer, TrainingConfig
+from bids_app.surrogate.training import (
+    Trainer,
+    TrainingConfig,
+    draw_protocol,
+    simulate_features,
+)
 
 
 def _tiny(model: str = "1p", seed: int = 0) -> TrainingConfig:
@@ -64,3 +71,26 @@ def test_cli_usage_error_exits_64(tmp_path):
     with pytest.raises(SystemExit) as err:
         train_main(["--model", "3p", "--out", str(tmp_path)])
     assert err.value.code == 64
+
+
+def test_training_draws_every_confound_strategy():
+    config, rng = _tiny(), np.random.default_rng(0)
+    counts = {draw_protocol(config, rng).n_regressors for _ in range(60)}
+    assert counts == set(STRATEGY_WIDTHS.values())
+
+
+def test_training_regressors_take_slow_power_and_are_an_input():
+    """36 regressors out of 200 frames lower the slow bands' log power, and the
+    features carry the count (last input) so the networks can tell."""
+    config = _tiny()
+    slow = slice(0, 12)  # bands below ~0.02 Hz
+    feats = {}
+    for k in (0, 36):
+        _, x = simulate_features(config, 256, np.random.default_rng(4),
+                                 protocol=Protocol(1.0, 200, None, k))
+        feats[k] = x
+    mask = feats[0][0, N_BANDS: 2 * N_BANDS][slow] > 0.5
+    assert mask.any()
+    drop = feats[0][:, slow][:, mask].mean() - feats[36][:, slow][:, mask].mean()
+    assert drop > 0.1
+    assert feats[36][0, -1] > feats[0][0, -1]
