@@ -43,6 +43,9 @@ class MapRefit:
     map_options : dict
         Extra scalar keyword arguments of :func:`bids_app.inference.fit_map`
         (default there, except ``laplace=False``: refits need no evidence).
+    n_regressors : int
+        Confound columns removed from the original run; resamples of its cleaned series
+        are summarised as such series (the surrogate is conditioned on the count).
 
     Notes
     -----
@@ -61,6 +64,7 @@ class MapRefit:
     tr: float
     observed: np.ndarray | None = None
     map_options: dict = field(default_factory=dict)
+    n_regressors: int = 0
 
     @property
     def cache_token(self) -> str:
@@ -70,6 +74,7 @@ class MapRefit:
         parts = [str(card.get("sha256", card.get("id", ""))), array_digest(q.data),
                  array_digest(q.indices), array_digest(np.asarray(self.theta_t0)),
                  repr(float(self.tr)), repr(sorted(self.map_options.items())),
+                 str(self.n_regressors),
                  "all" if self.observed is None else array_digest(np.asarray(self.observed))]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
@@ -77,8 +82,8 @@ class MapRefit:
         """Latent MAP (V, P) of a resampled (V, T) block."""
         spec = replace(self.surrogate.preprocessing, lowpass=None)
         y_clean = clean_by_rows(y, self.tr, spec)
-        summaries = self.surrogate.summarize(y_clean, self.tr)
-        loglik = self.surrogate.loglik(summaries, self.tr, y_clean.shape[1])
+        summaries = self.surrogate.summarize(y_clean, self.tr, self.n_regressors)
+        loglik = self.surrogate.loglik(summaries, self.tr, y_clean.shape[1], self.n_regressors)
         token = self.cache_token
         if token not in _CHOLESKY:
             _CHOLESKY.clear()  # keep one: a process runs one hemisphere at a time
