@@ -314,7 +314,7 @@ def bootstrap_intervals(y_clean, theta_t, precision, surrogate, tr, n_regressors
     from bids_app.bootstrap import double_bootstrap, natural_intervals
     from bids_app.bootstrap.refit import MapRefit
 
-    refit = MapRefit(surrogate, precision, theta_t, tr)
+    refit = MapRefit(surrogate, precision, theta_t, tr, n_regressors=n_regressors)
     options = dict(mode=config.bootstrap, B=config.n_boot, R=config.n_inner,
                    block_s=config.block_length, seed=config.random_seed, n_jobs=config.nprocs,
                    cache_dir=cache, progress=config.verbose > 0)

@@ -81,6 +81,7 @@ def test_participant_files_exist(outputs, subject):
             record = json.loads((func / f"{stem}.json").read_text())
             assert SIDECAR_KEYS <= set(record), SIDECAR_KEYS - set(record)
             assert record["Surrogate"]["Sha256"]
+            assert record["NumberOfRegressors"] == 24  # default 24P, what the surrogate is told
             assert record["Sources"][0].startswith("bids:fmriprep:sub-")
     assert (out / f"sub-{subject}.html").is_file()
     assert (out / "logs" / f"sub-{subject}_finished.json").is_file()
