@@ -192,7 +192,7 @@ def study_mesh(mesh: str):
 
 
 def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
-          mesh: str = "fsLR32k") -> None:
+          mesh: str = "fsLR32k", fixed: bool = False) -> None:
     from bids_app.errors import HemocouplingError
     from bids_app.models import ONE_PARAM, TWO_PARAM
     from bids_app.preprocess import clean
@@ -218,8 +218,9 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
         summaries = np.asarray(summaries, dtype=float)
         loglik = surrogate.loglik(summaries, tr, n_frames)
         chol, counted = TimedCholesky(), CountedLoglik(loglik)
+        at_truth = {"kappa": kappa, "tau2": tau2} if fixed else {}
         result, wall, cpu = timed(select_hyperparameters, counted, prior, summaries, chol=chol,
-                                  search=search)
+                                  search=search, **at_truth)
         print(f"{name} synthetic study: {mesh_name} ({prior.n_vertices} vertices), TR {tr} "
               f"s, {n_frames} frames, surrogate {surrogate.card.get('id')}, truth κ={kappa} "
               f"τ²={tau2}, seed {seed}; simulate {t_sim:.1f} s, summarise {t_sum:.1f} s")
@@ -243,7 +244,8 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
         if model.n_params == 1:
             argmax = pointwise_argmax(loglik, prior.n_vertices)
             print(accuracy(model, "pointwise argmax_θ q(S|θ)", argmax, truth))
-        print(accuracy(model, "MAP (evidence-selected)", result.map.theta_t, truth))
+        label = "MAP (true κ, τ² fixed)" if fixed else "MAP (evidence-selected)"
+        print(accuracy(model, label, result.map.theta_t, truth))
 
 
 def main() -> None:
@@ -255,6 +257,8 @@ def main() -> None:
     parser.add_argument("--tau2", type=float, default=TAU2, help="truth τ² of the study")
     parser.add_argument("--search", choices=list(SEARCHES), default=SEARCHES[0],
                         help="evidence search of the study")
+    parser.add_argument("--fixed", action="store_true",
+                        help="study: MAP at the true (κ, τ²) instead of selecting them")
     parser.add_argument("--mesh", choices=["fsLR32k", "fsaverage5", "fsaverage6"],
                         default="fsLR32k", help="mesh of the study")
     args = parser.parse_args()
@@ -262,7 +266,7 @@ def main() -> None:
         if args.part in ("speed", "all"):
             speed(seed)
         if args.part in ("study", "all"):
-            study(seed, args.models, args.kappa, args.tau2, args.search, args.mesh)
+            study(seed, args.models, args.kappa, args.tau2, args.search, args.mesh, args.fixed)
 
 
 if __name__ == "__main__":
