@@ -227,3 +227,17 @@ def test_locally_convex_likelihood_reaches_the_dense_optimum(prior, field):
     ref = so.minimize(fun, S[:, 0], jac=True, hess=hessian, method="trust-exact",
                       options={"gtol": 1e-10})
     np.testing.assert_allclose(result.theta_t[:, 0], ref.x, atol=1e-7)
+
+
+def test_long_newton_steps_are_capped_but_still_reach_the_optimum(prior):
+    """A summary 50 latent units from the start: the first trial moves 4 units (no
+    value that far is in the link's range), the fit still ends at the closed form."""
+    S = np.full((prior.n_vertices, 1), 50.0)
+    Q = prior.precision(0.1, 20.0)
+    result = fit_map(GaussianLoglik(S, 1.0), Q, np.zeros_like(S), gtol=1e-9, ftol=1e-20)
+    first = result.history["step"][1] * np.abs(np.linalg.solve(
+        Q.toarray() + np.eye(prior.n_vertices), S[:, 0])).max()
+    assert first == pytest.approx(4.0)
+    exact = np.linalg.solve(Q.toarray() + np.eye(prior.n_vertices), S[:, 0])
+    assert result.converged
+    np.testing.assert_allclose(result.theta_t[:, 0], exact, atol=1e-8)
