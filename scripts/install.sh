@@ -15,9 +15,13 @@ locks=(requirements.lock)
 
 # CHOLMOD (SuiteSparse) makes the sparse Cholesky several times faster; it is
 # optional, so a machine where it cannot be installed still gets a working app.
-if [ ! -f /usr/include/suitesparse/cholmod.h ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libsuitesparse-dev >/dev/null; } \
-        || echo "install: libsuitesparse-dev unavailable; using SciPy's SuperLU instead of CHOLMOD" >&2
+# Debian's CHOLMOD calls the system BLAS, which is the slow reference BLAS unless an
+# optimised one is installed: OpenBLAS halves each factorisation (0.65 -> 0.35 s on fsLR 32k).
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    && { [ ! -f /usr/include/suitesparse/cholmod.h ] || ! dpkg -s libopenblas0-pthread >/dev/null 2>&1; }; then
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        libsuitesparse-dev libopenblas0-pthread >/dev/null; } \
+        || echo "install: libsuitesparse-dev/OpenBLAS unavailable; CHOLMOD may be missing (SuperLU) or slower" >&2
 fi
 
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
