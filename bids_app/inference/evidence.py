@@ -159,6 +159,11 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
         return result, value
 
     theta_t0 = np.asarray(theta_t0, dtype=float)
+    if surface.size == 1:  # (κ, τ²) fixed: one fit from the start, nothing to compare
+        result, value = evaluate(0, 0, theta_t0, map_options)
+        return EvidenceResult(kappa=float(kappas[0]), tau2=float(tau2s[0]), map=result,
+                              log_evidence=float(value), surface=surface, kappas=kappas,
+                              tau2s=tau2s, iterations=iterations, restart_gain=0.0)
     if search == "lines":
         _search_lines(surface.shape, lambda i, j, start: evaluate(i, j, start)[1],
                       lambda cell: fits[cell].theta_t, theta_t0)

@@ -240,7 +240,7 @@ def fit_map_with_evidence(loglik, fem, theta_t0: np.ndarray, config: Config, whe
                           "LogEvidence": np.asarray(evidence.grid).tolist()},
         "convergence": convergence_record(best),
         "precision": prior.precision(evidence.kappa, evidence.tau2),
-        "hyperparameter_selection": {"Method": "Laplace evidence grid",
+        "hyperparameter_selection": {"Method": "Laplace evidence, line search on the grid",
                                      "OnGridBoundary": grid_boundary(evidence),
                                      "LogEvidenceGap": evidence_gap(evidence)},
     }

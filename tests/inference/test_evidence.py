@@ -145,6 +145,9 @@ def test_fixed_values_collapse_their_axis(prior):
     both = select_hyperparameters(loglik, prior, S, kappa=0.05, tau2=300.0)
     assert (both.kappa, both.tau2) == (0.05, 300.0)
     assert both.log_evidence == pytest.approx(gaussian_marginal(prior, S, 4.0, 0.05, 300.0))
+    one_fit = fit_map(loglik, prior.precision(0.05, 300.0), S)  # no scan, no restart
+    assert both.iterations[0, 0] == one_fit.n_iter
+    np.testing.assert_allclose(both.map.theta_t, one_fit.theta_t, atol=1e-10)
     with pytest.raises(ValueError):
         select_hyperparameters(loglik, prior, S, kappas=[0.1, -1.0])
 
