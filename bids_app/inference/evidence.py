@@ -158,23 +158,28 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
         fits[i, j], surface[i, j] = result, value
         return result, value
 
+    def selected(i: int, j: int, best: tuple[MapResult, float], gain: float
+                 ) -> EvidenceResult:
+        fits[i, j], surface[i, j] = best
+        return EvidenceResult(kappa=float(kappas[i]), tau2=float(tau2s[j]), map=best[0],
+                              log_evidence=float(best[1]), surface=surface, kappas=kappas,
+                              tau2s=tau2s, iterations=iterations,
+                              restart_gain=float(gain) if np.isfinite(gain) else 0.0)
+
     theta_t0 = np.asarray(theta_t0, dtype=float)
     if surface.size == 1:  # (κ, τ²) fixed: one fit from the start, nothing to compare
-        result, value = evaluate(0, 0, theta_t0, map_options)
-        return EvidenceResult(kappa=float(kappas[0]), tau2=float(tau2s[0]), map=result,
-                              log_evidence=float(value), surface=surface, kappas=kappas,
-                              tau2s=tau2s, iterations=iterations, restart_gain=0.0)
+        return selected(0, 0, evaluate(0, 0, theta_t0, map_options), 0.0)
     if search == "lines":
         _search_lines(surface.shape, lambda i, j, start: evaluate(i, j, start)[1],
                       lambda cell: fits[cell].theta_t, theta_t0)
     elif search == "grid":
-        start = np.asarray(theta_t0, dtype=float)
+        start = theta_t0
         for i, j in _snake(kappas.size, tau2s.size):
             evaluate(i, j, start)
             start = fits[i, j].theta_t  # warm start for the neighbouring grid point
     else:
         current = (kappas.size // 2, tau2s.size // 2)
-        evaluate(*current, np.asarray(theta_t0, dtype=float))
+        evaluate(*current, theta_t0)
         while True:
             for cell in _neighbours(current, surface.shape):
                 if cell not in fits:
@@ -190,12 +195,7 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
     warm = evaluate(i, j, fits[i, j].theta_t, map_options)  # refine to the caller's ftol
     cold = evaluate(i, j, theta_t0, map_options)  # mode check: restart from the start
     gain = _finite_or_low(cold[1]) - _finite_or_low(warm[1])
-    best = cold if gain > 0 else warm
-    fits[i, j], surface[i, j] = best
-    return EvidenceResult(kappa=float(kappas[i]), tau2=float(tau2s[j]), map=best[0],
-                          log_evidence=float(best[1]), surface=surface, kappas=kappas,
-                          tau2s=tau2s, iterations=iterations,
-                          restart_gain=float(gain) if np.isfinite(gain) else 0.0)
+    return selected(i, j, cold if gain > 0 else warm, gain)
 
 
 def _search_lines(shape: tuple[int, int], value, mode, theta_t0: np.ndarray) -> None:

@@ -25,6 +25,7 @@ from bids_app.inference.system import (
     block_prior,
     floor_blocks,
     stack,
+    symmetric_blocks,
     unstack,
 )
 from bids_app.prior.cholesky import SparseCholesky
@@ -224,7 +225,7 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
             break
         d, cg_iter, indefinite = None, 0, False
         if (own_factor or reuse_factor) and chol.holds(system.pattern):
-            exact = 0.5 * (neg_hess + np.swapaxes(neg_hess, 1, 2))
+            exact = symmetric_blocks(neg_hess)
             d, cg_iter, indefinite = _pcg_direction(system.assemble(Qb, exact), grad, chol)
             if indefinite:  # the step a failed exact factorisation would fall back to
                 floored = floor_blocks(neg_hess, hess_floor)[0]
@@ -356,7 +357,7 @@ def _logdet_shift_bound(held: np.ndarray, neg_hess: np.ndarray) -> float:
 
     H = D₀ + Q ⪰ D₀ gives H⁻¹ ⪯ D₀⁻¹, so |tr(H⁻¹ ΔD)| ≤ tr(D₀⁻¹ |ΔD|) vertex by vertex.
     """
-    delta = 0.5 * (neg_hess + np.swapaxes(neg_hess, 1, 2)) - held
+    delta = symmetric_blocks(neg_hess) - held
     if held.shape[1] == 1:
         return float(np.sum(np.abs(delta[:, 0, 0]) / held[:, 0, 0]))
     val, vec = np.linalg.eigh(delta)
@@ -373,7 +374,7 @@ def _factorize_newton(chol: SparseCholesky, system: NewtonSystem, Qb: sp.csc_mat
     floored at ``floor``; ``indefinite`` (known from CG) skips the exact attempt.
     Returns the curvature blocks used."""
     floored, needs_floor = floor_blocks(neg_hess, floor)
-    exact = 0.5 * (neg_hess + np.swapaxes(neg_hess, 1, 2))
+    exact = symmetric_blocks(neg_hess)
     if indefinite:
         chol.factorize(system.assemble(Qb, floored))
         return floored

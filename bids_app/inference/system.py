@@ -78,6 +78,12 @@ def unstack(x: np.ndarray, n_params: int) -> np.ndarray:
     return x.reshape(n_params, -1).T.copy()
 
 
+def symmetric_blocks(neg_hess: np.ndarray) -> np.ndarray:
+    """Per-vertex P×P curvature blocks made exactly symmetric (autograd and the
+    forward-mode derivatives leave rounding asymmetry)."""
+    return 0.5 * (neg_hess + np.swapaxes(neg_hess, 1, 2))
+
+
 def floor_blocks(neg_hess: np.ndarray, floor: float) -> tuple[np.ndarray, bool]:
     """Per-vertex P×P curvature blocks with eigenvalues raised to at least ``floor``.
 
@@ -87,7 +93,7 @@ def floor_blocks(neg_hess: np.ndarray, floor: float) -> tuple[np.ndarray, bool]:
     if neg_hess.shape[1] == 1:
         clipped = np.maximum(neg_hess, floor)
         return clipped, bool(np.any(neg_hess < floor))
-    sym = 0.5 * (neg_hess + np.swapaxes(neg_hess, 1, 2))
+    sym = symmetric_blocks(neg_hess)
     eigval, eigvec = np.linalg.eigh(sym)
     raised = eigval < floor
     if not raised.any():
