@@ -25,6 +25,7 @@ probit link can flatten further: the script prints the truth's spatial spread, a
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from pathlib import Path
@@ -47,6 +48,14 @@ KAPPA, TAU2 = 5e-3, 1e4
 def peak_rss_gb() -> float:
     """Peak resident memory of this process so far (GB; Linux reports kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def machine() -> str:
+    """Load average and thread settings, printed next to every timing (the 2-core
+    machine is shared)."""
+    threads = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS",)}
+    return (f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+            + ", ".join(f"{k}={v}" for k, v in threads.items()))
 
 
 def timed(fn, *args, **kwargs):
@@ -72,7 +81,8 @@ def speed(seed: int) -> None:
     prior = SPDEPrior(fem_matrices(vertices, faces))
     rng = np.random.default_rng(seed)
     truth = prior.sample(KAPPA, TAU2, rng, 2)
-    print(f"fsLR 32k L midthickness, {prior.n_vertices} vertices; truth κ={KAPPA}, τ²={TAU2}")
+    print(f"fsLR 32k L midthickness, {prior.n_vertices} vertices; truth κ={KAPPA}, τ²={TAU2}; "
+          f"{machine()}")
     for p in (1, 2):
         first, again = factorisation_cost(prior, p)
         print(f"  P={p}: D+Q analysis+factorisation {first:.2f} CPU-s, "
@@ -100,7 +110,7 @@ def speed(seed: int) -> None:
                   f"{cpu / max(n_iter, 1):.2f} CPU-s per iteration, "
                   f"{cpu / chol.n_factorizations:.2f} CPU-s per factorisation; "
                   f"κ̂={result.kappa:g} τ̂²={result.tau2:g}; latent MSE start {mse0:.4f} "
-                  f"→ MAP {mse:.5f}; peak RSS so far {peak_rss_gb():.2f} GB")
+                  f"→ MAP {mse:.5f}; peak RSS so far {peak_rss_gb():.2f} GB; {machine()}")
 
     S2 = truth + rng.normal(0, 0.5, truth.shape)
     chol = SparseCholesky()
@@ -232,7 +242,7 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
               f"{chol.n_factorizations} factorisations, κ̂={result.kappa:g} (truth {kappa}), "
               f"τ̂²={result.tau2:g}, converged {result.map.converged}, restart from S(y) "
               f"{result.restart_gain:+.2f} nats, "
-              f"peak RSS {peak_rss_gb():.2f} GB")
+              f"peak RSS {peak_rss_gb():.2f} GB; {machine()}")
         print("  log-evidence surface − max (rows κ", np.round(result.kappas, 5), ", cols τ²",
               result.tau2s, "):")
         print(np.round(result.surface - result.log_evidence, 1))
