@@ -90,8 +90,8 @@ class MapResult:
         Laplace evidence; NaN if ``laplace=False`` skipped it. The floor makes it a
         function of the mode: where a tabulated likelihood is locally convex at many
         vertices (small wiggles on a flat likelihood), the exact Hessian is positive
-        definite at some points of the flat valley and not at others a hundredth of a
-        nat away, and its log-determinant differed by 270 between them on the fsLR
+        definite at some points of the flat valley and not at others within 0.05
+        nats of f away, and its log-determinant differed by 270 between them on the fsLR
         study; the floored one by about 1.
     history : dict of ndarray
         Per iteration (index 0 = start): ``objective``, ``grad_norm``, ``step`` (the
