@@ -85,14 +85,11 @@ class MapResult:
     prior_quadratic : float
         θ̂̃ᵀQθ̂̃.
     logdet_hessian : float
-        log det(D₊ + Q) at the mode, D₊ the curvature with each vertex's eigenvalues
-        floored (the exact D wherever the likelihood is locally concave), for the
-        Laplace evidence; NaN if ``laplace=False`` skipped it. The floor makes it a
-        function of the mode: where a tabulated likelihood is locally convex at many
-        vertices (small wiggles on a flat likelihood), the exact Hessian is positive
-        definite at some points of the flat valley and not at others within 0.05
-        nats of f away, and its log-determinant differed by 270 between them on the fsLR
-        study; the floored one by about 1.
+        log det(D + Q) at the mode (D the exact curvature when positive definite there),
+        for the Laplace evidence; NaN if ``laplace=False`` skipped it. Where a tabulated
+        likelihood is locally convex at many vertices (wiggles on a flat likelihood),
+        whether the exact Hessian is positive definite can change between modes within
+        0.05 nats of f, and the value with it (by 270 on the fsLR 1p study).
     history : dict of ndarray
         Per iteration (index 0 = start): ``objective``, ``grad_norm``, ``step`` (the
         accepted line-search step length; NaN at the start), ``cg_iterations`` (0 when
@@ -230,7 +227,7 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
         raise ValueError("log-likelihood is not finite at the start theta_t0")
     trace_f, trace_g, trace_step, trace_cg = [f], [np.abs(grad).max()], [np.nan], [0]
     converged = False
-    held, held_at_x, held_exact = None, False, False  # curvature chol holds; at x; exact
+    held, held_at_x = None, False  # curvature chol holds; whether it is that of x
     n_iter = 0
     own_factor = False  # chol holds a factor made in this call
     stale = was_indefinite = False  # refactorise: CG needed many iterations last time
@@ -248,8 +245,8 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
                 d, more, _ = _pcg_direction(system.assemble(Qb, floored), grad, chol)
                 cg_iter += more
         if d is None:
-            held, held_exact = _factorize_newton(chol, system, Qb, neg_hess, hess_floor,
-                                                 indefinite or (stale and was_indefinite))
+            held = _factorize_newton(chol, system, Qb, neg_hess, hess_floor,
+                                     indefinite or (stale and was_indefinite))
             held_at_x = own_factor = True
             d = -chol.solve(grad)
         stale, was_indefinite = cg_iter > _CG_REFRESH, indefinite
@@ -259,10 +256,14 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
             break
         if n_iter == max_iter:
             break
-        direction, slope = d, -2.0 * decrement
-        if last_step is not None:
-            direction, slope = _subspace_step(Qb, neg_hess, grad, d, last_step, slope)
-        step = _armijo(objective, x, direction, f, slope)
+        direction, step = d, None
+        if last_step is not None:  # one trial of the full subspace step, else along d
+            direction = _subspace_step(Qb, neg_hess, grad, d, last_step)
+            step = (_full_step(objective, x, direction, f, float(grad @ direction))
+                    if direction is not d else None)
+        if step is None:
+            direction = d
+            step = _armijo(objective, x, d, f, -2.0 * decrement)
         if step is None:  # no decrease along d: stop at x, not converged
             break
         n_iter += 1
@@ -285,14 +286,10 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
             converged = True
             break
 
-    # The Laplace log-determinant is that of the floored curvature (see MapResult): an
-    # exact factor made at x serves only where no block needed the floor.
-    needs_floor = floor_blocks(neg_hess, hess_floor)[1]
-    if (_holds_mode(held, held_at_x, neg_hess, hess_floor, max(ftol, _LOGDET_TOL))
-            and not (held_at_x and held_exact and needs_floor)):
+    if _holds_mode(held, held_at_x, neg_hess, hess_floor, max(ftol, _LOGDET_TOL)):
         logdet = chol.logdet()
     elif laplace:
-        _factorize_newton(chol, system, Qb, neg_hess, hess_floor, indefinite=needs_floor)
+        _factorize_newton(chol, system, Qb, neg_hess, hess_floor)
         logdet = chol.logdet()
     else:
         logdet = np.nan
@@ -305,10 +302,12 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
 
 
 def _subspace_step(Qb: sp.csc_matrix, neg_hess: np.ndarray, grad: np.ndarray,
-                   d: np.ndarray, last: np.ndarray, slope: float) -> tuple[np.ndarray, float]:
+                   d: np.ndarray, last: np.ndarray) -> np.ndarray:
     """The minimiser of the exact quadratic model of f over span{d, last} (d the Newton
-    direction, last the previous step) and its slope ∇fᵀ·step; (d, slope) unchanged when
-    the model is not convex on that plane or the combination does not descend.
+    direction, last the previous step); d itself when the model is not convex on that
+    plane or the combination does not descend. The caller tries it as a full step only
+    and otherwise searches along d, so a poor model costs one likelihood evaluation
+    (0.12 s for the 2p surrogate on fsaverage5).
 
     Where the floor replaced negative likelihood curvature, the floored matrix
     overestimates the curvature of smooth fields (the negative blocks of neighbouring
@@ -326,11 +325,20 @@ def _subspace_step(Qb: sp.csc_matrix, neg_hess: np.ndarray, grad: np.ndarray,
     hd, hl = hess_times(d), hess_times(last)
     model = np.array([[d @ hd, d @ hl], [d @ hl, last @ hl]])
     if model[0, 0] <= 0.0 or np.linalg.det(model) <= 1e-12 * model[0, 0] * abs(model[1, 1]):
-        return d, slope
+        return d
     a, b = np.linalg.solve(model, [-float(grad @ d), -float(grad @ last)])
     combined = a * d + b * last
-    combined_slope = float(grad @ combined)
-    return (combined, combined_slope) if combined_slope < 0.0 else (d, slope)
+    return combined if float(grad @ combined) < 0.0 else d
+
+
+def _full_step(objective: _Objective, x: np.ndarray, direction: np.ndarray, f: float,
+               slope: float):
+    """(1.0, evaluation) if the full step along ``direction`` moves no latent value more
+    than :data:`_MAX_MOVE` and meets the Armijo condition, else None."""
+    if float(np.abs(direction).max()) > _MAX_MOVE:
+        return None
+    trial = objective(x + direction)
+    return (1.0, trial) if trial[0] <= f + _ARMIJO * slope else None
 
 
 def _thread_cholesky() -> SparseCholesky:
@@ -424,23 +432,23 @@ def _logdet_shift_bound(held: np.ndarray, neg_hess: np.ndarray) -> float:
 
 def _factorize_newton(chol: SparseCholesky, system: NewtonSystem, Qb: sp.csc_matrix,
                       neg_hess: np.ndarray, floor: float, indefinite: bool = False
-                      ) -> tuple[np.ndarray, bool]:
+                      ) -> np.ndarray:
     """Factorise the Newton matrix: the exact Hessian −hess + Q when it is positive
     definite (also where the learned likelihood is locally convex but the prior
     outweighs it: quadratic convergence), else with each vertex's curvature block
     floored at ``floor``; ``indefinite`` (known from CG) skips the exact attempt.
-    Returns the curvature blocks used and whether they are the exact ones."""
+    Returns the curvature blocks used."""
     floored, needs_floor = floor_blocks(neg_hess, floor)
     exact = symmetric_blocks(neg_hess)
     if indefinite:
         chol.factorize(system.assemble(Qb, floored))
-        return floored, False
+        return floored
     if not needs_floor:
         chol.factorize(system.assemble(Qb, exact))
-        return exact, True
+        return exact
     try:
         chol.factorize(system.assemble(Qb, exact))
-        return exact, True
+        return exact
     except np.linalg.LinAlgError:
         chol.factorize(system.assemble(Qb, floored))
-        return floored, False
+        return floored

@@ -273,22 +273,8 @@ def test_subspace_step_rescues_the_slow_smooth_directions(prior, field, monkeypa
     assert result.converged and result.n_iter <= 20
     assert np.any(loglik(result.theta_t)[2][:, 0, 0] > 0)  # locally convex somewhere
     monkeypatch.setattr(map_module, "_subspace_step",
-                        lambda Qb, neg_hess, grad, d, last, slope: (d, slope))
+                        lambda Qb, neg_hess, grad, d, last: d)
     plain = fit_map(loglik, Q, S, **options)
     assert plain.converged and plain.n_iter > 1.5 * result.n_iter  # measured: 16 vs 31
     np.testing.assert_allclose(result.theta_t, plain.theta_t, atol=1e-6)
 
-
-def test_laplace_logdet_is_that_of_the_floored_curvature(prior, field):
-    """Even where the exact Hessian is positive definite at the mode, vertices with
-    locally convex likelihood enter the log-determinant at the floor, so it does not
-    jump with which of the two Newton matrices the last step used."""
-    rng = np.random.default_rng(9)
-    S = field[:, :1] + rng.normal(0, 0.3, (prior.n_vertices, 1))
-    S[rng.random(prior.n_vertices) < 0.15] += 4.0
-    loglik, Q = student_t(S, 0.3, 2.0), prior.precision(0.1, 20.0)
-    result = fit_map(loglik, Q, S, gtol=1e-9, ftol=1e-20)
-    curvature = -loglik(result.theta_t)[2][:, 0, 0]
-    assert np.any(curvature < 0)
-    floored = Q.toarray() + np.diag(np.maximum(curvature, 1e-8))
-    assert result.logdet_hessian == pytest.approx(np.linalg.slogdet(floored)[1], rel=1e-12)
