@@ -278,10 +278,10 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
         trace_g.append(np.abs(grad).max())
         trace_step.append(step[0])
         trace_cg.append(cg_iter)
-        # Quadratic convergence: a full step that achieved the predicted decrease from a
-        # point where λ²/2 ≤ √ftol leaves λ²/2 ≲ ftol, so no factorisation is needed
-        # to confirm it.
-        if (step[0] == 1.0 and decrement <= np.sqrt(ftol)
+        # Quadratic convergence: a full Newton step that achieved the predicted decrease
+        # from a point where λ²/2 ≤ √ftol leaves λ²/2 ≲ ftol, so no factorisation is
+        # needed to confirm it. A subspace step's decrease says nothing of the kind.
+        if (direction is d and step[0] == 1.0 and decrement <= np.sqrt(ftol)
                 and abs((f_old - f) - decrement) <= 0.1 * decrement):
             converged = True
             break
