@@ -21,6 +21,7 @@ import os
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from threadpoolctl import ThreadpoolController
 
 try:
     from sksparse import cholmod as _cholmod
@@ -28,6 +29,11 @@ except ImportError:  # optional dependency (needs SuiteSparse headers to build)
     _cholmod = None
 
 BACKEND_ENV = "HEMOCOUPLING_CHOLESKY"
+# Triangular solves with a held factor run on one BLAS thread whatever --omp-nthreads
+# says: on fsLR 32k a second OpenBLAS thread made each solve ~6× slower (seed 1 of the
+# issue 7 study, quiet 2-core machine: 51.5 s with two threads, 29.7 s with solves on
+# one, 28.1 s all on one), and the MAP does ~10 solves per factorisation.
+_BLAS = ThreadpoolController()
 
 
 def available_backends() -> tuple[str, ...]:
@@ -147,7 +153,8 @@ class SparseCholesky:
         self._require()
         b = np.asarray(b, dtype=float)
         if self.backend == "cholmod":
-            return self._factor.solve_A(b)
+            with _BLAS.limit(limits=1, user_api="blas"):
+                return self._factor.solve_A(b)
         x = np.empty_like(b)
         x[self._perm] = self._lu.solve(b[self._perm])
         return x
