@@ -53,9 +53,8 @@ def peak_rss_gb() -> float:
 def machine() -> str:
     """Load average and thread settings, printed next to every timing (the 2-core
     machine is shared)."""
-    threads = {k: os.environ.get(k, "unset") for k in ("OMP_NUM_THREADS",)}
     return (f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
-            + ", ".join(f"{k}={v}" for k, v in threads.items()))
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
 def timed(fn, *args, **kwargs):
