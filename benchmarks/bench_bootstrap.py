@@ -53,7 +53,7 @@ from bids_app.io.templates import template_mesh  # noqa: E402
 from bids_app.models import ONE_PARAM  # noqa: E402
 from bids_app.preprocess import clean  # noqa: E402
 from bids_app.prior import SPDEPrior, fem_matrices  # noqa: E402
-from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold  # noqa: E402
+from bids_app.simulate import HCP_1P, NuisancePrior, sample_nuisance, simulate_bold  # noqa: E402
 from bids_app.surrogate import load_surrogate  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -67,13 +67,16 @@ KAPPAS = np.geomspace(5e-4, 5e-1, 4)
 TAU2S = np.geomspace(1e2, 1e6, 5)
 
 
-def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: bool = True):
+def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: bool = True,
+                    nuisance_prior: NuisancePrior = HCP_1P):
     """Mesh prior, true latent field (V,) and raw series (V, T) of one hemisphere.
 
     A hemisphere is smaller than the prior's range √8/κ ≈ 570 mm, so a draw is mostly
     a near-constant offset (at seed 0 about +3 latent units on fsLR: θ pinned at the
     2.5 /s edge, where the likelihood is flat). ``center`` removes that offset so the
-    coverage figures describe a field inside the identifiable range.
+    coverage figures describe a field inside the identifiable range. ``nuisance_prior``
+    is the published HCP calibration (the issue's study) or, as a control where the
+    surrogate's likelihood is right, the surrogate's own training prior.
     """
     rng = np.random.default_rng(seed)
     vertices, faces = template_mesh(space, "L")
@@ -83,7 +86,7 @@ def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: boo
     if center:
         truth_t = truth_t - truth_t.mean()
     theta = ONE_PARAM.to_theta(truth_t[:, None])
-    nuisance = sample_nuisance(HCP_1P, theta.shape[0], rng)
+    nuisance = sample_nuisance(nuisance_prior, theta.shape[0], rng)
     y = simulate_bold(ONE_PARAM, theta, tr, n_frames, nuisance, rng)
     return prior, truth_t, y
 
@@ -233,6 +236,9 @@ def main() -> None:
                         help="cross-fade at block joins, seconds (0: none)")
     parser.add_argument("--no-center", action="store_true",
                         help="keep the prior draw's offset (see synthetic_study)")
+    parser.add_argument("--nuisance", choices=("hcp", "training"), default="hcp",
+                        help="nuisance of the simulated run: the HCP calibration (the "
+                             "issue's study) or the 1p surrogate's training prior (control)")
     parser.add_argument("--report-only", action="store_true",
                         help="skip the periodogram check and the in-process refit timing "
                              "(to report a finished or killed run from --cache-dir)")
@@ -244,14 +250,16 @@ def main() -> None:
     tr, n_frames = study["tr"], study["n_frames"]
 
     t0 = time.perf_counter()
-    prior, truth_t, y = synthetic_study(study["space"], tr, n_frames, args.seed,
-                                        center=not args.no_center)
     surrogate = load_surrogate("1p", tr, n_frames)
+    nuisance = HCP_1P if args.nuisance == "hcp" else surrogate.config.nuisance_prior()
+    prior, truth_t, y = synthetic_study(study["space"], tr, n_frames, args.seed,
+                                        center=not args.no_center, nuisance_prior=nuisance)
     y_clean = clean(y, tr, surrogate.preprocessing)
     t1 = time.perf_counter()
     theta_t_hat, precision, evidence = point_estimate(prior, surrogate, y_clean, tr)
     t2 = time.perf_counter()
-    print(f"study {args.study}: {y.shape[0]} vertices, TR {tr} s, {n_frames} frames; "
+    print(f"study {args.study} ({args.nuisance} nuisance): {y.shape[0]} vertices, "
+          f"TR {tr} s, {n_frames} frames; "
           f"simulate+clean {t1 - t0:.1f} s, point estimate {t2 - t1:.1f} s "
           f"(kappa {evidence.kappa:.3g}, tau2 {evidence.tau2:.3g})", flush=True)
 
