@@ -54,7 +54,7 @@ BATCH = 512
 
 def simulate(prior: NuisancePrior, theta_t: np.ndarray, rng: np.random.Generator,
              surrogate) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spectral features (n, F) and nuisance labels (n, 4): log SNR, φ, log rate, φ."""
+    """Spectral features (n, F) and nuisance labels (n, 3): log SNR, φ, log rate."""
     nuisance = sample_nuisance(prior, len(theta_t), rng)
     raw = simulate_bold(ONE_PARAM, ONE_PARAM.to_theta(theta_t[:, None]), TR, FRAMES,
                         nuisance, rng)
@@ -199,8 +199,9 @@ def main() -> None:
 def phi_profile(flow: ScalarFlow, nuisance_net: NuisanceNet, surrogate, phi_scale: float
                 ) -> None:
     """Is the run's φ identified by the pooled summaries? Profile Σ_v log q(S_v | θ̃, φ,
-    snr_v) over θ̃ for candidate φ, on runs whose vertices share one θ̃ and one φ (the
-    most favourable case: a real run's θ̃ varies over the mesh)."""
+    snr_v) over candidate φ on runs that share one φ: first with one θ̃ shared by every
+    vertex (the most favourable case), then with θ̃ varying and maximised per vertex
+    (the least favourable; a real run's spatial prior sits between the two)."""
     candidates = (0.0, 0.025, 0.05, 0.075, 0.1)
     print("\nprofile log-likelihood over the run's φ (nats below the best candidate; "
           "argmax θ̃ − truth in brackets), HCP calibration, 2000 vertices:")
