@@ -185,6 +185,7 @@ def simulate_training_set(
     preprocessing: Preprocessing,
     rng: np.random.Generator,
     confounds: np.ndarray | None = None,
+    ar_coef: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Simulated (θ̃, cleaned series) pairs for training the surrogate.
 
@@ -205,6 +206,9 @@ def simulate_training_set(
     rng : numpy.random.Generator
     confounds : array (n_frames, k), optional
         Regressors removed as in real data (costs the same degrees of freedom).
+    ar_coef : array (n,), optional
+        The noise's AR(1) coefficient per series instead of the prior's draw, for a
+        caller that conditions on it (a surrogate told the run's noise colour).
 
     Returns
     -------
@@ -218,6 +222,8 @@ def simulate_training_set(
         rows = slice(start, start + CHUNK_SERIES)
         theta = model.to_theta(theta_t[rows])
         nuisance = sample_nuisance(prior, theta.shape[0], rng)
+        if ar_coef is not None:
+            nuisance["ar_coef"] = np.asarray(ar_coef, dtype=float)[rows]
         raw = simulate_bold(model, theta, tr, n_frames, nuisance, rng)
         y_clean[rows] = clean(raw, tr, preprocessing, confounds)
     return theta_t, y_clean
