@@ -50,7 +50,7 @@ def calibration_report(y_clean: np.ndarray, protocol: Protocol, config: Training
                 "vertex_outlier_fraction": float("nan"), "in_distribution": False,
                 "n_bands": 0, "message": "no vertex has any variance: nothing to check"}
     rng = np.random.default_rng(REFERENCE_SEED)
-    _, ref_x = simulate_features(config, N_REFERENCE, rng, protocol=protocol)
+    _, ref_x, _ = simulate_features(config, N_REFERENCE, rng, protocol=protocol)
     nb = config.n_bands
     mask = ref_x[0, nb: 2 * nb] > 0.5
     ref = ref_x[:, :nb][:, mask]

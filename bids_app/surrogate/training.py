@@ -46,6 +46,10 @@ TRAINING_PRIORS: dict[str, NuisancePrior] = {
                         ar_coef=(0.0, 0.1), rate_log_uniform=True),
 }
 
+# The flow's noise-colour input is φ times this, so that φ ∈ [0, 0.1] spans [0, 2], the
+# scale of the other context inputs.
+NOISE_AR_SCALE = 20.0
+
 # Flow depth and width per model. The 2p flow is evaluated by autograd at every Newton
 # step for every vertex, so it is kept small enough for < 1 s per 32k vertices.
 FLOW_SIZES: dict[str, tuple[int, int]] = {"1p": (4, 64), "2p": (3, 32)}
@@ -76,6 +80,11 @@ class TrainingConfig:
         Held-out series for the validation metrics.
     block : int
         Series simulated per protocol draw.
+    noise_context : bool
+        Tell the flow the noise's AR(1) coefficient φ (default for 1p): q(S | θ̃, φ)
+        instead of a q that averages over φ, which biases θ̃ wherever the data's noise
+        colour is not the prior's average (benchmarks/bench_nuisance_bias.py). The
+        workflow selects a run's φ by Laplace evidence.
     """
 
     model: str
@@ -100,8 +109,11 @@ class TrainingConfig:
     n_bands: int = N_BANDS
     threads: int = 1
     prior: dict = field(default_factory=dict)
+    noise_context: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.noise_context is None:
+            self.noise_context = self.model == "1p"
         if not self.prior:
             self.prior = TRAINING_PRIORS[self.model].to_dict()
         layers, hidden = FLOW_SIZES[self.model]
@@ -111,6 +123,11 @@ class TrainingConfig:
         self.frames_range = tuple(self.frames_range)
         self.lowpass_range = tuple(self.lowpass_range)
         self.confounds = tuple(self.confounds)
+
+    @property
+    def n_context(self) -> int:
+        """Flow context width: θ̃, then φ (if told), then the protocol vector."""
+        return (1 if self.model == "1p" else 2) + int(self.noise_context) + N_PROTOCOL
 
     def nuisance_prior(self) -> NuisancePrior:
         return NuisancePrior(**{k: tuple(v) if isinstance(v, list) else v
@@ -136,28 +153,31 @@ def draw_protocol(config: TrainingConfig, rng: np.random.Generator) -> Protocol:
 def simulate_features(config: TrainingConfig, n: int, rng: np.random.Generator,
                       protocol: Protocol | None = None,
                       progress: Callable[[int], None] | None = None,
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Simulated (θ̃ (n, P), features (n, F)) over random protocols (or a fixed one).
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simulated (θ̃ (n, P), features (n, F), noise AR(1) φ (n,)) over random protocols
+    (or a fixed one).
 
     Each block of ``config.block`` series shares one protocol and one simulated
     confounds table, as the vertices of a run share theirs.
     """
     prior = config.nuisance_prior()
-    thetas, feats = [], []
+    thetas, feats, phis = [], [], []
     done = 0
     while done < n:
         size = min(config.block, n - done)
         proto = protocol or draw_protocol(config, rng)
         regressors = regressors_of_count(proto.n_regressors, proto.n_frames, proto.tr, rng)
+        phi = rng.uniform(*prior.ar_coef, size)
         theta_t, y = simulate_training_set(config.model, size, proto.tr, proto.n_frames,
                                            prior, Preprocessing(lowpass=proto.lowpass), rng,
-                                           confounds=regressors)
+                                           confounds=regressors, ar_coef=phi)
         thetas.append(theta_t)
         feats.append(feature_matrix(y, proto, config.n_bands))
+        phis.append(phi.astype(np.float32))
         done += size
         if progress:
             progress(size)
-    return np.concatenate(thetas), np.concatenate(feats)
+    return np.concatenate(thetas), np.concatenate(feats), np.concatenate(phis)
 
 
 def _cosine_lr(config: TrainingConfig, epoch: int, epochs: int) -> float:
@@ -188,7 +208,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.summary = SummaryNet(n_features, n_params, config.summary_hidden,
                                   config.summary_layers)
-        self.flow = build_flow(n_params, n_params + N_PROTOCOL, n_layers=config.flow_layers,
+        self.flow = build_flow(n_params, config.n_context, n_layers=config.flow_layers,
                                hidden=config.flow_hidden, num_bins=config.flow_bins)
         self.history: dict[str, list[float]] = {"summary": [], "flow": []}
         self.elapsed = 0.0
@@ -219,8 +239,8 @@ class Trainer:
         bar = _progress(2 * cfg.n_train + cfg.n_val, "simulate")
         out = {}
         for name, n in (("summary", cfg.n_train), ("flow", cfg.n_train), ("val", cfg.n_val)):
-            out[f"{name}_theta"], out[f"{name}_x"] = simulate_features(cfg, n, rng,
-                                                                      progress=bar.update)
+            out[f"{name}_theta"], out[f"{name}_x"], out[f"{name}_ar"] = simulate_features(
+                cfg, n, rng, progress=bar.update)
         bar.close()
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, **out)
@@ -290,7 +310,10 @@ class Trainer:
         s = self.summaries(data[f"{name}_x"])
         theta = torch.from_numpy(data[f"{name}_theta"])
         proto = torch.from_numpy(data[f"{name}_x"][:, -N_PROTOCOL:])
-        return s, torch.cat([theta, proto], dim=1)
+        if not self.config.noise_context:
+            return s, torch.cat([theta, proto], dim=1)
+        phi = torch.from_numpy(data[f"{name}_ar"])[:, None] * NOISE_AR_SCALE
+        return s, torch.cat([theta, phi, proto], dim=1)
 
     def _fit_flow(self, data: dict, state: dict | None) -> None:
         cfg = self.config

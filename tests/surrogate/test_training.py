@@ -64,7 +64,19 @@ def test_cli_writes_a_loadable_surrogate(tmp_path):
     assert card["config"]["seed"] == 3 and len(card["sha256"]) == 64
     surrogate = read_surrogate(out / "tiny-1p.json")
     y = np.random.default_rng(0).standard_normal((4, 160)).astype(np.float32)
-    assert surrogate.summarize(y, 1.0).shape == (4, 1)
+    s = surrogate.summarize(y, 1.0)
+    assert s.shape == (4, 1)
+    # The 1p flow is told the noise AR(1) coefficient: candidates span the trained range.
+    np.testing.assert_allclose(surrogate.noise_ar_candidates, np.linspace(0.0, 0.1, 5))
+    white, coloured = (surrogate.loglik(s, 1.0, 160, noise_ar=phi)(np.zeros((4, 1)))[0]
+                       for phi in (0.0, 0.1))
+    assert not np.allclose(white, coloured)
+
+
+def test_training_noise_colour_is_drawn_per_series_and_returned():
+    config = _tiny()
+    _, _, phi = simulate_features(config, 300, np.random.default_rng(5))
+    assert phi.shape == (300,) and 0.0 <= phi.min() < 0.02 and 0.08 < phi.max() <= 0.1
 
 
 def test_cli_usage_error_exits_64(tmp_path):
@@ -86,8 +98,8 @@ def test_training_regressors_take_slow_power_and_are_an_input():
     slow = slice(0, 12)  # bands below ~0.02 Hz
     feats = {}
     for k in (0, 36):
-        _, x = simulate_features(config, 256, np.random.default_rng(4),
-                                 protocol=Protocol(1.0, 200, None, k))
+        _, x, _ = simulate_features(config, 256, np.random.default_rng(4),
+                                    protocol=Protocol(1.0, 200, None, k))
         feats[k] = x
     mask = feats[0][0, N_BANDS: 2 * N_BANDS][slow] > 0.5
     assert mask.any()
