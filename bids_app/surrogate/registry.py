@@ -35,12 +35,14 @@ from bids_app.surrogate.likelihood import (
     table_error,
 )
 from bids_app.surrogate.networks import SummaryNet, build_flow
-from bids_app.surrogate.training import Trainer, TrainingConfig
+from bids_app.surrogate.training import NOISE_AR_SCALE, Trainer, TrainingConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED = {"1p": "hemocoupling-1p-v3", "2p": "hemocoupling-2p-v3"}
+SHIPPED = {"1p": "hemocoupling-1p-v4", "2p": "hemocoupling-2p-v3"}
 # TRs a little outside the trained range are still served (rounding in sidecars).
 TR_TOLERANCE = 0.01
+# Noise AR(1) coefficients a run is compared at (evenly over the trained range).
+N_NOISE_AR = 5
 
 
 def sha256_of(path: Path) -> str:
@@ -66,14 +68,15 @@ class Surrogate:
 
     def __init__(self, card: dict, state: dict[str, torch.Tensor], lowpass: float | None):
         self.card = card
-        self.config = TrainingConfig(**card["config"])
+        # Cards written before the noise-colour input existed describe flows without it.
+        self.config = TrainingConfig(**{"noise_context": False, **card["config"]})
         self.model: HRFModel = MODELS[self.config.model]
         self.lowpass = lowpass
         self.preprocessing = Preprocessing(lowpass=lowpass)
         p = self.model.n_params
         self.summary = SummaryNet(2 * self.config.n_bands + N_PROTOCOL, p,
                                   self.config.summary_hidden, self.config.summary_layers)
-        self.flow = build_flow(p, p + N_PROTOCOL, n_layers=self.config.flow_layers,
+        self.flow = build_flow(p, self.config.n_context, n_layers=self.config.flow_layers,
                                hidden=self.config.flow_hidden, num_bins=self.config.flow_bins)
         self.summary.load_state_dict({k[8:]: v for k, v in state.items()
                                       if k.startswith("summary.")})
@@ -96,6 +99,18 @@ class Surrogate:
         regressors = round(protocol.n_regressors * frames / protocol.n_frames)
         return Protocol(protocol.tr, frames, protocol.lowpass, regressors)
 
+    @property
+    def noise_ar_candidates(self) -> np.ndarray | None:
+        """Run-level noise AR(1) coefficients to select among by evidence (None: the
+        flow averages over the noise colour and takes no φ)."""
+        if not self.config.noise_context:
+            return None
+        return np.linspace(*self.config.prior["ar_coef"], N_NOISE_AR)
+
+    def conditioning(self, protocol: Protocol, noise_ar: float | None) -> np.ndarray:
+        """The flow context after θ̃: (φ scaled, if the flow takes it) + protocol."""
+        return conditioning_vector(self.config, protocol, noise_ar)
+
     # -- the contract ---------------------------------------------------------------------
     def summarize(self, y_clean: np.ndarray, tr: float, n_regressors: int = 0) -> np.ndarray:
         """S(y) ≈ E[θ̃ | y] per vertex, (V, P) float32, from cleaned series (V, T) from
@@ -105,28 +120,39 @@ class Surrogate:
         with torch.no_grad():
             return self.summary(torch.from_numpy(x)).numpy()
 
-    def loglik(self, summaries: np.ndarray, tr: float, n_frames: int, n_regressors: int = 0
-               ) -> LoglikFn:
-        """Per-vertex log q(S_v | θ̃_v) with θ̃-gradient and Hessian (CONTRIBUTING.md)."""
+    def loglik(self, summaries: np.ndarray, tr: float, n_frames: int, n_regressors: int = 0,
+               noise_ar: float | None = None) -> LoglikFn:
+        """Per-vertex log q(S_v | θ̃_v[, φ]) with θ̃-gradient and Hessian
+        (CONTRIBUTING.md); ``noise_ar`` is the run's noise AR(1) coefficient φ, required
+        when :attr:`noise_ar_candidates` is not None."""
         proto = self.context_protocol(self.protocol(tr, n_frames, n_regressors))
-        vec = protocol_vector(proto)
         summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
         if self.model.n_params == 1:
-            return self.table(proto).bind(summaries)
-        return flow_loglik(self.flow, summaries, vec)
+            return self.table(proto, noise_ar).bind(summaries)
+        return flow_loglik(self.flow, summaries, self.conditioning(proto, noise_ar))
+
+    def candidate_logliks(self, summaries: np.ndarray, tr: float, n_frames: int,
+                          n_regressors: int = 0) -> tuple[list[float | None], list[LoglikFn]]:
+        """One :meth:`loglik` per noise AR(1) candidate (a single one, φ None, for
+        surrogates not told the noise colour), to select among by evidence."""
+        candidates = self.noise_ar_candidates
+        phis = [None] if candidates is None else [float(v) for v in candidates]
+        return phis, [self.loglik(summaries, tr, n_frames, n_regressors, noise_ar=phi)
+                      for phi in phis]
 
     def exact_loglik(self, summaries: np.ndarray, tr: float, n_frames: int,
-                     n_regressors: int = 0) -> LoglikFn:
+                     n_regressors: int = 0, noise_ar: float | None = None) -> LoglikFn:
         """Same contract by autograd through the flow (no tabulation); for checks."""
         proto = self.context_protocol(self.protocol(tr, n_frames, n_regressors))
         summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
-        return autograd_loglik(self.flow, summaries, protocol_vector(proto))
+        return autograd_loglik(self.flow, summaries, self.conditioning(proto, noise_ar))
 
-    def table(self, protocol: Protocol) -> LoglikTable:
-        """The (cached) tabulation of the 1p flow for one protocol."""
-        key = (protocol.tr, protocol.n_frames, protocol.lowpass, protocol.n_regressors)
+    def table(self, protocol: Protocol, noise_ar: float | None = None) -> LoglikTable:
+        """The (cached) tabulation of the 1p flow for one protocol (and φ)."""
+        vec = self.conditioning(protocol, noise_ar)
+        key = tuple(vec.tolist())
         if key not in self._tables:
-            self._tables[key] = LoglikTable(self.flow, protocol_vector(protocol))
+            self._tables[key] = LoglikTable(self.flow, vec)
         return self._tables[key]
 
     def check_calibration(self, y_clean: np.ndarray, tr: float, n_regressors: int = 0) -> dict:
@@ -136,6 +162,18 @@ class Surrogate:
 
         proto = self.protocol(tr, np.shape(y_clean)[-1], n_regressors)
         return calibration_report(y_clean, proto, self.config)
+
+
+def conditioning_vector(config: TrainingConfig, protocol: Protocol, noise_ar: float | None
+                        ) -> np.ndarray:
+    """Flow context after θ̃, in training order (see ``Trainer._flow_inputs``)."""
+    vec = protocol_vector(protocol)
+    if not config.noise_context:
+        return vec
+    if noise_ar is None:
+        raise ValueError("this surrogate's flow is told the noise AR(1) coefficient: pass "
+                         "noise_ar (one of Surrogate.noise_ar_candidates)")
+    return np.concatenate([[noise_ar * NOISE_AR_SCALE], vec]).astype(vec.dtype)
 
 
 def _effective_lowpass(tr: float, lowpass: float | None) -> float | None:
@@ -224,8 +262,11 @@ def _table_check(trainer: Trainer) -> dict:
     if trainer.config.model != "1p":
         return {}
     proto = Protocol(0.72, min(1200, int(trainer.config.frames_range[1])))
+    noise_ar = float(np.mean(trainer.config.prior["ar_coef"]))
+    vec = conditioning_vector(trainer.config, proto, noise_ar)
     return {"loglik_table_error": {"protocol": [proto.tr, proto.n_frames],
-                                   **table_error(trainer.flow, protocol_vector(proto))}}
+                                   "noise_ar": noise_ar if trainer.config.noise_context else None,
+                                   **table_error(trainer.flow, vec)}}
 
 
 def design_notes(config: TrainingConfig) -> dict:
@@ -297,7 +338,16 @@ def design_notes(config: TrainingConfig) -> dict:
                  "functions, knots from SiLU context nets) alternating with conditional "
                  "affines" if config.model == "1p" else
                  "nflows masked autoregressive rational-quadratic splines, SiLU MADE"),
-        "loglik": ("bicubic tabulation of log q on (S, θ̃) per protocol, analytic "
+        "noise_colour": (
+            "the flow's context is (θ̃, 20·φ, protocol): it is told the noise AR(1) "
+            "coefficient φ the series were simulated with (drawn per series from the "
+            "nuisance prior), so q(S | θ̃, φ) does not average over noise colours. The "
+            f"workflow scores {N_NOISE_AR} run-level φ spanning the trained range by "
+            "Laplace evidence, each at its own (κ, τ²), and keeps the best. Reason: "
+            "a flow averaging over φ ∈ [0, 0.1] placed white-noise (HCP-calibrated) runs "
+            "0.07–0.135 latent units slow (benchmarks/bench_nuisance_bias.py)"
+            if config.noise_context else "not an input: q averages over the prior's φ"),
+        "loglik": ("bicubic tabulation of log q on (S, θ̃) per protocol and φ, analytic "
                    "derivatives" if config.model == "1p" else
                    "exact forward-mode second-order propagation through the flow "
                    "(surrogate.flow_derivatives); autograd if its structure is unknown"),
