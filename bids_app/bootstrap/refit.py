@@ -46,6 +46,9 @@ class MapRefit:
     n_regressors : int
         Confound columns removed from the original run; resamples of its cleaned series
         are summarised as such series (the surrogate is conditioned on the count).
+    noise_ar : float, optional
+        The run's noise AR(1) coefficient selected with the point estimate, for
+        surrogates told it; fixed in refits like κ and τ².
 
     Notes
     -----
@@ -65,6 +68,7 @@ class MapRefit:
     observed: np.ndarray | None = None
     map_options: dict = field(default_factory=dict)
     n_regressors: int = 0
+    noise_ar: float | None = None
 
     @property
     def cache_token(self) -> str:
@@ -74,7 +78,7 @@ class MapRefit:
         parts = [str(card.get("sha256", card.get("id", ""))), array_digest(q.data),
                  array_digest(q.indices), array_digest(np.asarray(self.theta_t0)),
                  repr(float(self.tr)), repr(sorted(self.map_options.items())),
-                 str(self.n_regressors),
+                 str(self.n_regressors), repr(self.noise_ar),
                  "all" if self.observed is None else array_digest(np.asarray(self.observed))]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
@@ -83,7 +87,8 @@ class MapRefit:
         spec = replace(self.surrogate.preprocessing, lowpass=None)
         y_clean = clean_by_rows(y, self.tr, spec)
         summaries = self.surrogate.summarize(y_clean, self.tr, self.n_regressors)
-        loglik = self.surrogate.loglik(summaries, self.tr, y_clean.shape[1], self.n_regressors)
+        loglik = self.surrogate.loglik(summaries, self.tr, y_clean.shape[1], self.n_regressors,
+                                       noise_ar=self.noise_ar)
         token = self.cache_token
         if token not in _CHOLESKY:
             _CHOLESKY.clear()  # keep one: a process runs one hemisphere at a time

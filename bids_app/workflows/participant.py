@@ -51,8 +51,9 @@ class HemisphereFit:
     record : dict
         Sidecar values (κ, τ², evidence, convergence, calibration, exclusions, ...).
     loglik_parts : list
-        (surrogate, summaries (n, P), tr, n_frames, n_regressors) per run, for combining
-        runs (each run's likelihood is conditioned on its own confound count).
+        (surrogate, summaries (n, P), tr, n_frames, n_regressors, noise_ar) per run, for
+        combining runs (each run's likelihood is conditioned on its own confound count
+        and selected noise colour).
     mesh : tuple
         (vertices, faces) used by the prior, for the report.
     deconvolved : array (n, T) or None
@@ -146,9 +147,13 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
         where=f"{run.prefix} hemi-{hemi}")
     n_reg = selection.n_regressors
     summaries = surrogate.summarize(y_clean, data.tr, n_reg)
-    loglik = surrogate.loglik(summaries, data.tr, selection.n_frames, n_reg)
-    theta_t, record = fit_map_with_evidence(loglik, fem, summaries, config,
-                                            where=f"{run.prefix} hemi-{hemi}")
+    noise_ars, logliks = surrogate.candidate_logliks(summaries, data.tr, selection.n_frames,
+                                                     n_reg)
+    theta_t, record = fit_map_with_evidence(logliks, fem, summaries, config,
+                                            where=f"{run.prefix} hemi-{hemi}",
+                                            noise_ars=surrogate.noise_ar_candidates)
+    noise_ar = noise_ars[record["candidate"]]
+    loglik = logliks[record.pop("candidate")]
     record.update(
         identifiability=identifiability(loglik, theta_t, surrogate.model, record["kappa"],
                                         fem),
@@ -163,7 +168,7 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
     intervals = None
     if config.bootstrap != "none":
         intervals, record["bootstrap"] = bootstrap_intervals(
-            y_clean, theta_t, record["precision"], surrogate, data.tr, n_reg, config,
+            y_clean, theta_t, record["precision"], surrogate, data.tr, n_reg, noise_ar, config,
             cache=config.work_dir / "bootstrap" / f"{run.prefix}_hemi-{hemi}")
     record.pop("precision")
     deconvolved = None
@@ -171,7 +176,8 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
         theta = surrogate.model.to_theta(theta_t)
         deconvolved = wiener_deconvolve(y_clean, theta, surrogate.model, data.tr)
     return HemisphereFit(block.n_vertices, fitted, theta_t, intervals, record,
-                         [(surrogate, summaries, data.tr, selection.n_frames, n_reg)],
+                         [(surrogate, summaries, data.tr, selection.n_frames, n_reg,
+                           noise_ar)],
                          (vertices, faces), deconvolved)
 
 
@@ -220,19 +226,25 @@ def mesh_prior_support(vertices: np.ndarray, faces: np.ndarray, observed: np.nda
     return fem, np.isin(observed, fem.vertex_index)
 
 
-def fit_map_with_evidence(loglik, fem, theta_t0: np.ndarray, config: Config, where: str = ""
+def fit_map_with_evidence(logliks: list, fem, theta_t0: np.ndarray, config: Config,
+                          where: str = "", noise_ars: np.ndarray | None = None
                           ) -> tuple[np.ndarray, dict[str, Any]]:
-    """MAP under the SPDE prior with (κ, τ²) maximising the Laplace evidence on the grid;
-    warns (naming ``where``) when the selection sits on the edge of a searched axis."""
-    from bids_app.inference import select_hyperparameters
+    """MAP under the SPDE prior with (κ, τ²), and the likelihood among ``logliks`` (one per
+    noise AR(1) coefficient in ``noise_ars``, or one), maximising the Laplace evidence;
+    warns (naming ``where``) when a selection sits on the edge of a searched axis.
+
+    The record's "candidate" is the index of the selected likelihood."""
     from bids_app.inference.evidence import evidence_gap, grid_boundary
+    from bids_app.inference.likelihood_choice import select_likelihood
     from bids_app.prior import SPDEPrior
 
     prior = SPDEPrior(fem)
-    evidence = select_hyperparameters(loglik, prior, np.asarray(theta_t0, dtype=float),
-                                      config.kappas, config.tau2s)
+    choice = select_likelihood(logliks, prior, np.asarray(theta_t0, dtype=float),
+                               config.kappas, config.tau2s)
+    evidence = choice.evidence
     best = evidence.map_result
     record = {
+        "candidate": choice.index,
         "kappa": float(evidence.kappa),
         "tau2": float(evidence.tau2),
         "log_evidence": float(evidence.log_evidence),
@@ -247,7 +259,23 @@ def fit_map_with_evidence(loglik, fem, theta_t0: np.ndarray, config: Config, whe
     edges = record["hyperparameter_selection"]["OnGridBoundary"]
     if edges:
         LOGGER.warning("%s: %s", where, boundary_warning(edges, record))
+    if noise_ars is not None:
+        record["hyperparameter_selection"]["NoiseAR"] = noise_ar_record(choice, noise_ars)
+        if choice.index == len(noise_ars) - 1:
+            LOGGER.warning("%s: the noise is at least as autocorrelated (AR(1) φ %.3g) as the "
+                           "most the surrogate was trained for; θ may read slow", where,
+                           noise_ars[-1])
     return np.asarray(best.theta_t, dtype=float), record
+
+
+def noise_ar_record(choice, noise_ars: np.ndarray) -> dict[str, Any]:
+    """Sidecar values of the noise-colour selection."""
+    return {"Selected": float(noise_ars[choice.index]),
+            "Candidates": [float(v) for v in noise_ars],
+            "LogEvidence": [float(v) for v in choice.profile],
+            "Kappa": [float(v) for v in choice.kappas],
+            "Tau2": [float(v) for v in choice.tau2s],
+            "Method": "Laplace evidence, each candidate at its own selected kappa, tau2"}
 
 
 _AXIS_LABELS = {"kappa": ("κ", " /mm", "--kappa"), "tau2": ("τ²", "", "--tau2")}
@@ -306,15 +334,17 @@ def convergence_record(result) -> dict[str, Any]:
 
 
 def bootstrap_intervals(y_clean, theta_t, precision, surrogate, tr, n_regressors: int,
-                        config: Config, cache: Path):
+                        noise_ar: float | None, config: Config, cache: Path):
     """Single or double block bootstrap of the latent map, mapped to reported parameters.
 
     Resamples are summarised as series from which ``n_regressors`` confounds were
-    removed: they are resampled from such series."""
+    removed: they are resampled from such series. Like κ and τ², the noise colour
+    ``noise_ar`` stays at the point estimate's value."""
     from bids_app.bootstrap import double_bootstrap, natural_intervals
     from bids_app.bootstrap.refit import MapRefit
 
-    refit = MapRefit(surrogate, precision, theta_t, tr, n_regressors=n_regressors)
+    refit = MapRefit(surrogate, precision, theta_t, tr, n_regressors=n_regressors,
+                     noise_ar=noise_ar)
     options = dict(mode=config.bootstrap, B=config.n_boot, R=config.n_inner,
                    block_s=config.block_length, seed=config.random_seed, n_jobs=config.nprocs,
                    cache_dir=cache, progress=config.verbose > 0)
@@ -342,15 +372,16 @@ def combine_runs(runs: list[SurfaceRun], fits: dict[str, dict[str, HemisphereFit
         common = common[keep]
         logliks = []
         for part in parts:
-            surrogate, summaries, tr, n_frames, n_reg = part.loglik_parts[0]
+            surrogate, summaries, tr, n_frames, n_reg, noise_ar = part.loglik_parts[0]
             rows = np.searchsorted(part.fitted, common)
-            logliks.append(surrogate.loglik(summaries[rows], tr, n_frames, n_reg))
+            logliks.append(surrogate.loglik(summaries[rows], tr, n_frames, n_reg, noise_ar))
         start = np.mean([part.loglik_parts[0][1][np.searchsorted(part.fitted, common)]
                          for part in parts], axis=0)
         loglik = summed_loglik(logliks)
-        theta_t, record = fit_map_with_evidence(loglik, fem, start, config,
+        theta_t, record = fit_map_with_evidence([loglik], fem, start, config,
                                                 where=f"{runs[0].prefix} combined hemi-{hemi}")
         record.pop("precision")
+        record.pop("candidate")
         first = parts[0].record
         record.update(
             identifiability=identifiability(loglik, theta_t, parts[0].loglik_parts[0][0].model,

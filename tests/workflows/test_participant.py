@@ -163,6 +163,12 @@ def test_selection_on_a_grid_edge_is_logged_and_recorded(dataset, tmp_path):
         assert selection["OnGridBoundary"] == {"kappa": edge}
         surface = np.asarray(record["EvidenceGrid"]["LogEvidence"]).ravel()
         assert selection["LogEvidenceGap"] == pytest.approx(abs(surface[0] - surface[1]))
+        # The run's noise colour is chosen with κ, τ² by the same evidence.
+        noise = selection["NoiseAR"]
+        best = int(np.argmax(noise["LogEvidence"]))
+        assert len(noise["Candidates"]) == 5 and noise["Selected"] == noise["Candidates"][best]
+        assert noise["Kappa"][best] == record["Kappa"]
+        assert noise["LogEvidence"][best] == pytest.approx(np.nanmax(surface))
 
 
 def test_cifti_input_gives_cifti_maps(copy, tmp_path):
