@@ -48,7 +48,7 @@ from bids_app.bootstrap import block_frames, double_bootstrap, natural_intervals
 from bids_app.bootstrap.double import resample_indices, resample_series  # noqa: E402
 from bids_app.bootstrap.refit import MapRefit  # noqa: E402
 from bids_app.bootstrap.resample import fade_frames  # noqa: E402
-from bids_app.inference import select_hyperparameters  # noqa: E402
+from bids_app.inference.likelihood_choice import select_likelihood  # noqa: E402
 from bids_app.io.templates import template_mesh  # noqa: E402
 from bids_app.models import ONE_PARAM  # noqa: E402
 from bids_app.preprocess import clean  # noqa: E402
@@ -94,11 +94,12 @@ def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: boo
 def point_estimate(prior: SPDEPrior, surrogate, y_clean: np.ndarray, tr: float):
     """Evidence-selected MAP, as the participant workflow computes it."""
     summaries = surrogate.summarize(y_clean, tr)
-    loglik = surrogate.loglik(summaries, tr, y_clean.shape[1])
+    noise_ars, logliks = surrogate.candidate_logliks(summaries, tr, y_clean.shape[1])
     theta_t0 = np.asarray(summaries, dtype=float).reshape(y_clean.shape[0], -1)
-    evidence = select_hyperparameters(loglik, prior, theta_t0, KAPPAS, TAU2S)
+    choice = select_likelihood(logliks, prior, theta_t0, KAPPAS, TAU2S)
+    evidence = choice.evidence
     precision = prior.precision(evidence.kappa, evidence.tau2)
-    return np.asarray(evidence.map.theta_t), precision, evidence
+    return np.asarray(evidence.map.theta_t), precision, evidence, noise_ars[choice.index]
 
 
 def refit_cost(refit: MapRefit, y_clean: np.ndarray, tr: float, n: int = 3) -> tuple[float, float]:
@@ -149,11 +150,12 @@ def periodogram_check(y_clean: np.ndarray, surrogate, tr: float, block_s: float,
             print(f"  fade {fade} frames, {level}: {ratios}")
 
 
-def likelihood_mle(surrogate, y_clean: np.ndarray, tr: float) -> np.ndarray:
-    """Per-vertex maximiser of the surrogate log-likelihood alone (no prior), on a
-    0.025-wide latent grid over [−4, 4]."""
+def likelihood_mle(surrogate, y_clean: np.ndarray, tr: float, noise_ar: float | None
+                   ) -> np.ndarray:
+    """Per-vertex maximiser of the surrogate log-likelihood alone (no prior, noise colour
+    as selected), on a 0.025-wide latent grid over [−4, 4]."""
     summaries = surrogate.summarize(y_clean, tr)
-    loglik = surrogate.loglik(summaries, tr, y_clean.shape[1])
+    loglik = surrogate.loglik(summaries, tr, y_clean.shape[1], noise_ar=noise_ar)
     grid = np.linspace(-4.0, 4.0, 321)
     values = np.stack([loglik(np.full((y_clean.shape[0], 1), g))[0] for g in grid])
     return grid[values.argmax(axis=0)]
@@ -256,14 +258,15 @@ def main() -> None:
                                         center=not args.no_center, nuisance_prior=nuisance)
     y_clean = clean(y, tr, surrogate.preprocessing)
     t1 = time.perf_counter()
-    theta_t_hat, precision, evidence = point_estimate(prior, surrogate, y_clean, tr)
+    theta_t_hat, precision, evidence, noise_ar = point_estimate(prior, surrogate, y_clean, tr)
     t2 = time.perf_counter()
     print(f"study {args.study} ({args.nuisance} nuisance): {y.shape[0]} vertices, "
           f"TR {tr} s, {n_frames} frames; "
           f"simulate+clean {t1 - t0:.1f} s, point estimate {t2 - t1:.1f} s "
-          f"(kappa {evidence.kappa:.3g}, tau2 {evidence.tau2:.3g})", flush=True)
+          f"(kappa {evidence.kappa:.3g}, tau2 {evidence.tau2:.3g}, noise AR {noise_ar})",
+          flush=True)
 
-    refit = MapRefit(surrogate, precision, theta_t_hat, tr)
+    refit = MapRefit(surrogate, precision, theta_t_hat, tr, noise_ar=noise_ar)
     if not args.report_only:
         periodogram_check(y_clean, surrogate, tr, args.block_s, args.fade_s)
         refit(y_clean)  # first call builds the sparse analysis, as each worker does once
@@ -271,7 +274,7 @@ def main() -> None:
         print(f"per refit ({y.shape[0]} vertices, in-process): {wall:.2f} s wall, "
               f"{cpu:.2f} CPU-s; B=100, R=10 (1100 refits) on 2 idle cores ~ "
               f"{1100 * cpu / 2 / 60:.1f} min", flush=True)
-    mle_t = likelihood_mle(surrogate, y_clean, tr)
+    mle_t = likelihood_mle(surrogate, y_clean, tr, noise_ar)
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or tmp
         cpu_before = _cpu_seconds()

@@ -36,6 +36,7 @@ import numpy as np
 from bids_app.inference import fit_map, select_hyperparameters
 from bids_app.inference.analytic import GaussianLoglik, PoissonLoglik
 from bids_app.inference.evidence import SEARCHES
+from bids_app.inference.likelihood_choice import select_likelihood
 from bids_app.inference.system import NewtonSystem, block_prior
 from bids_app.prior import SparseCholesky, SPDEPrior, fem_matrices
 
@@ -225,11 +226,12 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
         y_clean = clean(y, tr, surrogate.preprocessing)
         summaries, t_sum, _ = timed(surrogate.summarize, y_clean, tr)
         summaries = np.asarray(summaries, dtype=float)
-        loglik = surrogate.loglik(summaries, tr, n_frames)
-        chol, counted = TimedCholesky(), CountedLoglik(loglik)
+        noise_ars, logliks = surrogate.candidate_logliks(summaries, tr, n_frames)
+        chol, counted = TimedCholesky(), [CountedLoglik(f) for f in logliks]
         at_truth = {"kappa": kappa, "tau2": tau2} if fixed else {}
-        result, wall, cpu = timed(select_hyperparameters, counted, prior, summaries, chol=chol,
+        choice, wall, cpu = timed(select_likelihood, counted, prior, summaries, chol=chol,
                                   search=search, **at_truth)
+        result, loglik = choice.evidence, logliks[choice.index]
         print(f"{name} synthetic study: {mesh_name} ({prior.n_vertices} vertices), TR {tr} "
               f"s, {n_frames} frames, surrogate {surrogate.card.get('id')}, truth κ={kappa} "
               f"τ²={tau2}, seed {seed}; simulate {t_sim:.1f} s, summarise {t_sum:.1f} s")
@@ -239,7 +241,9 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
               f"spatial sd {np.round(theta_true.std(0), 4)}")
         print(f"  evidence-selected MAP ({search}): {wall:.1f} s wall, {cpu:.1f} CPU-s, "
               f"{chol.n_factorizations} factorisations, κ̂={result.kappa:g} (truth {kappa}), "
-              f"τ̂²={result.tau2:g}, converged {result.map.converged}, restart from S(y) "
+              f"τ̂²={result.tau2:g}, noise AR φ̂={noise_ars[choice.index]} (log evidence − max "
+              f"over {noise_ars}: {np.round(choice.profile - choice.profile.max(), 1)}), "
+              f"converged {result.map.converged}, restart from S(y) "
               f"{result.restart_gain:+.2f} nats, "
               f"peak RSS {peak_rss_gb():.2f} GB; {machine()}")
         print("  log-evidence surface − max (rows κ", np.round(result.kappas, 5), ", cols τ²",
@@ -247,7 +251,8 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
         print(np.round(result.surface - result.log_evidence, 1))
         print("  Newton iterations per grid point:", result.iterations.tolist(),
               f"(total {int(result.iterations[result.iterations >= 0].sum())}, refinement "
-              f"included); loglik {counted.calls} calls, {counted.cpu:.1f} CPU-s; "
+              f"included, selected candidate); loglik {sum(c.calls for c in counted)} calls, "
+              f"{sum(c.cpu for c in counted):.1f} CPU-s; "
               f"{chol.summary()}")
         print(accuracy(model, "pointwise S(y)", summaries, truth))
         if model.n_params == 1:
