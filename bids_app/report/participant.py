@@ -203,14 +203,17 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
         for key, value in (record.get("Convergence") or {}).items():
             if not isinstance(value, (list, dict)) and key not in convergence_keys:
                 convergence_keys.append(key)
-    section.convergence_header = ["hemisphere", "κ (1/mm)", "τ²", "log evidence", *convergence_keys]
+    section.convergence_header = ["hemisphere", "κ (1/mm)", "τ²", "noise AR(1) φ",
+                                  "log evidence", *convergence_keys]
     for label, record in records:
         convergence = record.get("Convergence") or {}
+        noise = (record.get("HyperparameterSelection") or {}).get("NoiseAR") or {}
         section.convergence_rows.append(
             [
                 label,
                 format_value(record.get("Kappa")),
                 format_value(record.get("Tau2")),
+                format_value(noise.get("Selected")),
                 format_value(record.get("LogEvidence")),
                 *(format_value(convergence.get(k)) for k in convergence_keys),
             ]
@@ -233,6 +236,11 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
                 "evidence may peak outside the grid: rerun with a wider --kappa/--tau2 list "
                 "or fix them."
             )
+        if noise and noise.get("Selected") == max(noise.get("Candidates") or [None]):
+            section.notes.append(
+                f"{label}: the noise is at least as autocorrelated (AR(1) φ "
+                f"{format_value(noise['Selected'])}) as the most the surrogate was trained "
+                "for; θ may read slow.")
         check = record.get("CalibrationCheck") or {}
         if check.get("in_distribution", check.get("Passed")) is False:
             message = check.get("message") or "outside the surrogate's training distribution"

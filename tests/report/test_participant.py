@@ -80,8 +80,9 @@ def _metadata(hemi_values: bool = False) -> FitMetadata:
     )
 
 
-def selection(gap: float, **edges: str) -> dict:
-    return {"Method": "Laplace evidence grid", "OnGridBoundary": edges, "LogEvidenceGap": gap}
+def selection(gap: float, noise_ar: float = 0.025, **edges: str) -> dict:
+    return {"Method": "Laplace evidence grid", "OnGridBoundary": edges, "LogEvidenceGap": gap,
+            "NoiseAR": {"Selected": noise_ar, "Candidates": [0.0, 0.025, 0.05, 0.075, 0.1]}}
 
 
 def _params(rng: np.random.Generator, n: int, hole: slice) -> dict[str, StatArrays]:
@@ -133,6 +134,8 @@ def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
     assert "histograms shown" not in html
     assert "calibration check failed" in html and "weakly identified" not in html
     assert "grid boundary" not in html  # interior selection: no warning
+    assert "noise AR(1) φ" in html and "<td>0.025</td>" in html
+    assert "as autocorrelated" not in html  # φ inside the trained range: no warning
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -156,7 +159,7 @@ def test_cifti_report_splits_per_hemisphere_records(tmp_path):
     meta = _metadata(True)
     meta.identifiability = {"theta": {"Identified": False}, "timetopeak": {"Identified": False}}
     meta.hyperparameter_selection = {"L": selection(0.1, kappa="lower", tau2="upper"),
-                                     "R": selection(3.0)}
+                                     "R": selection(3.0, noise_ar=0.1)}
     write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", merged, meta, axis))
     html = write_participant_report(tmp_path, "01", meshes=lambda s, h: MESH).read_text()
     assert "(all runs)" in html
@@ -164,6 +167,8 @@ def test_cifti_report_splits_per_hemisphere_records(tmp_path):
     assert ("L: hyperparameters selected on the grid boundary (κ at its lower grid edge, "
             "τ² at its upper grid edge)") in html
     assert "R: hyperparameters selected" not in html
+    assert "R: the noise is at least as autocorrelated" in html
+    assert "L: the noise is at least" not in html
     # κ table has one row per hemisphere even though one sidecar holds both
     assert html.count("<td>0.01</td>") >= 2
     assert len(_images(html)) == 4 + 2 + 2 + 2
