@@ -19,7 +19,8 @@ besides θ̃:
 - ``θ,φ,snr``: both.
 
 It then prints the pooled-argmax bias (2,000 vertices at one true θ̃) of the shipped
-surrogate and of each flow, for runs whose nuisance is the HCP calibration (white
+surrogate (told each series' true φ when its flow takes φ, as from 1p-v4) and of each
+flow, for runs whose nuisance is the HCP calibration (white
 noise, φ = 0: the edge of the training range 0–0.1), the HCP calibration with φ = 0.05
 (mid-range), the training prior with φ = 0, and the training prior itself. Last, the
 profile log-likelihood of the run's φ under the ``θ,φ,snr`` flow: whether pooled
@@ -44,6 +45,7 @@ from bids_app.simulate import HCP_1P, NuisancePrior, sample_nuisance, simulate_b
 from bids_app.surrogate import load_surrogate
 from bids_app.surrogate.features import Protocol, feature_matrix, protocol_vector
 from bids_app.surrogate.networks import ScalarFlow, mlp
+from bids_app.surrogate.training import NOISE_AR_SCALE
 
 TR, FRAMES = 0.72, 1200
 TRUTHS = (-1.5, -0.5, 0.0, 0.5, 1.5)
@@ -180,8 +182,10 @@ def main() -> None:
             with torch.no_grad():
                 sv, est = surrogate.summary(xv), nuisance_net(xv)
 
-            def shipped(g, sv=sv):
-                ctx = torch.cat([g.expand(len(sv), 1), proto.expand(len(sv), -1)], 1)
+            told = ([lab[:, 1:2] * NOISE_AR_SCALE] if surrogate.config.noise_context else [])
+
+            def shipped(g, sv=sv, told=told):
+                ctx = torch.cat([g.expand(len(sv), 1), *told, proto.expand(len(sv), -1)], 1)
                 return surrogate.flow.log_prob(sv, ctx)
 
             biases = [pooled_bias(shipped, truth)]
