@@ -321,7 +321,8 @@ def sizes() -> None:
         total += size
         card = load_surrogate(path.stem.split("-")[1], 1.0, 600).card
         print(f"{path.name}: {size / 1e6:.2f} MB, {card['n_weights']} weights, trained in "
-              f"{card['training_seconds'] / 60:.1f} min (1 thread, simulation included)")
+              f"{card['training_seconds'] / 60:.1f} min ({card['config']['threads']} "
+              "thread(s), simulation included)")
     print(f"total {total / 1e6:.2f} MB")
 
 
