@@ -152,8 +152,8 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
     theta_t, record = fit_map_with_evidence(logliks, fem, summaries, config,
                                             where=f"{run.prefix} hemi-{hemi}",
                                             noise_ars=surrogate.noise_ar_candidates)
-    noise_ar = noise_ars[record["candidate"]]
-    loglik = logliks[record.pop("candidate")]
+    chosen = record.pop("candidate")
+    noise_ar, loglik = noise_ars[chosen], logliks[chosen]
     record.update(
         identifiability=identifiability(loglik, theta_t, surrogate.model, record["kappa"],
                                         fem),
