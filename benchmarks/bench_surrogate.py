@@ -46,7 +46,7 @@ from bids_app.surrogate.features import N_PROTOCOL, protocol_vector
 from bids_app.surrogate.likelihood import autograd_loglik, flow_loglik, table_error
 from bids_app.surrogate.registry import WEIGHTS_DIR, load_surrogate
 from bids_app.surrogate.training import (
-    NOISE_AR_SCALE,
+    noise_context,
     probability_integral_transform,
     simulate_features,
 )
@@ -126,7 +126,7 @@ def pit_check(model: str, n: int, seed: int) -> None:
     sur = load_surrogate(model, 1.0, 600)
     rng = np.random.default_rng(seed)
     theta_t, x, phi = simulate_features(sur.config, n, rng)
-    told = [torch.from_numpy(phi)[:, None] * NOISE_AR_SCALE] if sur.config.noise_context else []
+    told = [torch.from_numpy(noise_context(phi))] if sur.config.noise_context else []
     with torch.no_grad():
         s = sur.summary(torch.from_numpy(x))
         context = torch.cat([torch.from_numpy(theta_t), *told,

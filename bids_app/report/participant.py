@@ -213,7 +213,8 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
                 label,
                 format_value(record.get("Kappa")),
                 format_value(record.get("Tau2")),
-                format_value(noise.get("Selected")),
+                "averaged" if noise and noise.get("Selected") is None
+                else format_value(noise.get("Selected")),
                 format_value(record.get("LogEvidence")),
                 *(format_value(convergence.get(k)) for k in convergence_keys),
             ]
@@ -236,7 +237,8 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
                 "evidence may peak outside the grid: rerun with a wider --kappa/--tau2 list "
                 "or fix them."
             )
-        if noise and noise.get("Selected") == max(noise.get("Candidates") or [None]):
+        told = [v for v in noise.get("Candidates") or [] if v is not None]
+        if told and noise.get("Selected") == max(told):
             section.notes.append(
                 f"{label}: the noise is at least as autocorrelated (AR(1) φ "
                 f"{format_value(noise['Selected'])}) as the most the surrogate was trained "

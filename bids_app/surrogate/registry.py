@@ -35,7 +35,7 @@ from bids_app.surrogate.likelihood import (
     table_error,
 )
 from bids_app.surrogate.networks import SummaryNet, build_flow
-from bids_app.surrogate.training import NOISE_AR_SCALE, Trainer, TrainingConfig
+from bids_app.surrogate.training import Trainer, TrainingConfig, noise_context
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED = {"1p": "hemocoupling-1p-v4", "2p": "hemocoupling-2p-v3"}
@@ -100,12 +100,14 @@ class Surrogate:
         return Protocol(protocol.tr, frames, protocol.lowpass, regressors)
 
     @property
-    def noise_ar_candidates(self) -> np.ndarray | None:
-        """Run-level noise AR(1) coefficients to select among by evidence (None: the
-        flow averages over the noise colour and takes no φ)."""
+    def noise_ar_candidates(self) -> list[float | None] | None:
+        """Run-level noise AR(1) coefficients to select among by evidence, None first
+        (the flow not told φ: q averaged over the trained range); None for a surrogate
+        whose flow never takes φ."""
         if not self.config.noise_context:
             return None
-        return np.linspace(*self.config.prior["ar_coef"], N_NOISE_AR)
+        return [None, *(float(v) for v in np.linspace(*self.config.prior["ar_coef"],
+                                                       N_NOISE_AR))]
 
     def conditioning(self, protocol: Protocol, noise_ar: float | None) -> np.ndarray:
         """The flow context after θ̃: (φ scaled, if the flow takes it) + protocol."""
@@ -135,8 +137,7 @@ class Surrogate:
                           n_regressors: int = 0) -> tuple[list[float | None], list[LoglikFn]]:
         """One :meth:`loglik` per noise AR(1) candidate (a single one, φ None, for
         surrogates not told the noise colour), to select among by evidence."""
-        candidates = self.noise_ar_candidates
-        phis = [None] if candidates is None else [float(v) for v in candidates]
+        phis = self.noise_ar_candidates or [None]
         return phis, [self.loglik(summaries, tr, n_frames, n_regressors, noise_ar=phi)
                       for phi in phis]
 
@@ -166,14 +167,13 @@ class Surrogate:
 
 def conditioning_vector(config: TrainingConfig, protocol: Protocol, noise_ar: float | None
                         ) -> np.ndarray:
-    """Flow context after θ̃, in training order (see ``Trainer._flow_inputs``)."""
+    """Flow context after θ̃, in training order (see ``Trainer._flow_inputs``); φ None
+    tells the flow nothing about the noise colour."""
     vec = protocol_vector(protocol)
     if not config.noise_context:
         return vec
-    if noise_ar is None:
-        raise ValueError("this surrogate's flow is told the noise AR(1) coefficient: pass "
-                         "noise_ar (one of Surrogate.noise_ar_candidates)")
-    return np.concatenate([[noise_ar * NOISE_AR_SCALE], vec]).astype(vec.dtype)
+    told = noise_context(np.nan if noise_ar is None else noise_ar)
+    return np.concatenate([told, vec]).astype(vec.dtype)
 
 
 def _effective_lowpass(tr: float, lowpass: float | None) -> float | None:

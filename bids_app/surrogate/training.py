@@ -49,6 +49,10 @@ TRAINING_PRIORS: dict[str, NuisancePrior] = {
 # The flow's noise-colour input is φ times this, so that φ ∈ [0, 0.1] spans [0, 2], the
 # scale of the other context inputs.
 NOISE_AR_SCALE = 20.0
+# Share of the flow's training series that are told their φ; the others are told nothing
+# (marker 0), so one flow gives both q(S | θ̃, φ) and the marginal q(S | θ̃) over the
+# prior's φ, and the evidence can prefer the marginal where conditioning does not help.
+NOISE_TOLD_FRACTION = 0.5
 
 # Flow depth and width per model. The 2p flow is evaluated by autograd at every Newton
 # step for every vertex, so it is kept small enough for < 1 s per 32k vertices.
@@ -81,10 +85,11 @@ class TrainingConfig:
     block : int
         Series simulated per protocol draw.
     noise_context : bool
-        Tell the flow the noise's AR(1) coefficient φ (default for 1p): q(S | θ̃, φ)
-        instead of a q that averages over φ, which biases θ̃ wherever the data's noise
-        colour is not the prior's average (benchmarks/bench_nuisance_bias.py). The
-        workflow selects a run's φ by Laplace evidence.
+        Tell the flow the noise's AR(1) coefficient φ (default for 1p), for a share
+        :data:`NOISE_TOLD_FRACTION` of its training series: q(S | θ̃, φ) besides the q
+        that averages over φ, which biases θ̃ wherever the data's noise colour is not the
+        prior's average (benchmarks/bench_nuisance_bias.py). The workflow selects a
+        run's φ, or none, by Laplace evidence.
     """
 
     model: str
@@ -127,7 +132,7 @@ class TrainingConfig:
     @property
     def n_context(self) -> int:
         """Flow context width: θ̃, then φ (if told), then the protocol vector."""
-        return (1 if self.model == "1p" else 2) + int(self.noise_context) + N_PROTOCOL
+        return (1 if self.model == "1p" else 2) + 2 * int(self.noise_context) + N_PROTOCOL
 
     def nuisance_prior(self) -> NuisancePrior:
         return NuisancePrior(**{k: tuple(v) if isinstance(v, list) else v
@@ -135,6 +140,15 @@ class TrainingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def noise_context(phi: np.ndarray) -> np.ndarray:
+    """The flow's noise-colour context columns (..., 2) float32: (20·φ, 1) where φ is
+    told, (0, 0) where it is not (NaN)."""
+    phi = np.asarray(phi, dtype=np.float32)
+    told = np.isfinite(phi)
+    return np.stack([np.where(told, phi * NOISE_AR_SCALE, 0.0), told], axis=-1
+                    ).astype(np.float32)
 
 
 def draw_protocol(config: TrainingConfig, rng: np.random.Generator) -> Protocol:
@@ -312,8 +326,10 @@ class Trainer:
         proto = torch.from_numpy(data[f"{name}_x"][:, -N_PROTOCOL:])
         if not self.config.noise_context:
             return s, torch.cat([theta, proto], dim=1)
-        phi = torch.from_numpy(data[f"{name}_ar"])[:, None] * NOISE_AR_SCALE
-        return s, torch.cat([theta, phi, proto], dim=1)
+        phi = data[f"{name}_ar"].astype(np.float32)
+        untold = np.random.default_rng([self.config.seed, 3, len(name)]).random(len(phi))
+        phi[untold >= NOISE_TOLD_FRACTION] = np.nan
+        return s, torch.cat([theta, torch.from_numpy(noise_context(phi)), proto], dim=1)
 
     def _fit_flow(self, data: dict, state: dict | None) -> None:
         cfg = self.config

@@ -227,10 +227,10 @@ def mesh_prior_support(vertices: np.ndarray, faces: np.ndarray, observed: np.nda
 
 
 def fit_map_with_evidence(logliks: list, fem, theta_t0: np.ndarray, config: Config,
-                          where: str = "", noise_ars: np.ndarray | None = None
+                          where: str = "", noise_ars: list | None = None
                           ) -> tuple[np.ndarray, dict[str, Any]]:
     """MAP under the SPDE prior with (κ, τ²), and the likelihood among ``logliks`` (one per
-    noise AR(1) coefficient in ``noise_ars``, or one), maximising the Laplace evidence;
+    noise AR(1) candidate in ``noise_ars``, or one), maximising the Laplace evidence;
     warns (naming ``where``) when a selection sits on the edge of a searched axis.
 
     The record's "candidate" is the index of the selected likelihood."""
@@ -268,14 +268,15 @@ def fit_map_with_evidence(logliks: list, fem, theta_t0: np.ndarray, config: Conf
     return np.asarray(best.theta_t, dtype=float), record
 
 
-def noise_ar_record(choice, noise_ars: np.ndarray) -> dict[str, Any]:
-    """Sidecar values of the noise-colour selection."""
-    return {"Selected": float(noise_ars[choice.index]),
-            "Candidates": [float(v) for v in noise_ars],
+def noise_ar_record(choice, noise_ars: list) -> dict[str, Any]:
+    """Sidecar values of the noise-colour selection (null: the flow not told φ)."""
+    return {"Selected": noise_ars[choice.index],
+            "Candidates": list(noise_ars),
             "LogEvidence": [float(v) for v in choice.profile],
             "Kappa": [float(v) for v in choice.kappas],
             "Tau2": [float(v) for v in choice.tau2s],
-            "Method": "Laplace evidence, each candidate at its own selected kappa, tau2"}
+            "Method": "Laplace evidence, each candidate at its own selected kappa, tau2; "
+                      "null: the likelihood averaged over the surrogate's trained range"}
 
 
 _AXIS_LABELS = {"kappa": ("κ", " /mm", "--kappa"), "tau2": ("τ²", "", "--tau2")}

@@ -82,7 +82,8 @@ def _metadata(hemi_values: bool = False) -> FitMetadata:
 
 def selection(gap: float, noise_ar: float = 0.025, **edges: str) -> dict:
     return {"Method": "Laplace evidence grid", "OnGridBoundary": edges, "LogEvidenceGap": gap,
-            "NoiseAR": {"Selected": noise_ar, "Candidates": [0.0, 0.025, 0.05, 0.075, 0.1]}}
+            "NoiseAR": {"Selected": noise_ar,
+                        "Candidates": [None, 0.0, 0.025, 0.05, 0.075, 0.1]}}
 
 
 def _params(rng: np.random.Generator, n: int, hole: slice) -> dict[str, StatArrays]:
@@ -160,6 +161,7 @@ def test_cifti_report_splits_per_hemisphere_records(tmp_path):
     meta.identifiability = {"theta": {"Identified": False}, "timetopeak": {"Identified": False}}
     meta.hyperparameter_selection = {"L": selection(0.1, kappa="lower", tau2="upper"),
                                      "R": selection(3.0, noise_ar=0.1)}
+    meta.hyperparameter_selection["L"]["NoiseAR"]["Selected"] = None
     write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", merged, meta, axis))
     html = write_participant_report(tmp_path, "01", meshes=lambda s, h: MESH).read_text()
     assert "(all runs)" in html
@@ -168,7 +170,7 @@ def test_cifti_report_splits_per_hemisphere_records(tmp_path):
             "τ² at its upper grid edge)") in html
     assert "R: hyperparameters selected" not in html
     assert "R: the noise is at least as autocorrelated" in html
-    assert "L: the noise is at least" not in html
+    assert "L: the noise is at least" not in html and "<td>averaged</td>" in html
     # κ table has one row per hemisphere even though one sidecar holds both
     assert html.count("<td>0.01</td>") >= 2
     assert len(_images(html)) == 4 + 2 + 2 + 2

@@ -147,12 +147,12 @@ def test_confound_count_reaches_summary_and_likelihood():
 def test_noise_colour_reaches_the_likelihood():
     """Series at one θ̃ with white or AR(1) φ 0.1 noise: the pooled likelihood told the
     right φ peaks nearer the truth than one told the wrong φ, and is higher at its peak
-    (so evidence can choose φ); a φ-conditioned surrogate refuses to guess φ."""
+    (so evidence can choose φ); told nothing, it is the likelihood averaged over φ."""
     from bids_app.simulate.bold import sample_nuisance, simulate_bold
 
     tr, frames, n = 0.72, 1200, 1000
     surrogate = load_surrogate("1p", tr, frames)
-    low, high = surrogate.noise_ar_candidates[[0, -1]]
+    low, high = surrogate.noise_ar_candidates[1], surrogate.noise_ar_candidates[-1]
     grid = np.linspace(-1.5, 1.5, 121)
     for true_phi in (low, high):
         rng = np.random.default_rng(9)
@@ -166,5 +166,7 @@ def test_noise_colour_reaches_the_likelihood():
         wrong = high if true_phi == low else low
         assert abs(grid[pooled[true_phi].argmax()]) < abs(grid[pooled[wrong].argmax()])
         assert pooled[true_phi].max() > pooled[wrong].max()
-    with pytest.raises(ValueError, match="noise_ar"):
-        surrogate.loglik(s, tr, frames)
+    untold = surrogate.loglik(s, tr, frames)(np.zeros((n, 1)))[0]
+    assert np.isfinite(untold).all()
+    assert not np.allclose(untold, surrogate.loglik(s, tr, frames, noise_ar=high)(
+        np.zeros((n, 1)))[0])

@@ -16,6 +16,7 @@ from bids_app.surrogate.training import (
     Trainer,
     TrainingConfig,
     draw_protocol,
+    noise_context,
     simulate_features,
 )
 
@@ -66,11 +67,20 @@ def test_cli_writes_a_loadable_surrogate(tmp_path):
     y = np.random.default_rng(0).standard_normal((4, 160)).astype(np.float32)
     s = surrogate.summarize(y, 1.0)
     assert s.shape == (4, 1)
-    # The 1p flow is told the noise AR(1) coefficient: candidates span the trained range.
-    np.testing.assert_allclose(surrogate.noise_ar_candidates, np.linspace(0.0, 0.1, 5))
-    white, coloured = (surrogate.loglik(s, 1.0, 160, noise_ar=phi)(np.zeros((4, 1)))[0]
-                       for phi in (0.0, 0.1))
-    assert not np.allclose(white, coloured)
+    # The 1p flow is told the noise AR(1) coefficient, or nothing (None) about it:
+    # candidates span the trained range.
+    candidates = surrogate.noise_ar_candidates
+    assert candidates[0] is None
+    np.testing.assert_allclose(candidates[1:], np.linspace(0.0, 0.1, 5))
+    white, coloured, untold = (surrogate.loglik(s, 1.0, 160, noise_ar=phi)(np.zeros((4, 1)))[0]
+                               for phi in (0.0, 0.1, None))
+    assert not np.allclose(white, coloured) and not np.allclose(white, untold)
+
+
+def test_noise_context_marks_told_and_untold_series():
+    columns = noise_context(np.array([0.05, np.nan]))
+    np.testing.assert_allclose(columns, [[1.0, 1.0], [0.0, 0.0]])
+    assert noise_context(0.0).tolist() == [0.0, 1.0]  # told white noise ≠ untold
 
 
 def test_training_noise_colour_is_drawn_per_series_and_returned():

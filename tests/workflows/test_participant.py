@@ -166,7 +166,8 @@ def test_selection_on_a_grid_edge_is_logged_and_recorded(dataset, tmp_path):
         # The run's noise colour is chosen with κ, τ² by the same evidence.
         noise = selection["NoiseAR"]
         best = int(np.argmax(noise["LogEvidence"]))
-        assert len(noise["Candidates"]) == 5 and noise["Selected"] == noise["Candidates"][best]
+        assert noise["Candidates"][0] is None and len(noise["Candidates"]) == 6
+        assert noise["Selected"] == noise["Candidates"][best]
         assert noise["Kappa"][best] == record["Kappa"]
         assert noise["LogEvidence"][best] == pytest.approx(np.nanmax(surface))
 
