@@ -241,6 +241,9 @@ def main() -> None:
     parser.add_argument("--nuisance", choices=("hcp", "training"), default="hcp",
                         help="nuisance of the simulated run: the HCP calibration (the "
                              "issue's study) or the 1p surrogate's training prior (control)")
+    parser.add_argument("--card", type=Path,
+                        help="model card of a 1p surrogate to use instead of the shipped one "
+                             "(e.g. one trained with hemocoupling-train --noise-context)")
     parser.add_argument("--report-only", action="store_true",
                         help="skip the periodogram check and the in-process refit timing "
                              "(to report a finished or killed run from --cache-dir)")
@@ -252,7 +255,7 @@ def main() -> None:
     tr, n_frames = study["tr"], study["n_frames"]
 
     t0 = time.perf_counter()
-    surrogate = load_surrogate("1p", tr, n_frames)
+    surrogate = load_surrogate("1p", tr, n_frames, card_path=args.card)
     nuisance = HCP_1P if args.nuisance == "hcp" else surrogate.config.nuisance_prior()
     prior, truth_t, y = synthetic_study(study["space"], tr, n_frames, args.seed,
                                         center=not args.no_center, nuisance_prior=nuisance)

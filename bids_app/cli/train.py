@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20, help="epochs of the summary network")
     p.add_argument("--flow-epochs", type=int, help="epochs of the flow (default --epochs)")
     p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads")
+    p.add_argument("--noise-context", action="store_true",
+                   help="tell the flow the noise AR(1) coefficient (experimental: the "
+                        "workflow then selects a run's noise colour by evidence; README)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model, seed=args.seed, tr_range=tuple(args.tr_range),
         frames_range=tuple(args.frames_range), lowpass_range=tuple(args.lowpass_range),
         n_train=args.n_train, n_val=args.n_val, epochs_summary=args.epochs,
-        epochs_flow=args.flow_epochs or args.epochs, threads=args.threads)
+        epochs_flow=args.flow_epochs or args.epochs, threads=args.threads,
+        noise_context=args.noise_context)
     try:
         with threadpool_limits(args.threads):
             trainer = Trainer(config, args.work_dir or args.out / "work")

@@ -85,11 +85,13 @@ class TrainingConfig:
     block : int
         Series simulated per protocol draw.
     noise_context : bool
-        Tell the flow the noise's AR(1) coefficient φ (default for 1p), for a share
-        :data:`NOISE_TOLD_FRACTION` of its training series: q(S | θ̃, φ) besides the q
-        that averages over φ, which biases θ̃ wherever the data's noise colour is not the
-        prior's average (benchmarks/bench_nuisance_bias.py). The workflow selects a
-        run's φ, or none, by Laplace evidence.
+        Tell the flow the noise's AR(1) coefficient φ (``--noise-context``; off by
+        default), for a share :data:`NOISE_TOLD_FRACTION` of its training series:
+        q(S | θ̃, φ) besides the q that averages over φ, which biases θ̃ wherever the
+        data's noise colour is not the prior's average
+        (benchmarks/bench_nuisance_bias.py). The workflow then selects a run's φ, or
+        none, by Laplace evidence. Not shipped: the selection trades φ against θ̃
+        (README, Known limitations).
     """
 
     model: str
@@ -114,11 +116,9 @@ class TrainingConfig:
     n_bands: int = N_BANDS
     threads: int = 1
     prior: dict = field(default_factory=dict)
-    noise_context: bool | None = None
+    noise_context: bool = False
 
     def __post_init__(self) -> None:
-        if self.noise_context is None:
-            self.noise_context = self.model == "1p"
         if not self.prior:
             self.prior = TRAINING_PRIORS[self.model].to_dict()
         layers, hidden = FLOW_SIZES[self.model]

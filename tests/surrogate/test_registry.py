@@ -27,8 +27,8 @@ def test_shipped_surrogate_matches_its_card(model):
     surrogate = load_surrogate(model, 0.72, 1200)
     assert surrogate.card["id"] == SHIPPED[model] and surrogate.model.name == model
     assert surrogate.preprocessing.lowpass is None
-    # 1p is told the run's noise colour; the 2p card predates that input.
-    assert (surrogate.noise_ar_candidates is None) == (model == "2p")
+    # Neither shipped flow is told the noise colour (README: Known limitations).
+    assert surrogate.noise_ar_candidates is None
 
 
 def test_tampered_weights_are_refused(tmp_path):
@@ -61,7 +61,7 @@ def test_summaries_track_theta_and_loglik_peaks_near_truth():
                                        surrogate.preprocessing, rng)
     s = surrogate.summarize(y, 0.72)
     assert s.shape == (400, 1) and np.corrcoef(s[:, 0], theta_t[:, 0])[0, 1] > 0.5
-    loglik = surrogate.loglik(s, 0.72, 1200, noise_ar=0.0)
+    loglik = surrogate.loglik(s, 0.72, 1200)
     value, grad, hess = loglik(theta_t)
     assert value.shape == (400,) and grad.shape == (400, 1) and hess.shape == (400, 1, 1)
     grid = np.linspace(-3, 3, 61)
@@ -139,34 +139,7 @@ def test_confound_count_reaches_summary_and_likelihood():
     told, untold = surrogate.summarize(y, 1.4, 24), surrogate.summarize(y, 1.4)
     assert not np.allclose(told, untold)
     theta0 = np.zeros((400, 1))
-    assert not np.allclose(surrogate.loglik(told, 1.4, 300, 24, noise_ar=0.0)(theta0)[0],
-                           surrogate.loglik(told, 1.4, 300, noise_ar=0.0)(theta0)[0])
+    assert not np.allclose(surrogate.loglik(told, 1.4, 300, 24)(theta0)[0],
+                           surrogate.loglik(told, 1.4, 300)(theta0)[0])
     assert np.mean((told - theta_t) ** 2) < np.mean((untold - theta_t) ** 2)
 
-
-def test_noise_colour_reaches_the_likelihood():
-    """Series at one θ̃ with white or AR(1) φ 0.1 noise: the pooled likelihood told the
-    right φ peaks nearer the truth than one told the wrong φ, and is higher at its peak
-    (so evidence can choose φ); told nothing, it is the likelihood averaged over φ."""
-    from bids_app.simulate.bold import sample_nuisance, simulate_bold
-
-    tr, frames, n = 0.72, 1200, 1000
-    surrogate = load_surrogate("1p", tr, frames)
-    low, high = surrogate.noise_ar_candidates[1], surrogate.noise_ar_candidates[-1]
-    grid = np.linspace(-1.5, 1.5, 121)
-    for true_phi in (low, high):
-        rng = np.random.default_rng(9)
-        nuisance = sample_nuisance(HCP_1P, n, rng)
-        nuisance["ar_coef"][:] = true_phi
-        y = simulate_bold("1p", surrogate.model.to_theta(np.zeros((n, 1))), tr, frames,
-                          nuisance, rng)
-        s = surrogate.summarize(surrogate_clean(y, surrogate, tr), tr)
-        pooled = {phi: np.array([surrogate.loglik(s, tr, frames, noise_ar=phi)(
-            np.full((n, 1), g))[0].sum() for g in grid]) for phi in (low, high)}
-        wrong = high if true_phi == low else low
-        assert abs(grid[pooled[true_phi].argmax()]) < abs(grid[pooled[wrong].argmax()])
-        assert pooled[true_phi].max() > pooled[wrong].max()
-    untold = surrogate.loglik(s, tr, frames)(np.zeros((n, 1)))[0]
-    assert np.isfinite(untold).all()
-    assert not np.allclose(untold, surrogate.loglik(s, tr, frames, noise_ar=high)(
-        np.zeros((n, 1)))[0])

@@ -21,19 +21,21 @@ from bids_app.surrogate.training import (
 )
 
 
-def _tiny(model: str = "1p", seed: int = 0) -> TrainingConfig:
+def _tiny(model: str = "1p", seed: int = 0, noise_context: bool = False) -> TrainingConfig:
     return TrainingConfig(model=model, seed=seed, n_train=512, n_val=128, block=128,
                           frames_range=(150, 180), epochs_summary=3, epochs_flow=3,
-                          batch=128, summary_hidden=16, flow_hidden=16, flow_layers=2)
+                          batch=128, summary_hidden=16, flow_hidden=16, flow_layers=2,
+                          noise_context=noise_context)
 
 
 def _weights(trainer: Trainer) -> list[torch.Tensor]:
     return [*trainer.summary.state_dict().values(), *trainer.flow.state_dict().values()]
 
 
-@pytest.mark.parametrize("model", ["1p", "2p"])
-def test_tiny_run_lowers_both_losses(tmp_path, model):
-    trainer = Trainer(_tiny(model), tmp_path)
+@pytest.mark.parametrize(("model", "noise_context"), [("1p", False), ("2p", False),
+                                                      ("1p", True)])
+def test_tiny_run_lowers_both_losses(tmp_path, model, noise_context):
+    trainer = Trainer(_tiny(model, noise_context=noise_context), tmp_path)
     metrics = trainer.run()
     assert trainer.history["summary"][-1] < trainer.history["summary"][0]
     assert trainer.history["flow"][-1] < trainer.history["flow"][0]
@@ -59,7 +61,7 @@ def test_cli_writes_a_loadable_surrogate(tmp_path):
     out = tmp_path / "out"
     code = train_main(["--model", "1p", "--out", str(out), "--seed", "3", "--n-train", "256",
                        "--n-val", "128", "--epochs", "1", "--frames-range", "150", "170",
-                       "--id", "tiny-1p"])
+                       "--id", "tiny-1p", "--noise-context"])
     assert code == 0
     card = json.loads((out / "tiny-1p.json").read_text())
     assert card["config"]["seed"] == 3 and len(card["sha256"]) == 64

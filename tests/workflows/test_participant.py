@@ -163,13 +163,7 @@ def test_selection_on_a_grid_edge_is_logged_and_recorded(dataset, tmp_path):
         assert selection["OnGridBoundary"] == {"kappa": edge}
         surface = np.asarray(record["EvidenceGrid"]["LogEvidence"]).ravel()
         assert selection["LogEvidenceGap"] == pytest.approx(abs(surface[0] - surface[1]))
-        # The run's noise colour is chosen with κ, τ² by the same evidence.
-        noise = selection["NoiseAR"]
-        best = int(np.argmax(noise["LogEvidence"]))
-        assert noise["Candidates"][0] is None and len(noise["Candidates"]) == 6
-        assert noise["Selected"] == noise["Candidates"][best]
-        assert noise["Kappa"][best] == record["Kappa"]
-        assert noise["LogEvidence"][best] == pytest.approx(np.nanmax(surface))
+        assert "NoiseAR" not in selection  # the shipped 1p flow is not told φ
 
 
 def test_cifti_input_gives_cifti_maps(copy, tmp_path):
@@ -226,3 +220,30 @@ def test_finished_participant_is_skipped_unless_overwrite(dataset, tmp_path):
     assert finished.stat().st_mtime_ns == first
     assert run(dataset, out, "--overwrite") == 0
     assert finished.stat().st_mtime_ns > first
+
+
+def test_noise_colour_candidates_are_selected_and_recorded(tmp_path, caplog):
+    """With one likelihood per noise candidate (here Gaussian ones that differ in noise
+    level, the data's being the third), the workflow keeps the best by evidence, records
+    every candidate's evidence and (κ, τ²), and warns when the most coloured one wins."""
+    from bids_app.config import Config
+    from bids_app.inference.analytic import GaussianLoglik
+    from bids_app.prior import SPDEPrior, fem_matrices, icosphere
+    from bids_app.workflows.participant import fit_map_with_evidence
+
+    vertices, faces = icosphere(3, 50.0)
+    fem = fem_matrices(vertices, faces)
+    rng = np.random.default_rng(3)
+    truth = SPDEPrior(fem).sample(0.1, 100.0, rng, 1)
+    S = truth + rng.normal(0.0, 0.5, truth.shape)
+    config = Config(tmp_path, tmp_path / "out", "participant", tmp_path / "work", tmp_path,
+                    kappas=(0.01, 0.1, 1.0), tau2s=(1.0, 100.0, 1e4))
+    candidates = [None, 0.0, 0.1]
+    logliks = [GaussianLoglik(S, p) for p in (1.0, 16.0, 4.0)]
+    _, record = fit_map_with_evidence(logliks, fem, S, config, where="test",
+                                      noise_ars=candidates)
+    noise = record["hyperparameter_selection"]["NoiseAR"]
+    assert record["candidate"] == 2 and noise["Selected"] == 0.1
+    assert noise["Candidates"] == candidates and int(np.argmax(noise["LogEvidence"])) == 2
+    assert (noise["Kappa"][2], noise["Tau2"][2]) == (record["kappa"], record["tau2"])
+    assert "at least as autocorrelated" in caplog.text
