@@ -125,8 +125,8 @@ class Surrogate:
     def loglik(self, summaries: np.ndarray, tr: float, n_frames: int, n_regressors: int = 0,
                noise_ar: float | None = None) -> LoglikFn:
         """Per-vertex log q(S_v | θ̃_v[, φ]) with θ̃-gradient and Hessian
-        (CONTRIBUTING.md); ``noise_ar`` is the run's noise AR(1) coefficient φ, required
-        when :attr:`noise_ar_candidates` is not None."""
+        (CONTRIBUTING.md); ``noise_ar`` is the run's noise AR(1) coefficient φ for a flow
+        that takes it (None: not told, the likelihood averaged over φ)."""
         proto = self.context_protocol(self.protocol(tr, n_frames, n_regressors))
         summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
         if self.model.n_params == 1:
@@ -339,13 +339,15 @@ def design_notes(config: TrainingConfig) -> dict:
                  "affines" if config.model == "1p" else
                  "nflows masked autoregressive rational-quadratic splines, SiLU MADE"),
         "noise_colour": (
-            "the flow's context is (θ̃, 20·φ, protocol): it is told the noise AR(1) "
-            "coefficient φ the series were simulated with (drawn per series from the "
-            "nuisance prior), so q(S | θ̃, φ) does not average over noise colours. The "
-            f"workflow scores {N_NOISE_AR} run-level φ spanning the trained range by "
+            "the flow's context is (θ̃, 20·φ, told, protocol): for half of its training "
+            "series it is told the noise AR(1) coefficient φ they were simulated with "
+            "(drawn per series from the nuisance prior), for the others nothing (0, 0), "
+            "so it gives q(S | θ̃, φ) and the q averaged over φ. The workflow scores "
+            f"'not told' and {N_NOISE_AR} run-level φ spanning the trained range by "
             "Laplace evidence, each at its own (κ, τ²), and keeps the best. Reason: "
             "a flow averaging over φ ∈ [0, 0.1] placed white-noise (HCP-calibrated) runs "
-            "0.07–0.135 latent units slow (benchmarks/bench_nuisance_bias.py)"
+            "0.07–0.135 latent units slow (benchmarks/bench_nuisance_bias.py); caveat: "
+            "the selected φ trades off against θ̃ (README, Known limitations)"
             if config.noise_context else "not an input: q averages over the prior's φ"),
         "loglik": ("bicubic tabulation of log q on (S, θ̃) per protocol and φ, analytic "
                    "derivatives" if config.model == "1p" else
