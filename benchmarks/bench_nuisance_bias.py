@@ -45,7 +45,7 @@ from bids_app.simulate import HCP_1P, NuisancePrior, sample_nuisance, simulate_b
 from bids_app.surrogate import load_surrogate
 from bids_app.surrogate.features import Protocol, feature_matrix, protocol_vector
 from bids_app.surrogate.networks import ScalarFlow, mlp
-from bids_app.surrogate.training import noise_context
+from bids_app.surrogate.training import flow_context
 
 TR, FRAMES = 0.72, 1200
 TRUTHS = (-1.5, -0.5, 0.0, 0.5, 1.5)
@@ -182,11 +182,11 @@ def main() -> None:
             with torch.no_grad():
                 sv, est = surrogate.summary(xv), nuisance_net(xv)
 
-            told = ([torch.from_numpy(noise_context(lab[:, 1].numpy()))]
-                    if surrogate.config.noise_context else [])
+            true_phi = lab[:, 1].numpy()
 
-            def shipped(g, sv=sv, told=told):
-                ctx = torch.cat([g.expand(len(sv), 1), *told, proto.expand(len(sv), -1)], 1)
+            def shipped(g, sv=sv, phi=true_phi):
+                ctx = flow_context(surrogate.config, g.expand(len(sv), 1),
+                                   proto.expand(len(sv), -1), phi)
                 return surrogate.flow.log_prob(sv, ctx)
 
             biases = [pooled_bias(shipped, truth)]

@@ -47,7 +47,7 @@ from bids_app.surrogate.features import N_PROTOCOL, protocol_vector
 from bids_app.surrogate.likelihood import autograd_loglik, flow_loglik, table_error
 from bids_app.surrogate.registry import WEIGHTS_DIR, load_surrogate
 from bids_app.surrogate.training import (
-    noise_context,
+    flow_context,
     probability_integral_transform,
     simulate_features,
 )
@@ -127,11 +127,10 @@ def pit_check(model: str, n: int, seed: int) -> None:
     sur = load_surrogate(model, 1.0, 600)
     rng = np.random.default_rng(seed)
     theta_t, x, phi = simulate_features(sur.config, n, rng)
-    told = [torch.from_numpy(noise_context(phi))] if sur.config.noise_context else []
     with torch.no_grad():
         s = sur.summary(torch.from_numpy(x))
-        context = torch.cat([torch.from_numpy(theta_t), *told,
-                             torch.from_numpy(x[:, -N_PROTOCOL:])], 1)
+        context = flow_context(sur.config, torch.from_numpy(theta_t),
+                               torch.from_numpy(x[:, -N_PROTOCOL:]), phi)
         pit = probability_integral_transform(sur.flow, s, context)
     stats = [float(kstest(pit[:, j], "uniform").statistic) for j in range(pit.shape[1])]
     print(f"{model}: KS of Rosenblatt PIT on {n} held-out draws (training prior, random "

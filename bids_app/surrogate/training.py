@@ -151,6 +151,14 @@ def noise_context(phi: np.ndarray) -> np.ndarray:
                     ).astype(np.float32)
 
 
+def flow_context(config: TrainingConfig, theta_t: torch.Tensor, protocol: torch.Tensor,
+                 phi: np.ndarray | None = None) -> torch.Tensor:
+    """The flow's context rows, in the one order training and use share: θ̃, then (for a
+    ``noise_context`` flow) the noise columns of φ (NaN: not told), then the protocol."""
+    told = [torch.from_numpy(noise_context(phi))] if config.noise_context else []
+    return torch.cat([theta_t, *told, protocol], dim=1)
+
+
 def draw_protocol(config: TrainingConfig, rng: np.random.Generator) -> Protocol:
     """A random protocol from the configured ranges."""
     tr = float(np.exp(rng.uniform(*np.log(config.tr_range))))
@@ -324,12 +332,10 @@ class Trainer:
         s = self.summaries(data[f"{name}_x"])
         theta = torch.from_numpy(data[f"{name}_theta"])
         proto = torch.from_numpy(data[f"{name}_x"][:, -N_PROTOCOL:])
-        if not self.config.noise_context:
-            return s, torch.cat([theta, proto], dim=1)
         phi = data[f"{name}_ar"].astype(np.float32)
         untold = np.random.default_rng([self.config.seed, 3, len(name)]).random(len(phi))
         phi[untold >= NOISE_TOLD_FRACTION] = np.nan
-        return s, torch.cat([theta, torch.from_numpy(noise_context(phi)), proto], dim=1)
+        return s, flow_context(self.config, theta, proto, phi)
 
     def _fit_flow(self, data: dict, state: dict | None) -> None:
         cfg = self.config
