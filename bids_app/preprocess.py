@@ -91,6 +91,18 @@ def clean(
         are returned as zeros (callers mask them).
     """
     y = np.asarray(y, dtype=np.float64)
+    resid = residualise(y, tr, spec, confounds)
+    sd = resid.std(axis=-1, keepdims=True)
+    tiny = sd <= 1e-8 * (np.abs(y).max(axis=-1, keepdims=True) + 1e-30)
+    out = np.where(tiny, 0.0, resid / np.where(tiny, 1.0, sd))
+    return out.astype(np.float32)
+
+
+def residualise(y: np.ndarray, tr: float, spec: Preprocessing = Preprocessing(),
+                confounds: np.ndarray | None = None) -> np.ndarray:
+    """:func:`clean` before the z-scoring: the recipe is linear up to there, which
+    lets a spectrum model add cleaned signal and noise (float64 residuals)."""
+    y = np.asarray(y, dtype=np.float64)
     n_frames = y.shape[-1]
     if spec.lowpass:
         y = lowpass_filter(y, tr, spec.lowpass)
@@ -100,8 +112,4 @@ def clean(
         if spec.lowpass:
             conf = lowpass_filter(conf.T, tr, spec.lowpass).T
         regressors = orthonormal_basis(np.column_stack([regressors, conf]))
-    resid = y - (y @ regressors) @ regressors.T
-    sd = resid.std(axis=-1, keepdims=True)
-    tiny = sd <= 1e-8 * (np.abs(y).max(axis=-1, keepdims=True) + 1e-30)
-    out = np.where(tiny, 0.0, resid / np.where(tiny, 1.0, sd))
-    return out.astype(np.float32)
+    return y - (y @ regressors) @ regressors.T
