@@ -16,6 +16,7 @@ from bids_app.errors import UsageError
 SPACES = ("fsaverage5", "fsaverage6", "fsaverage", "fsnative", "fsLR_den-32k", "fsLR_den-91k")
 CONFOUND_STRATEGIES = ("24P", "36P", "acompcor", "none")
 BOOTSTRAP_LEVELS = ("none", "single", "double")
+BIAS_CORRECTIONS = ("simulation", "none")
 MODELS = ("1p", "2p")
 
 
@@ -124,6 +125,11 @@ def build_parser() -> BidsAppArgumentParser:
     boot.add_argument("--block-length", dest="block_length", type=_positive_float, default=72.0,
                       metavar="SECONDS", help="mean block length of the stationary bootstrap "
                                               "in seconds (default 72)")
+    boot.add_argument("--bias-correction", dest="bias_correction", choices=BIAS_CORRECTIONS,
+                      default="simulation",
+                      help="simulation: remove the estimate's bias under the run's own noise "
+                           "regime, fitted to its spectrum (1p; default); none: "
+                           "report the MAP as it is")
 
     perf = parser.add_argument_group("Resources and outputs")
     perf.add_argument("-w", "--work-dir", dest="work_dir", type=Path,

@@ -246,6 +246,8 @@ class FitMetadata:
         evidence grid", "OnGridBoundary": {"kappa": "lower"}, "LogEvidenceGap": 0.4}``
         (axes whose selected value is a grid edge; best minus second-best log evidence,
         nats); None if not recorded.
+    bias_correction : ``{"Method": "simulation", "NoiseModel": {...}, "MeanShift": [...],
+        ...}`` or ``{"Method": "none", "Reason": str}``; None if not recorded.
     extra : anything else worth recording (TR, confound strategy, frames kept ...).
     """
 
@@ -262,6 +264,7 @@ class FitMetadata:
     evidence_grid: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
     hyperparameter_selection: Mapping[str, Any] | None = None
+    bias_correction: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -430,6 +433,8 @@ def sidecar(maps: ParameterMaps, param: str, stat: str) -> dict[str, Any]:
         record["EvidenceGrid"] = dict(meta.evidence_grid)
     if meta.hyperparameter_selection is not None:
         record["HyperparameterSelection"] = dict(meta.hyperparameter_selection)
+    if meta.bias_correction is not None:
+        record["BiasCorrection"] = dict(meta.bias_correction)
     if stat in ("cilower", "ciupper"):
         record["NominalCoverage"] = 0.95
     for key, value in meta.extra.items():

@@ -294,6 +294,9 @@ def methods_context(record: Mapping[str, Any]) -> dict[str, Any]:
     """Values the methods boilerplate quotes, from one estimate sidecar."""
     boot = record.get("Bootstrap") or {}
     alpha = boot.get("CalibratedAlpha")
+    bias = record.get("BiasCorrection") or {}
+    if "Method" not in bias:  # CIFTI: {"L": ..., "R": ...}
+        bias = next(iter(bias.values()), {})
     return {
         "model": (record.get("Model") or {}).get("Name", "1p"),
         "surrogate": (record.get("Surrogate") or {}).get("Id"),
@@ -304,6 +307,8 @@ def methods_context(record: Mapping[str, Any]) -> dict[str, Any]:
         "B": boot.get("B"),
         "R": boot.get("R"),
         "alpha": format_value(alpha) if alpha is not None else None,
+        "bias_correction": bias.get("Method"),
+        "bias_sims": bias.get("Simulations"),
     }
 
 

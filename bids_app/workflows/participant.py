@@ -8,12 +8,16 @@ Per run and hemisphere (a CIFTI run is split into its left and right cortex):
    with the surrogate's own recipe (:func:`bids_app.preprocess.clean`);
 3. summarise, build the per-vertex log-likelihood, and fit the MAP under the SPDE prior
    on the hemisphere's mesh with (κ, τ²) chosen by Laplace evidence;
-4. bootstrap intervals (``--bootstrap``), then write maps, sidecars and the report.
+4. remove the MAP's bias under the run's own noise regime, estimated by simulating
+   runs at the estimate (``--bias-correction``; :mod:`bids_app.bootstrap.simulated_bias`);
+5. bootstrap intervals (``--bootstrap``), moved with the estimate; then write maps,
+   sidecars and the report.
 
 Several runs of a participant get per-run maps and one combined map: runs are
 independent given θ, so their log-likelihoods are summed vertex-wise and fitted in one
 MAP (with its own evidence-selected κ, τ²) on the vertices every run observed. The
-combined map has no bootstrap intervals (resampling is defined within a run).
+combined map has no bootstrap intervals (resampling is defined within a run) and no
+simulated bias correction.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +34,9 @@ from bids_app.errors import HemocouplingError, InputValidationError
 from bids_app.io.bids import RunData, SurfaceRun, discover, fmriprep_root, load_mesh, read_run
 from bids_app.io.confounds import FrameSelection, select_frames
 from bids_app.preprocess import clean
+
+if TYPE_CHECKING:
+    from bids_app.bootstrap.refit import MapRefit
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,7 +52,7 @@ class HemisphereFit:
     fitted : array (n,) int
         Mesh indices of the vertices estimated (the rest are NaN in the maps).
     theta_t : array (n, P)
-        Latent MAP estimate.
+        Latent estimate: the MAP less ``bias_shift``.
     intervals : dict or None
         ``bids_app.bootstrap.natural_intervals`` output, None without bootstrap.
     record : dict
@@ -58,6 +65,8 @@ class HemisphereFit:
         (vertices, faces) used by the prior, for the report.
     deconvolved : array (n, T) or None
         Wiener-deconvolved neural series (``--write-deconvolved``).
+    bias_shift : array (n, P) or 0.0
+        Simulated latent bias removed from the MAP (0 where no correction ran).
     """
 
     n_vertices: int
@@ -68,6 +77,7 @@ class HemisphereFit:
     loglik_parts: list = field(default_factory=list)
     mesh: tuple = ()
     deconvolved: np.ndarray | None = None
+    bias_shift: np.ndarray | float = 0.0
 
 
 def run_participants(config: Config) -> None:
@@ -102,7 +112,8 @@ def run_participants(config: Config) -> None:
 def settings(config: Config) -> dict[str, Any]:
     """Options that change the outputs: a finished participant is redone when they differ."""
     keys = ("model", "space", "confounds", "fd_threshold", "dummy_scans", "lowpass", "kappas",
-            "tau2s", "bootstrap", "n_boot", "n_inner", "block_length", "random_seed",
+            "tau2s", "bootstrap", "n_boot", "n_inner", "block_length", "bias_correction",
+            "random_seed",
             "task_id", "session_labels", "bids_filters", "write_deconvolved")
     full = config.to_dict()
     return {key: full[key] for key in keys}
@@ -139,7 +150,10 @@ def fit_run(run: SurfaceRun, config: Config) -> dict[str, HemisphereFit]:
 
 def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSelection,
                    mesh: tuple, surrogate, config: Config) -> HemisphereFit:
-    """Mask → clean → summarise → MAP with evidence → bootstrap, for one hemisphere."""
+    """Mask → clean → summarise → MAP with evidence → simulated bias → bootstrap, for one
+    hemisphere."""
+    from bids_app.bootstrap.refit import MapRefit
+
     block = data.blocks[hemi]
     vertices, faces, mesh_source = mesh
     y_clean, fitted, fem, excluded = clean_usable_vertices(
@@ -165,12 +179,16 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
                "Mesh": mesh_source, "FittedVertices": len(fitted),
                "ExcludedVertices": excluded},
     )
+    refit = MapRefit(surrogate, record.pop("precision"), theta_t, data.tr, n_regressors=n_reg,
+                     noise_ar=noise_ar)
+    shift, record["bias_correction"] = bias_correction(
+        refit, theta_t, y_clean, selection.regressors, config, f"{run.prefix} hemi-{hemi}")
     intervals = None
     if config.bootstrap != "none":
         intervals, record["bootstrap"] = bootstrap_intervals(
-            y_clean, theta_t, record["precision"], surrogate, data.tr, n_reg, noise_ar, config,
+            y_clean, refit, shift, config,
             cache=config.work_dir / "bootstrap" / f"{run.prefix}_hemi-{hemi}")
-    record.pop("precision")
+    theta_t = theta_t - shift
     deconvolved = None
     if config.write_deconvolved:
         theta = surrogate.model.to_theta(theta_t)
@@ -178,7 +196,7 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
     return HemisphereFit(block.n_vertices, fitted, theta_t, intervals, record,
                          [(surrogate, summaries, data.tr, selection.n_frames, n_reg,
                            noise_ar)],
-                         (vertices, faces), deconvolved)
+                         (vertices, faces), deconvolved, shift)
 
 
 def clean_usable_vertices(block, selection: FrameSelection, tr: float, preprocessing,
@@ -334,18 +352,38 @@ def convergence_record(result) -> dict[str, Any]:
             "GradientNorm": [float(v) for v in result.grad_norm_trace]}
 
 
-def bootstrap_intervals(y_clean, theta_t, precision, surrogate, tr, n_regressors: int,
-                        noise_ar: float | None, config: Config, cache: Path):
+def bias_correction(refit: MapRefit, theta_t: np.ndarray, y_clean: np.ndarray,
+                    confounds: np.ndarray | None, config: Config, where: str
+                    ) -> tuple[np.ndarray | float, dict[str, Any]]:
+    """The simulated bias of the MAP (``bids_app.bootstrap.simulated_bias``) and its
+    sidecar record; a zero shift where it is off or cannot run."""
+    from bids_app.bootstrap.simulated_bias import simulated_bias, skip_reason
+
+    surrogate = refit.surrogate
+    reason = ("--bias-correction none" if config.bias_correction == "none" else
+              skip_reason(surrogate.model.name))
+    if reason is not None:
+        LOGGER.info("%s: no simulation bias correction (%s)", where, reason)
+        return 0.0, {"Method": "none", "Reason": reason}
+    bias = simulated_bias(refit, theta_t, y_clean, confounds, config.random_seed)
+    noise = bias.match.prior
+    LOGGER.info("%s: simulation bias correction: matched noise sd %.3g, AR(1) %.3f, event "
+                "rate %.3g-%.3g /s; mean latent shift %+.3f", where, noise.noise_sd[0],
+                noise.ar_coef[0], *noise.rate, float(bias.shift.mean()))
+    return bias.shift, bias.sidecar()
+
+
+def bootstrap_intervals(y_clean: np.ndarray, refit: MapRefit, shift: np.ndarray | float,
+                        config: Config, cache: Path):
     """Single or double block bootstrap of the latent map, mapped to reported parameters.
 
-    Resamples are summarised as series from which ``n_regressors`` confounds were
-    removed: they are resampled from such series. Like κ and τ², the noise colour
-    ``noise_ar`` stays at the point estimate's value."""
+    Every resample is refitted by ``refit`` (κ, τ² and any noise colour fixed at the
+    point estimate's), around its warm start, the MAP; the intervals are then moved by
+    −``shift`` with the estimate (the simulated bias)."""
     from bids_app.bootstrap import double_bootstrap, natural_intervals
-    from bids_app.bootstrap.refit import MapRefit
+    from bids_app.bootstrap.simulated_bias import shift_result
 
-    refit = MapRefit(surrogate, precision, theta_t, tr, n_regressors=n_regressors,
-                     noise_ar=noise_ar)
+    theta_t, tr = refit.theta_t0, refit.tr
     options = dict(mode=config.bootstrap, B=config.n_boot, R=config.n_inner,
                    block_s=config.block_length, seed=config.random_seed, n_jobs=config.nprocs,
                    cache_dir=cache, progress=config.verbose > 0)
@@ -356,7 +394,9 @@ def bootstrap_intervals(y_clean, theta_t, precision, surrogate, tr, n_regressors
             result = double_bootstrap(y_clean, refit, theta_t, tr, client=client, **options)
     else:
         result = double_bootstrap(y_clean, refit, theta_t, tr, **options)
-    return natural_intervals(result, theta_t, surrogate.model), result.sidecar()
+    shift = np.broadcast_to(shift, theta_t.shape)
+    return (natural_intervals(shift_result(result, shift), theta_t - shift, refit.surrogate.model),
+            result.sidecar())
 
 
 def combine_runs(runs: list[SurfaceRun], fits: dict[str, dict[str, HemisphereFit]],
@@ -384,7 +424,13 @@ def combine_runs(runs: list[SurfaceRun], fits: dict[str, dict[str, HemisphereFit
         record.pop("precision")
         record.pop("candidate")
         first = parts[0].record
+        shift = np.mean([np.broadcast_to(part.bias_shift, part.theta_t.shape)[
+            np.searchsorted(part.fitted, common)] for part in parts], axis=0)
+        theta_t = theta_t - shift
         record.update(
+            bias_correction={"Method": "mean of the runs' simulated shifts",
+                             "MeanShift": [float(v) for v in shift.mean(axis=0)]}
+            if np.any(shift) else {"Method": "none", "Reason": "no run was corrected"},
             identifiability=identifiability(loglik, theta_t, parts[0].loglik_parts[0][0].model,
                                             record["kappa"], fem),
             surrogate=first["surrogate"], calibration_check=None,
@@ -568,6 +614,7 @@ def fit_metadata(hemi_fits: dict[str, HemisphereFit], run: SurfaceRun, config: C
         identifiability=first.get("identifiability", {}),
         evidence_grid=value("evidence_grid") if len(records) == 1 else None,
         hyperparameter_selection=value("hyperparameter_selection"),
+        bias_correction=value("bias_correction"),
         extra={key: value for key, value in first["extra"].items()}
         if len(records) == 1 else {"Hemispheres": value("extra")},
     )

@@ -77,6 +77,7 @@ def _metadata(hemi_values: bool = False) -> FitMetadata:
         evidence_grid=per(grid),
         extra={"RepetitionTime": 0.72},
         hyperparameter_selection=per(selection(0.5)),
+        bias_correction=per({"Method": "simulation", "Simulations": 2, "MeanShift": [-0.09]}),
     )
 
 
@@ -132,6 +133,7 @@ def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
     ):
         assert text in html, text
     assert "calibrated level was" in html and "0.02" in html
+    assert "spectral moment" in html and "2 runs were simulated" in html
     assert "histograms shown" not in html
     assert "calibration check failed" in html and "weakly identified" not in html
     assert "grid boundary" not in html  # interior selection: no warning

@@ -166,6 +166,23 @@ def test_selection_on_a_grid_edge_is_logged_and_recorded(dataset, tmp_path):
         assert "NoiseAR" not in selection  # the shipped 1p flow is not told φ
 
 
+def test_simulated_bias_correction_is_recorded_and_can_be_turned_off(dataset, tmp_path):
+    """By default the estimate is moved by the simulated bias and the sidecar records the
+    matched noise regime; ``--bias-correction none`` reports the MAP itself."""
+    name = "sub-01_task-rest_hemi-L_space-fsaverage5_param-theta_stat-estimate_boldmap"
+    maps = {}
+    for mode in ("simulation", "none"):
+        out = tmp_path / mode
+        assert run(dataset, out, "--bias-correction", mode) == 0
+        func = out / "sub-01" / "func"
+        record = json.loads((func / f"{name}.json").read_text())["BiasCorrection"]
+        assert record["Method"] == mode
+        maps[mode] = nib.load(func / f"{name}.func.gii").agg_data()
+    assert set(record) == {"Method", "Reason"} and "none" in record["Reason"]
+    moved = maps["simulation"] - maps["none"]
+    assert np.isfinite(moved).any() and np.nanmax(np.abs(moved)) > 1e-4
+
+
 def test_cifti_input_gives_cifti_maps(copy, tmp_path):
     """A dtseries over both hemispheres' cortex (medial wall absent) → one dscalar per map."""
     func, anat = copy / "sub-01" / "func", copy / "sub-01" / "anat"
