@@ -6,7 +6,9 @@ units on the HCP-calibrated fsLR study, four bootstrap SEs). A parametric step c
 the run's noise regime (:func:`bids_app.simulate.calibrate.match_nuisance`), simulate
 runs at the estimated field under it, refit each exactly as the resamples are refitted
 (κ, τ² and any φ fixed, warm-started) and take the mean shift θ̃_sim − θ̃̂ per vertex
-as the bias. The estimate and its bootstrap intervals are moved by −shift.
+as the bias. The estimate and its bootstrap intervals are moved by −shift. Where the
+matched regime does not reproduce the run's spectrum (nuisance the simulator lacks, or
+data filtered before they reached the app) nothing is moved, and the sidecar says why.
 
 Measured (benchmarks/bench_bootstrap.py, 1p-v3, true κ, τ²): the HCP-calibrated fsLR
 study's offset −0.121 → −0.031 (spatial SD 0.035 → 0.024); fsaverage5 at TR 2.0 s, 300
@@ -33,14 +35,18 @@ MODELS = ("1p",)
 
 @dataclass
 class SimulatedBias:
-    """Per-vertex latent bias (V, P) and what produced it."""
+    """Per-vertex latent bias (V, P) and what produced it; ``skipped`` says why the shift
+    is zero when the matched regime does not describe the run."""
 
     shift: np.ndarray
     match: NoiseMatch
     n_simulations: int
     seed: int
+    skipped: str | None = None
 
     def sidecar(self) -> dict:
+        if self.skipped is not None:
+            return {"Method": "none", "Reason": self.skipped, "NoiseModel": self.match.sidecar()}
         return {"Method": "simulation", "Simulations": self.n_simulations,
                 "RandomSeed": self.seed, "NoiseModel": self.match.sidecar(),
                 "MeanShift": [float(v) for v in self.shift.mean(axis=0)]}
@@ -81,6 +87,8 @@ def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
     match = match_nuisance(y_clean, theta, model, tr, spec, training.amplitude, noise_sd,
                            confounds, seed)
     shift = np.zeros_like(theta_t_hat, dtype=float)
+    if (misfit := match.misfit()) is not None:
+        return SimulatedBias(shift, match, 0, seed, skipped=misfit)
     for k in range(n_simulations):
         rng = np.random.default_rng([seed, 2, k])
         nuisance = sample_nuisance(match.prior, len(theta), rng)

@@ -367,6 +367,11 @@ def bias_correction(refit: MapRefit, theta_t: np.ndarray, y_clean: np.ndarray,
         return 0.0, {"Method": "none", "Reason": reason}
     bias = simulated_bias(refit, theta_t, y_clean, confounds, config.random_seed)
     noise = bias.match.prior
+    if bias.skipped is not None:
+        LOGGER.warning("%s: no simulation bias correction: %s (matched noise AR(1) %.3f, "
+                       "event rate %.3g-%.3g /s)", where, bias.skipped, noise.ar_coef[0],
+                       *noise.rate)
+        return 0.0, bias.sidecar()
     LOGGER.info("%s: simulation bias correction: matched noise sd %.3g, AR(1) %.3f, event "
                 "rate %.3g-%.3g /s; mean latent shift %+.3f", where, noise.noise_sd[0],
                 noise.ar_coef[0], *noise.rate, float(bias.shift.mean()))

@@ -10,7 +10,7 @@ from bids_app.bootstrap.refit import MapRefit
 from bids_app.bootstrap.simulated_bias import shift_result, simulated_bias, skip_reason
 from bids_app.inference import fit_map
 from bids_app.models import ONE_PARAM
-from bids_app.preprocess import clean
+from bids_app.preprocess import clean, lowpass_filter
 from bids_app.prior import SPDEPrior, fem_matrices, icosphere
 from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold
 from bids_app.surrogate import load_surrogate
@@ -75,3 +75,15 @@ def test_shift_moves_intervals_and_draws_but_not_the_se(tmp_path):
     np.testing.assert_allclose(moved.draws.std(axis=0, ddof=1), result.draws.std(axis=0, ddof=1),
                                atol=1e-6)
     np.testing.assert_array_equal(moved.se, result.se)
+
+
+def test_a_run_the_noise_model_cannot_describe_is_left_alone(study):
+    """Series low-passed before they reached the app (as the shared real run was) have
+    almost no power above the cut-off, which no AR(1) noise reproduces: nothing is moved."""
+    _, y_clean, refit, theta_t = study
+    filtered = clean(lowpass_filter(y_clean, TR, 0.05), TR, refit.surrogate.preprocessing)
+    bias = simulated_bias(refit, theta_t, filtered, None, seed=0)
+    assert bias.skipped is not None and not bias.shift.any()
+    record = bias.sidecar()
+    assert record["Method"] == "none" and "spectrum" in record["Reason"]
+    assert record["NoiseModel"]["LogSpectrumDistance"] > 0.1

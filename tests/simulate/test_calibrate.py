@@ -6,7 +6,7 @@ import pytest
 from bids_app.models import ONE_PARAM
 from bids_app.preprocess import Preprocessing, clean
 from bids_app.simulate import NuisancePrior, sample_nuisance, simulate_bold
-from bids_app.simulate.calibrate import match_nuisance, passband, unit_ar1
+from bids_app.simulate.calibrate import NoiseMatch, match_nuisance, passband, unit_ar1
 
 TR, N_FRAMES = 0.72, 600
 
@@ -43,3 +43,13 @@ def test_match_recovers_the_noise_colour(phi):
     again = match_nuisance(clean(y, TR, spec), theta, ONE_PARAM, TR, spec,
                            amplitude=(0.5, 1.0), noise_sd=0.158, seed=0)
     assert again == match
+
+
+def test_a_fit_off_the_spectrum_or_on_a_bound_is_a_misfit():
+    good = NuisancePrior(noise_sd=(0.16, 0.16), amplitude=(0.5, 1.0), rate=(0.1, 0.2),
+                         ar_coef=(0.02, 0.02))
+    assert NoiseMatch(good, 0.04, 100).misfit() is None
+    assert "spectrum" in NoiseMatch(good, 0.3, 100).misfit()
+    edge = NuisancePrior(noise_sd=(0.16, 0.16), amplitude=(0.5, 1.0), rate=(0.1, 10.0),
+                         ar_coef=(0.02, 0.02))
+    assert "edge" in NoiseMatch(edge, 0.04, 100).misfit()
