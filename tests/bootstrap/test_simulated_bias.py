@@ -7,7 +7,12 @@ import pytest
 
 from bids_app.bootstrap import double_bootstrap
 from bids_app.bootstrap.refit import MapRefit
-from bids_app.bootstrap.simulated_bias import shift_result, simulated_bias, skip_reason
+from bids_app.bootstrap.simulated_bias import (
+    shift_result,
+    simulated_bias,
+    skip_reason,
+    smooth_in_estimate,
+)
 from bids_app.inference import fit_map
 from bids_app.models import ONE_PARAM
 from bids_app.preprocess import clean, lowpass_filter
@@ -87,3 +92,12 @@ def test_a_run_the_noise_model_cannot_describe_is_left_alone(study):
     record = bias.sidecar()
     assert record["Method"] == "none" and "spectrum" in record["Reason"]
     assert record["NoiseModel"]["LogSpectrumDistance"] > 0.1
+
+
+def test_smoothing_keeps_the_trend_in_the_estimate_and_drops_the_noise():
+    rng = np.random.default_rng(0)
+    theta_t = rng.normal(0.0, 1.0, (5000, 1))
+    trend = -0.1 - 0.05 * theta_t
+    smooth = smooth_in_estimate(theta_t, trend + rng.normal(0.0, 0.2, theta_t.shape))
+    inner = np.abs(theta_t[:, 0]) < 1.5
+    assert np.abs(smooth - trend)[inner].max() < 0.03

@@ -6,7 +6,13 @@ import pytest
 from bids_app.models import ONE_PARAM
 from bids_app.preprocess import Preprocessing, clean
 from bids_app.simulate import NuisancePrior, sample_nuisance, simulate_bold
-from bids_app.simulate.calibrate import NoiseMatch, match_nuisance, passband, unit_ar1
+from bids_app.simulate.calibrate import (
+    NoiseMatch,
+    match_nuisance,
+    passband,
+    unit_ar1,
+    vertex_rates,
+)
 
 TR, N_FRAMES = 0.72, 600
 
@@ -53,3 +59,22 @@ def test_a_fit_off_the_spectrum_or_on_a_bound_is_a_misfit():
     edge = NuisancePrior(noise_sd=(0.16, 0.16), amplitude=(0.5, 1.0), rate=(0.1, 10.0),
                          ar_coef=(0.02, 0.02))
     assert "edge" in NoiseMatch(edge, 0.04, 100).misfit()
+
+
+def test_vertex_rates_follow_each_vertex_signal_to_noise_ratio():
+    """Two halves of a run at event rates 20x apart: each vertex's fitted rate lands near
+    its own half's, not at a run-level compromise."""
+    rng = np.random.default_rng(2)
+    n = 400
+    theta = rng.uniform(0.6, 2.0, (n, 1))
+    rates = np.where(np.arange(n) < n // 2, 0.01, 0.2)
+    nuisance = sample_nuisance(NuisancePrior(noise_sd=(0.15, 0.15), amplitude=(0.74, 0.84),
+                                             rate=(0.01, 0.01)), n, rng)
+    nuisance["rate"] = rates
+    y = simulate_bold(ONE_PARAM, theta, TR, N_FRAMES, nuisance, rng)
+    spec = Preprocessing()
+    match = NoiseMatch(NuisancePrior(noise_sd=(0.15, 0.15), amplitude=(0.74, 0.84),
+                                     rate=(0.05, 0.05)), 0.03, 1)
+    fitted = vertex_rates(clean(y, TR, spec), theta, ONE_PARAM, TR, spec, match)
+    low, high = np.median(fitted[: n // 2]), np.median(fitted[n // 2:])
+    assert 0.5 * 0.01 < low < 2 * 0.01 and 0.5 * 0.2 < high < 2 * 0.2
