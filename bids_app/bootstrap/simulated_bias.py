@@ -51,12 +51,15 @@ class SimulatedBias:
     n_simulations: int
     seed: int
     skipped: str | None = None
+    rates: np.ndarray | None = None
 
     def sidecar(self) -> dict:
         if self.skipped is not None:
             return {"Method": "none", "Reason": self.skipped, "NoiseModel": self.match.sidecar()}
         return {"Method": "simulation", "Simulations": self.n_simulations,
                 "RandomSeed": self.seed, "NoiseModel": self.match.sidecar(),
+                "VertexEventRateQuantiles": {f"{q:g}": float(np.quantile(self.rates, q))
+                                             for q in (0.05, 0.5, 0.95)},
                 "MeanShift": [float(v) for v in self.shift.mean(axis=0)]}
 
 
@@ -105,7 +108,7 @@ def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
                   confounds)
         shift += refit(y) - theta_t_hat
     return SimulatedBias(smooth_in_estimate(theta_t_hat, shift / n_simulations), match,
-                         n_simulations, seed)
+                         n_simulations, seed, rates=nuisance["rate"])
 
 
 def smooth_in_estimate(theta_t_hat: np.ndarray, shift: np.ndarray, n_bins: int = N_BINS

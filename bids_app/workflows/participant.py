@@ -16,8 +16,8 @@ Per run and hemisphere (a CIFTI run is split into its left and right cortex):
 Several runs of a participant get per-run maps and one combined map: runs are
 independent given θ, so their log-likelihoods are summed vertex-wise and fitted in one
 MAP (with its own evidence-selected κ, τ²) on the vertices every run observed. The
-combined map has no bootstrap intervals (resampling is defined within a run) and no
-simulated bias correction.
+combined map has no bootstrap intervals (resampling is defined within a run); it is moved
+by the mean of its runs' simulated bias.
 """
 
 from __future__ import annotations
@@ -113,8 +113,7 @@ def settings(config: Config) -> dict[str, Any]:
     """Options that change the outputs: a finished participant is redone when they differ."""
     keys = ("model", "space", "confounds", "fd_threshold", "dummy_scans", "lowpass", "kappas",
             "tau2s", "bootstrap", "n_boot", "n_inner", "block_length", "bias_correction",
-            "random_seed",
-            "task_id", "session_labels", "bids_filters", "write_deconvolved")
+            "random_seed", "task_id", "session_labels", "bids_filters", "write_deconvolved")
     full = config.to_dict()
     return {key: full[key] for key in keys}
 
@@ -608,11 +607,13 @@ def fit_metadata(hemi_fits: dict[str, HemisphereFit], run: SurfaceRun, config: C
         return {hemi: record[key] for hemi, record in records.items()}
 
     first = next(iter(records.values()))
+    simulated = any((record.get("bias_correction") or {}).get("Method", "none") != "none"
+                    for record in records.values())
     root = fmriprep_root(config)
     return FitMetadata(
         surrogate=first["surrogate"], kappa=value("kappa"), tau2=value("tau2"),
         log_evidence=value("log_evidence"), convergence=value("convergence"),
-        random_seed=config.random_seed if first.get("bootstrap") else None,
+        random_seed=config.random_seed if first.get("bootstrap") or simulated else None,
         sources=[bids_uri(path, root) for path in run.sources],
         bootstrap=first.get("bootstrap") or {"Mode": "none"},
         calibration_check=value("calibration_check"),

@@ -175,8 +175,10 @@ def test_simulated_bias_correction_is_recorded_and_can_be_turned_off(dataset, tm
         out = tmp_path / mode
         assert run(dataset, out, "--bias-correction", mode) == 0
         func = out / "sub-01" / "func"
-        record = json.loads((func / f"{name}.json").read_text())["BiasCorrection"]
+        sidecar = json.loads((func / f"{name}.json").read_text())
+        record = sidecar["BiasCorrection"]
         assert record["Method"] == mode
+        assert sidecar["RandomSeed"] == (0 if mode == "simulation" else None)
         maps[mode] = nib.load(func / f"{name}.func.gii").agg_data()
     assert set(record) == {"Method", "Reason"} and "none" in record["Reason"]
     moved = maps["simulation"] - maps["none"]
