@@ -44,3 +44,36 @@ class CountingRefit:
             raise RuntimeError("simulated crash of a bootstrap run")
         self.calls += 1
         return lag1_latent(y)
+
+
+def surrogate_study(tr: float, n_frames: int, subdivisions: int, radius_mm: float,
+                    tau2: float, center: bool = False):
+    """A 1p run on an icosphere, HCP nuisance, truth from the SPDE prior (κ 0.05), fitted
+    by the shipped surrogate's MAP at the true (κ, τ²): the real refit chain to test on.
+
+    Returns (truth latent (V,), cleaned series (V, T), MapRefit, latent MAP (V, 1)).
+    """
+    from bids_app.bootstrap.refit import MapRefit
+    from bids_app.inference import fit_map
+    from bids_app.models import ONE_PARAM
+    from bids_app.preprocess import clean
+    from bids_app.prior import SPDEPrior, fem_matrices, icosphere
+    from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold
+    from bids_app.surrogate import load_surrogate
+
+    rng = np.random.default_rng(0)
+    vertices, faces = icosphere(subdivisions, radius_mm=radius_mm)
+    prior = SPDEPrior(fem_matrices(vertices, faces))
+    truth_t = prior.sample(0.05, tau2, rng)[:, 0]
+    if center:
+        truth_t = truth_t - truth_t.mean()
+    theta = ONE_PARAM.to_theta(truth_t[:, None])
+    y = simulate_bold(ONE_PARAM, theta, tr, n_frames,
+                      sample_nuisance(HCP_1P, theta.shape[0], rng), rng)
+    surrogate = load_surrogate("1p", tr, n_frames)
+    y_clean = clean(y, tr, surrogate.preprocessing)
+    summaries = surrogate.summarize(y_clean, tr)
+    precision = prior.precision(0.05, tau2)
+    fit = fit_map(surrogate.loglik(summaries, tr, n_frames), precision, summaries)
+    theta_t = np.asarray(fit.theta_t)
+    return truth_t, y_clean, MapRefit(surrogate, precision, theta_t, tr), theta_t

@@ -8,31 +8,17 @@ import pytest
 
 from bids_app.bootstrap import double_bootstrap
 from bids_app.bootstrap.refit import MapRefit, clean_by_rows
-from bids_app.inference import fit_map
-from bids_app.models import ONE_PARAM
 from bids_app.preprocess import Preprocessing, clean
-from bids_app.prior import SPDEPrior, fem_matrices, icosphere
-from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold
-from bids_app.surrogate import load_surrogate
+
+from .refits import surrogate_study
 
 TR, N_FRAMES = 2.0, 200
 
 
 @pytest.fixture(scope="module")
 def study():
-    rng = np.random.default_rng(0)
-    vertices, faces = icosphere(2, radius_mm=30.0)
-    prior = SPDEPrior(fem_matrices(vertices, faces))
-    truth_t = prior.sample(0.05, 10.0, rng)[:, 0]
-    theta = ONE_PARAM.to_theta(truth_t[:, None])
-    y = simulate_bold(ONE_PARAM, theta, TR, N_FRAMES,
-                      sample_nuisance(HCP_1P, theta.shape[0], rng), rng)
-    surrogate = load_surrogate("1p", TR, N_FRAMES)
-    y_clean = clean(y, TR, surrogate.preprocessing)
-    summaries = surrogate.summarize(y_clean, TR)
-    precision = prior.precision(0.05, 10.0)
-    fit = fit_map(surrogate.loglik(summaries, TR, N_FRAMES), precision, summaries)
-    return y_clean, MapRefit(surrogate, precision, fit.theta_t, TR), fit.theta_t
+    _, y_clean, refit, theta_t = surrogate_study(TR, N_FRAMES, 2, 30.0, tau2=10.0)
+    return y_clean, refit, theta_t
 
 
 def test_refit_of_the_original_data_reproduces_the_map(study):

@@ -6,42 +6,22 @@ import numpy as np
 import pytest
 
 from bids_app.bootstrap import double_bootstrap
-from bids_app.bootstrap.refit import MapRefit
 from bids_app.bootstrap.simulated_bias import (
     shift_result,
     simulated_bias,
     skip_reason,
     smooth_in_estimate,
 )
-from bids_app.inference import fit_map
-from bids_app.models import ONE_PARAM
 from bids_app.preprocess import clean, lowpass_filter
-from bids_app.prior import SPDEPrior, fem_matrices, icosphere
-from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold
-from bids_app.surrogate import load_surrogate
 
-from .refits import CountingRefit, simulate_ar1
+from .refits import CountingRefit, simulate_ar1, surrogate_study
 
 TR, N_FRAMES = 0.72, 1200
 
 
 @pytest.fixture(scope="module")
 def study():
-    rng = np.random.default_rng(0)
-    vertices, faces = icosphere(3, radius_mm=60.0)
-    prior = SPDEPrior(fem_matrices(vertices, faces))
-    truth_t = prior.sample(0.05, 100.0, rng)[:, 0]
-    truth_t -= truth_t.mean()
-    theta = ONE_PARAM.to_theta(truth_t[:, None])
-    y = simulate_bold(ONE_PARAM, theta, TR, N_FRAMES,
-                      sample_nuisance(HCP_1P, theta.shape[0], rng), rng)
-    surrogate = load_surrogate("1p", TR, N_FRAMES)
-    y_clean = clean(y, TR, surrogate.preprocessing)
-    summaries = surrogate.summarize(y_clean, TR)
-    precision = prior.precision(0.05, 100.0)
-    fit = fit_map(surrogate.loglik(summaries, TR, N_FRAMES), precision, summaries)
-    theta_t = np.asarray(fit.theta_t)
-    return truth_t, y_clean, MapRefit(surrogate, precision, theta_t, TR), theta_t
+    return surrogate_study(TR, N_FRAMES, 3, 60.0, tau2=100.0, center=True)
 
 
 def test_removing_the_simulated_shift_brings_the_estimate_to_the_truth(study):
