@@ -33,8 +33,8 @@ SPACE_BY_VERTICES = {10242: "fsaverage5", 40962: "fsaverage6", 163842: "fsaverag
                      32492: "fsLR"}
 # config.json keys passed on to the CLI unchanged (None / "" leaves the app's default).
 PASSTHROUGH = ("model", "confounds", "fd_threshold", "dummy_scans", "lowpass", "bootstrap",
-               "n_boot", "n_inner", "block_length", "random_seed", "nprocs", "omp_nthreads",
-               "task_id")
+               "n_boot", "n_inner", "block_length", "bias_correction", "random_seed", "nprocs",
+               "omp_nthreads", "task_id")
 LIST_OPTIONS = ("kappa", "tau2")
 
 
