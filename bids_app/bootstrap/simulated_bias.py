@@ -73,7 +73,8 @@ def skip_reason(model: str) -> str | None:
 def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
                    confounds: np.ndarray | None, seed: int,
                    n_simulations: int = N_SIMULATIONS) -> SimulatedBias:
-    """Mean shift of refits of runs simulated at the estimate under the matched regime.
+    """Shift of refits of runs simulated at the estimate under the matched regime,
+    averaged over the simulations and over vertices with similar estimates.
 
     Parameters
     ----------
