@@ -87,6 +87,13 @@ def periodogram(y: np.ndarray) -> np.ndarray:
     return (np.abs(np.fft.rfft(y, axis=-1)) ** 2)[..., 1:] / y.shape[-1]
 
 
+def rate_gain(tr: float, amplitude: tuple[float, float], noise_sd: float) -> float:
+    """g / λ: the event train's variance per frame, λ·TR·E[a²] (a uniform on ``amplitude``),
+    over the noise variance σ², per unit event rate."""
+    low, high = amplitude
+    return tr * (low**2 + low * high + high**2) / 3.0 / noise_sd**2
+
+
 def passband(n_frames: int, tr: float, preprocessing: Preprocessing) -> np.ndarray:
     """Periodogram frequencies the recipe keeps (above the high-pass, below the low-pass):
     elsewhere both spectra are filter residue, whose logs would dominate the distance."""
@@ -112,9 +119,8 @@ def vertex_rates(y_clean: np.ndarray, theta: np.ndarray, model: HRFModel, tr: fl
     (above twice the high-pass, where its roll-off no longer bends the spectrum).
     """
     prior = match.prior
-    phi, noise_sd = prior.ar_coef[0], prior.noise_sd[0]
-    low_a, high_a = prior.amplitude
-    gain = tr * (low_a**2 + low_a * high_a + high_a**2) / 3.0 / noise_sd**2
+    phi = prior.ar_coef[0]
+    gain = rate_gain(tr, prior.amplitude, prior.noise_sd[0])
     n_frames = y_clean.shape[1]
     freqs = np.fft.rfftfreq(n_frames, tr)[1:]
     band = passband(n_frames, tr, preprocessing)
@@ -188,8 +194,7 @@ def match_nuisance(y_clean: np.ndarray, theta: np.ndarray, model: HRFModel, tr: 
     eps = rng.standard_normal((n, n_frames))
     position = (np.arange(n) + 0.5) / n  # each vertex's quantile of the rate range
     rng.shuffle(position)
-    low_a, high_a = amplitude
-    gain = tr * (low_a**2 + low_a * high_a + high_a**2) / 3.0 / noise_sd**2
+    gain = rate_gain(tr, amplitude, noise_sd)
     noise_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
     def noise(phi: float) -> tuple[np.ndarray, np.ndarray]:
