@@ -65,8 +65,8 @@ class HemisphereFit:
         (vertices, faces) used by the prior, for the report.
     deconvolved : array (n, T) or None
         Wiener-deconvolved neural series (``--write-deconvolved``).
-    bias_shift : array (n, P) or 0.0
-        Simulated latent bias removed from the MAP (0 where no correction ran).
+    bias_shift : array (n, P)
+        Simulated latent bias removed from the MAP (zeros where no correction ran).
     """
 
     n_vertices: int
@@ -77,7 +77,7 @@ class HemisphereFit:
     loglik_parts: list = field(default_factory=list)
     mesh: tuple = ()
     deconvolved: np.ndarray | None = None
-    bias_shift: np.ndarray | float = 0.0
+    bias_shift: np.ndarray | None = None
 
 
 def run_participants(config: Config) -> None:
@@ -353,7 +353,7 @@ def convergence_record(result) -> dict[str, Any]:
 
 def bias_correction(refit: MapRefit, theta_t: np.ndarray, y_clean: np.ndarray,
                     confounds: np.ndarray | None, config: Config, where: str
-                    ) -> tuple[np.ndarray | float, dict[str, Any]]:
+                    ) -> tuple[np.ndarray, dict[str, Any]]:
     """The simulated bias of the MAP (``bids_app.bootstrap.simulated_bias``) and its
     sidecar record; a zero shift where it is off or cannot run."""
     from bids_app.bootstrap.simulated_bias import simulated_bias, skip_reason
@@ -363,21 +363,21 @@ def bias_correction(refit: MapRefit, theta_t: np.ndarray, y_clean: np.ndarray,
               skip_reason(surrogate.model.name))
     if reason is not None:
         LOGGER.info("%s: no simulation bias correction (%s)", where, reason)
-        return 0.0, {"Method": "none", "Reason": reason}
+        return np.zeros_like(theta_t, dtype=float), {"Method": "none", "Reason": reason}
     bias = simulated_bias(refit, theta_t, y_clean, confounds, config.random_seed)
     noise = bias.match.prior
     if bias.skipped is not None:
         LOGGER.warning("%s: no simulation bias correction: %s (matched noise AR(1) %.3f, "
                        "event rate %.3g-%.3g /s)", where, bias.skipped, noise.ar_coef[0],
                        *noise.rate)
-        return 0.0, bias.sidecar()
+        return bias.shift, bias.sidecar()
     LOGGER.info("%s: simulation bias correction: matched noise sd %.3g, AR(1) %.3f, event "
                 "rate %.3g-%.3g /s; mean latent shift %+.3f", where, noise.noise_sd[0],
                 noise.ar_coef[0], *noise.rate, float(bias.shift.mean()))
     return bias.shift, bias.sidecar()
 
 
-def bootstrap_intervals(y_clean: np.ndarray, refit: MapRefit, shift: np.ndarray | float,
+def bootstrap_intervals(y_clean: np.ndarray, refit: MapRefit, shift: np.ndarray,
                         config: Config, cache: Path):
     """Single or double block bootstrap of the latent map, mapped to reported parameters.
 
@@ -398,7 +398,6 @@ def bootstrap_intervals(y_clean: np.ndarray, refit: MapRefit, shift: np.ndarray 
             result = double_bootstrap(y_clean, refit, theta_t, tr, client=client, **options)
     else:
         result = double_bootstrap(y_clean, refit, theta_t, tr, **options)
-    shift = np.broadcast_to(shift, theta_t.shape)
     return (natural_intervals(shift_result(result, shift), theta_t - shift, refit.surrogate.model),
             result.sidecar())
 
@@ -428,8 +427,8 @@ def combine_runs(runs: list[SurfaceRun], fits: dict[str, dict[str, HemisphereFit
         record.pop("precision")
         record.pop("candidate")
         first = parts[0].record
-        shift = np.mean([np.broadcast_to(part.bias_shift, part.theta_t.shape)[
-            np.searchsorted(part.fitted, common)] for part in parts], axis=0)
+        shift = np.mean([part.bias_shift[np.searchsorted(part.fitted, common)]
+                         for part in parts], axis=0)
         theta_t = theta_t - shift
         record.update(
             bias_correction={"Method": "mean of the runs' simulated shifts",
@@ -445,7 +444,7 @@ def combine_runs(runs: list[SurfaceRun], fits: dict[str, dict[str, HemisphereFit
                    "FittedVertices": len(common)},
         )
         combined[hemi] = HemisphereFit(parts[0].n_vertices, common, theta_t, None, record,
-                                       [], parts[0].mesh)
+                                       [], parts[0].mesh, None, shift)
     return combined
 
 
