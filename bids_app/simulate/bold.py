@@ -185,8 +185,8 @@ def simulate_training_set(
     preprocessing: Preprocessing,
     rng: np.random.Generator,
     confounds: np.ndarray | None = None,
-    ar_coef: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_ar_coef: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Simulated (θ̃, cleaned series) pairs for training the surrogate.
 
     θ̃ ~ N(0, 1) per parameter (θ uniform on the link box), nuisance drawn from
@@ -206,24 +206,26 @@ def simulate_training_set(
     rng : numpy.random.Generator
     confounds : array (n_frames, k), optional
         Regressors removed as in real data (costs the same degrees of freedom).
-    ar_coef : array (n,), optional
-        The noise's AR(1) coefficient per series instead of the prior's draw, for a
-        caller that conditions on it (a surrogate told the run's noise colour).
+    with_ar_coef : bool
+        Also return the noise AR(1) coefficient each series was drawn with, for a caller
+        that conditions on it (a surrogate told the run's noise colour). Reported, not
+        drawn again, so the random stream is the same either way.
 
     Returns
     -------
     theta_t : array (n, P) float32
     y_clean : array (n, n_frames) float32
+    ar_coef : array (n,) float32, with ``with_ar_coef``
     """
     model = resolve_model(model)
     theta_t = rng.standard_normal((n, model.n_params)).astype(np.float32)
     y_clean = np.empty((n, n_frames), dtype=np.float32)
+    ar_coef = np.empty(n, dtype=np.float32)
     for start in range(0, n, CHUNK_SERIES):
         rows = slice(start, start + CHUNK_SERIES)
         theta = model.to_theta(theta_t[rows])
         nuisance = sample_nuisance(prior, theta.shape[0], rng)
-        if ar_coef is not None:
-            nuisance["ar_coef"] = np.asarray(ar_coef, dtype=float)[rows]
+        ar_coef[rows] = nuisance["ar_coef"]
         raw = simulate_bold(model, theta, tr, n_frames, nuisance, rng)
         y_clean[rows] = clean(raw, tr, preprocessing, confounds)
-    return theta_t, y_clean
+    return (theta_t, y_clean, ar_coef) if with_ar_coef else (theta_t, y_clean)

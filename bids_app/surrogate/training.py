@@ -189,13 +189,12 @@ def simulate_features(config: TrainingConfig, n: int, rng: np.random.Generator,
         size = min(config.block, n - done)
         proto = protocol or draw_protocol(config, rng)
         regressors = regressors_of_count(proto.n_regressors, proto.n_frames, proto.tr, rng)
-        phi = rng.uniform(*prior.ar_coef, size)
-        theta_t, y = simulate_training_set(config.model, size, proto.tr, proto.n_frames,
-                                           prior, Preprocessing(lowpass=proto.lowpass), rng,
-                                           confounds=regressors, ar_coef=phi)
+        theta_t, y, phi = simulate_training_set(
+            config.model, size, proto.tr, proto.n_frames, prior,
+            Preprocessing(lowpass=proto.lowpass), rng, confounds=regressors, with_ar_coef=True)
         thetas.append(theta_t)
         feats.append(feature_matrix(y, proto, config.n_bands))
-        phis.append(phi.astype(np.float32))
+        phis.append(phi)
         done += size
         if progress:
             progress(size)

@@ -105,3 +105,16 @@ def test_nuisance_must_match_series():
     rng = np.random.default_rng(7)
     with pytest.raises(ValueError, match="one value per series"):
         simulate_bold("1p", np.ones((5, 1)), 1.0, 20, sample_nuisance(HCP_1P, 4, rng), rng)
+
+
+def test_asking_for_the_ar_coefficients_does_not_change_the_series():
+    """Reported, not redrawn: a surrogate told φ trains on the same series as one not told."""
+    prior = NuisancePrior(noise_sd=(0.1, 0.3), amplitude=(0.7, 0.9), rate=(0.01, 0.2),
+                          ar_coef=(0.0, 0.1))
+    plain = simulate_training_set("1p", 50, 0.72, 120, prior, Preprocessing(),
+                                  np.random.default_rng(3))
+    theta_t, y, ar = simulate_training_set("1p", 50, 0.72, 120, prior, Preprocessing(),
+                                           np.random.default_rng(3), with_ar_coef=True)
+    np.testing.assert_array_equal(plain[0], theta_t)
+    np.testing.assert_array_equal(plain[1], y)
+    assert ar.shape == (50,) and 0.0 <= ar.min() and ar.max() <= 0.1 and np.ptp(ar) > 0
