@@ -248,6 +248,9 @@ class FitMetadata:
         nats); None if not recorded.
     bias_correction : ``{"Method": "simulation", "NoiseModel": {...}, "MeanShift": [...],
         ...}`` or ``{"Method": "none", "Reason": str}``; None if not recorded.
+    quality_control : the quality gate's record (``bids_app.quality``): ``{"Pass": bool,
+        "Reasons": [str], "Checks": {name: {"Value", "Threshold", "Pass",
+        "Description"}}}``; None if the gate did not run (combined maps).
     extra : anything else worth recording (TR, confound strategy, frames kept ...).
     """
 
@@ -265,6 +268,7 @@ class FitMetadata:
     extra: Mapping[str, Any] = field(default_factory=dict)
     hyperparameter_selection: Mapping[str, Any] | None = None
     bias_correction: Mapping[str, Any] | None = None
+    quality_control: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -435,6 +439,8 @@ def sidecar(maps: ParameterMaps, param: str, stat: str) -> dict[str, Any]:
         record["HyperparameterSelection"] = dict(meta.hyperparameter_selection)
     if meta.bias_correction is not None:
         record["BiasCorrection"] = dict(meta.bias_correction)
+    if meta.quality_control is not None:
+        record["QualityControl"] = dict(meta.quality_control)
     if stat in ("cilower", "ciupper"):
         record["NominalCoverage"] = 0.95
     for key, value in meta.extra.items():

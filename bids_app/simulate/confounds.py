@@ -27,8 +27,12 @@ STRATEGIES = ("none", "24P", "36P", "acompcor")
 STRATEGY_WIDTHS = {"none": 0, "24P": 24, "36P": 36, "acompcor": 22}
 
 
-def simulated_confounds(n_frames: int, tr: float, rng: np.random.Generator) -> pd.DataFrame:
+def simulated_confounds(n_frames: int, tr: float, rng: np.random.Generator,
+                        shared: np.ndarray | None = None) -> pd.DataFrame:
     """A confounds table like fMRIPrep's for one simulated run.
+
+    ``shared``, the run's common fluctuation (unit variance), when given, is the global
+    signal's slow part (so global signal regression removes it, as on real data).
 
     Adds fMRIPrep ≥ 20's split ``w_comp_cor_XX``/``c_comp_cor_XX`` columns (five each,
     orthonormal mixtures of motion and smooth noise) to
@@ -36,7 +40,8 @@ def simulated_confounds(n_frames: int, tr: float, rng: np.random.Generator) -> p
     width (6 motion + derivatives + 10 components).
     """
     motion = simulate_motion(n_frames, tr, rng)
-    smooth = standardized(np.cumsum(rng.standard_normal(n_frames)))[:, None]
+    smooth = standardized(np.cumsum(rng.standard_normal(n_frames)) if shared is None
+                          else np.asarray(shared, dtype=float))[:, None]
     global_signal = 1000.0 + 5.0 * (smooth[:, 0] + standardized(motion) @ rng.normal(size=6) / 6)
     table = confounds_table(motion, global_signal, rng)
     sources = np.column_stack([standardized(motion), smooth,
@@ -60,16 +65,18 @@ def simulated_regressors(strategy: str, n_frames: int, tr: float, rng: np.random
 
 
 def regressors_of_count(n_regressors: int, n_frames: int, tr: float,
-                        rng: np.random.Generator) -> np.ndarray | None:
+                        rng: np.random.Generator, shared: np.ndarray | None = None
+                        ) -> np.ndarray | None:
     """A simulated regressor set with ``n_regressors`` columns.
 
     The strategy of that width when there is one (24P: 24, 36P: 36, acompcor: 22);
     otherwise the first columns of the 36P and acompcor sets side by side (other
-    aCompCor layouts), so a run's count alone reproduces what was removed.
+    aCompCor layouts), so a run's count alone reproduces what was removed. ``shared``
+    as in :func:`simulated_confounds`.
     """
     if n_regressors <= 0:
         return None
-    table = simulated_confounds(n_frames, tr, rng)
+    table = simulated_confounds(n_frames, tr, rng, shared)
     sets = {s: strategy_regressors(table, s, "simulated confounds")[1] for s in STRATEGIES[1:]}
     for regressors in sets.values():
         if regressors.shape[1] == n_regressors:

@@ -280,11 +280,31 @@ def design_notes(config: TrainingConfig) -> dict:
             "theta_prior": "latent N(0, 1) per parameter (uniform on the link box)",
             "nuisance_prior": config.prior,
             "nuisance_prior_reasoning": (
-                "Wider than the one-subject HCP calibration of DESIGN.md §2 (noise sd, "
+                "Wider than the one-subject HCP calibration of docs/method.md §2 (noise sd, "
                 "amplitudes and event rates spread log-uniformly over about a decade "
                 f"around it, AR(1) noise with φ in {list(config.prior['ar_coef'])}) so other "
                 "scanners, subjects and preprocessing fall inside; check_calibration says "
                 "when data do not."),
+            "nuisance_components": {
+                "powerlaw": "share of noise variance from 1/f^β noise, β in "
+                            "powerlaw_exponent: resting BOLD noise has β ≈ 0.5-1.5 over "
+                            "0.01-0.1 Hz (HCP regions, shared/data/real), steeper in "
+                            "unfiltered volume runs",
+                "physio": "share from respiration (0.1-0.5 Hz) and heart (0.8-1.5 Hz) "
+                          "rhythms with wandering rate and amplitude, sampled at the TR so "
+                          "they alias below Nyquist (bids_app.simulate.nuisance)",
+                "drift": "share from random-walk drift (partly removed by detrend and "
+                         "high-pass)",
+                "shared": "share from one slow fluctuation (β 1-2) common to a run's "
+                          "series and written into its simulated global signal, so 36P's "
+                          "global signal regression removes it as on real data",
+                "neural_fluctuation": "share of the neural drive's variance from 1/f^β "
+                                      "fluctuations (β in neural_exponent) added to events",
+                "clean_fraction": "share of series with none of the above (the paper's "
+                                  "white/AR(1) model)",
+                "check": "benchmarks/bench_nuisance_envelope.py: share of real series "
+                         "inside the simulated 1-99 % envelope per band and protocol",
+            },
         },
         "preprocessing": {
             "clean": Preprocessing().to_dict(),

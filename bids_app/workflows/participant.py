@@ -188,6 +188,8 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
             y_clean, refit, shift, config,
             cache=config.work_dir / "bootstrap" / f"{run.prefix}_hemi-{hemi}")
     theta_t = theta_t - shift
+    record["quality_control"] = gate(y_clean, theta_t, surrogate, data.tr, n_reg, record,
+                                     config.random_seed, f"{run.prefix} hemi-{hemi}")
     deconvolved = None
     if config.write_deconvolved:
         theta = surrogate.model.to_theta(theta_t)
@@ -196,6 +198,21 @@ def fit_hemisphere(run: SurfaceRun, hemi: str, data: RunData, selection: FrameSe
                          [(surrogate, summaries, data.tr, selection.n_frames, n_reg,
                            noise_ar)],
                          (vertices, faces), deconvolved, shift)
+
+
+def gate(y_clean: np.ndarray, theta_t: np.ndarray, surrogate, tr: float, n_regressors: int,
+         record: dict[str, Any], seed: int, where: str) -> dict[str, Any]:
+    """The quality gate's sidecar record; a failed gate is a WARNING naming the run."""
+    from bids_app.quality import quality_control
+
+    quality = quality_control(y_clean, theta_t, surrogate, tr, n_regressors,
+                              record["calibration_check"], record["convergence"]["Converged"],
+                              seed)
+    if not quality.passed:
+        LOGGER.warning("%s: QUALITY GATE FAILED, the maps are written but flagged and left "
+                       "out of the group level (--include-flagged keeps them): %s", where,
+                       "; ".join(quality.reasons))
+    return quality.sidecar()
 
 
 def clean_usable_vertices(block, selection: FrameSelection, tr: float, preprocessing,
@@ -620,6 +637,7 @@ def fit_metadata(hemi_fits: dict[str, HemisphereFit], run: SurfaceRun, config: C
         evidence_grid=value("evidence_grid") if len(records) == 1 else None,
         hyperparameter_selection=value("hyperparameter_selection"),
         bias_correction=value("bias_correction"),
+        quality_control=value("quality_control") if "quality_control" in first else None,
         extra={key: value for key, value in first["extra"].items()}
         if len(records) == 1 else {"Hemispheres": value("extra")},
     )
