@@ -49,6 +49,7 @@ _SHOWN_ELSEWHERE = {
     "Surrogate",
     "Bootstrap",
     "Sources",
+    "QualityControl",
 }
 _HEMIS = ("L", "R")
 
@@ -70,6 +71,8 @@ class Section:
     convergence_figures: list[Figure] = field(default_factory=list)
     calibration: list[dict[str, Any]] = field(default_factory=list)
     identifiability: list[list[str]] = field(default_factory=list)
+    quality: list[dict[str, Any]] = field(default_factory=list)
+    quality_rows: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -265,6 +268,20 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
                 )
 
 
+def _quality_section(fit: LoadedFit, section: Section) -> None:
+    """The quality gate's verdict per hemisphere (banner) and its checks (table)."""
+    for label, record in hemisphere_records(fit.sidecars[fit.params[0]]):
+        gate = record.get("QualityControl")
+        if not isinstance(gate, Mapping) or "Pass" not in gate:
+            continue
+        section.quality.append({"label": label, "passed": bool(gate["Pass"]),
+                                "reasons": list(gate.get("Reasons") or [])})
+        for name, check in (gate.get("Checks") or {}).items():
+            section.quality_rows.append([label, name, format_value(check.get("Value")),
+                                         format_value(check.get("Threshold")),
+                                         "yes" if check.get("Pass") else "NO"])
+
+
 def _summary_rows(record: Mapping[str, Any]) -> list[list[str]]:
     surrogate = record.get("Surrogate") or {}
     rows = [
@@ -285,6 +302,7 @@ def build_section(files: list[MapFile], meshes: MeshLookup | None = None) -> Sec
     section = Section(title=title, anchor=re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-"))
     first = next(iter(fit.sidecars[fit.params[0]].values()))
     section.summary = _summary_rows(first)
+    _quality_section(fit, section)
     _map_section(fit, section, meshes)
     _diagnostics_section(fit, section)
     return section

@@ -192,3 +192,28 @@ def test_hemisphere_records_and_format_value():
 def test_no_maps_is_a_missing_input(tmp_path):
     with pytest.raises(MissingInputError, match="sub-01"):
         write_participant_report(tmp_path, "01")
+
+
+def test_failed_quality_gate_is_a_banner_with_reasons(tmp_path):
+    """A flagged hemisphere stops the reader at the top of its section; a passed one
+    says so in one line."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(5)
+    verdicts = {"L": {"Pass": False, "Reasons": ["100% of vertices sit at a bound"],
+                      "Checks": {"AtRangeBound": {"Value": 1.0, "Threshold": 0.5,
+                                                  "Pass": False}}},
+                "R": {"Pass": True, "Reasons": [],
+                      "Checks": {"AtRangeBound": {"Value": 0.0, "Threshold": 0.5,
+                                                  "Pass": True}}}}
+    for hemi, verdict in verdicts.items():
+        ents = {"sub": "01", "task": "rest", "run": "1", "hemi": hemi, "space": "tiny"}
+        meta = replace(_metadata(), quality_control=verdict)
+        write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", _params(rng, N, slice(0, 6)),
+                                                     meta))
+    html = write_participant_report(tmp_path, "01", meshes=lambda space, hemi: MESH).read_text()
+    banner = html[html.index("QUALITY GATE FAILED"):html.index("</div>",
+                                                              html.index("QUALITY GATE FAILED"))]
+    assert "L: 100% of vertices sit at a bound" in banner and "R:" not in banner
+    assert html.index("QUALITY GATE FAILED") < html.index("<h3>Fit</h3>")
+    assert "<td>AtRangeBound</td>" in html and "<td>NO</td>" in html
