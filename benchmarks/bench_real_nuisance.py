@@ -132,6 +132,7 @@ def row(study: str, kind: str, seed: int, surrogate_for) -> str:
     return (f"{study:10s} {kind:20s} {seed:4d} {np.mean(err ** 2):8.4f} {err.mean():+8.3f} "
             f"{np.corrcoef(est, truth)[0, 1]:6.3f} {'pass' if quality.passed else 'FLAG':5s} "
             f"{checks['PosteriorPredictiveSpectra'].value:6.3f} "
+            f"{checks['RunSpectrumShape'].value:6.3f} "
             f"{checks['TrainingDistribution'].value:6.3f} {checks['AtRangeBound'].value:6.3f} "
             f"{time.perf_counter() - start:6.1f}")
 
@@ -154,7 +155,7 @@ def main() -> None:
 
     print(f"surrogate: {surrogate_for(2.0).card['id']}")
     print(f"{'study':10s} {'nuisance':20s} {'seed':>4s} {'MSE':>8s} {'bias':>8s} {'r':>6s} "
-          f"{'gate':5s} {'ppc':>6s} {'ood':>6s} {'bound':>6s} {'fit s':>6s}")
+          f"{'gate':5s} {'ppc':>6s} {'run-p':>6s} {'ood':>6s} {'bound':>6s} {'fit s':>6s}")
     kinds = list(args.kinds) + (list(MISMATCHED) if args.mismatched else [])
     for study in args.study:
         for kind in kinds:

@@ -18,6 +18,8 @@ from bids_app.quality.predictive import HIGH_BAND_HZ, predictive_check
 
 # At most this share of vertices may lie outside their predictive 99 % (1 % expected).
 MAX_PREDICTIVE_OUTLIERS = 0.10
+# A run whose spectral shape no single nuisance regime of the prior reaches this often.
+MIN_RUN_TAIL_PROBABILITY = 0.05
 # Latent |θ̃| beyond this is the outer 1 % of the link box: the estimate is at a bound of
 # the surrogate's range. A map with more than half its vertices there is pinned.
 BOUND_LATENT = 2.576
@@ -89,6 +91,13 @@ def quality_control(y_clean: np.ndarray, theta_t: np.ndarray, surrogate, tr: flo
             f"share of {predictive.n_checked} checked vertices whose log band spectrum lies "
             "beyond the 99th percentile of spectra simulated at their estimate under the "
             "surrogate's nuisance prior (about 0.01 expected)"),
+        "RunSpectrumShape": Check(
+            predictive.run_tail_probability, MIN_RUN_TAIL_PROBABILITY,
+            predictive.run_tail_probability >= MIN_RUN_TAIL_PROBABILITY,
+            "share of pseudo-runs simulated at the estimates with one nuisance regime of the "
+            "surrogate's prior each whose mean spectral deviation is at least the data's "
+            "(a tail probability; below the threshold no regime the likelihood integrates "
+            "over shapes spectra like this run's, so the estimates are biased)"),
         "TrainingDistribution": Check(
             float(calibration["vertex_outlier_fraction"]), 0.1,
             bool(calibration["in_distribution"]), calibration["message"]),
@@ -112,6 +121,10 @@ def _reason(name: str, check: Check) -> str:
     if name == "PosteriorPredictiveSpectra":
         return (f"{100 * check.value:.0f}% of vertices have spectra the model cannot produce "
                 f"at their estimate (at most {100 * check.threshold:.0f}%)")
+    if name == "RunSpectrumShape":
+        return ("the run's spectral shape is one no nuisance regime of the model produces "
+                f"(tail probability {check.value:.2f} < {check.threshold:g}): the estimates "
+                "are likely biased")
     if name == "TrainingDistribution":
         return "the run's spectra are outside the surrogate's training distribution"
     if name == "AtRangeBound":

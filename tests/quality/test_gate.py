@@ -48,8 +48,8 @@ def test_gate_passes_runs_the_model_describes(surrogate) -> None:
     assert quality.checks["PosteriorPredictiveSpectra"].value < 0.05
     record = quality.sidecar()
     assert record["Pass"] is True and record["Reasons"] == []
-    assert set(record["Checks"]) == {"PosteriorPredictiveSpectra", "TrainingDistribution",
-                                     "AtRangeBound", "MapConverged"}
+    assert set(record["Checks"]) == {"PosteriorPredictiveSpectra", "RunSpectrumShape",
+                                     "TrainingDistribution", "AtRangeBound", "MapConverged"}
 
 
 def test_gate_flags_an_undeclared_low_pass(surrogate) -> None:
