@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20, help="epochs of the summary network")
     p.add_argument("--flow-epochs", type=int, help="epochs of the flow (default --epochs)")
     p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads")
+    p.add_argument("--nuisance", choices=("real", "ar1"), default="real",
+                   help="nuisance of the training simulations: real = white/AR(1) noise plus "
+                        "power-law noise, aliased physiology, shared fluctuations, drift and "
+                        "power-law neural drive (docs/method.md §2); ar1 = the paper's model")
     p.add_argument("--noise-context", action="store_true",
                    help="tell the flow the noise AR(1) coefficient (experimental: the "
                         "workflow then selects a run's noise colour by evidence; README)")
@@ -57,14 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     from threadpoolctl import threadpool_limits
 
     from bids_app.surrogate.registry import write_surrogate
-    from bids_app.surrogate.training import Trainer, TrainingConfig
+    from bids_app.surrogate.training import AR1_PRIORS, TRAINING_PRIORS, Trainer, TrainingConfig
 
     config = TrainingConfig(
         model=args.model, seed=args.seed, tr_range=tuple(args.tr_range),
         frames_range=tuple(args.frames_range), lowpass_range=tuple(args.lowpass_range),
         n_train=args.n_train, n_val=args.n_val, epochs_summary=args.epochs,
         epochs_flow=args.flow_epochs or args.epochs, threads=args.threads,
-        noise_context=args.noise_context)
+        noise_context=args.noise_context,
+        prior=(TRAINING_PRIORS if args.nuisance == "real" else AR1_PRIORS)[args.model].to_dict())
     try:
         with threadpool_limits(args.threads):
             trainer = Trainer(config, args.work_dir or args.out / "work")

@@ -38,7 +38,7 @@ from bids_app.surrogate.networks import SummaryNet, build_flow
 from bids_app.surrogate.training import Trainer, TrainingConfig, noise_context
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED = {"1p": "hemocoupling-1p-v3", "2p": "hemocoupling-2p-v4"}
+SHIPPED = {"1p": "hemocoupling-1p-v3", "2p": "hemocoupling-2p-v3"}
 # TRs a little outside the trained range are still served (rounding in sidecars).
 TR_TOLERANCE = 0.01
 # Noise AR(1) coefficients a run is compared at (evenly over the trained range).
