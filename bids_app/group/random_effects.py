@@ -1,0 +1,142 @@
+"""Vertex-wise random-effects meta-regression of participant estimates with known SEs.
+
+Model per vertex: y_i = x_iᵀβ + u_i + e_i, u_i ~ N(0, τ²) between participants and
+e_i ~ N(0, s_i²) the participant's own sampling error (s_i from its bootstrap). τ² is
+estimated by REML (Fisher scoring, started at DerSimonian–Laird); a vertex where REML
+does not converge keeps the DerSimonian–Laird value. Every function works on a whole
+block of vertices at once: arrays are (participants, vertices), the design is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import false_discovery_control, norm
+
+REML_MAX_ITER = 100
+REML_TOL = 1e-8
+
+
+@dataclass
+class RandomEffectsFit:
+    """Per-vertex results: coefficients (p, V), their SEs (p, V), τ² (V), N (V)."""
+
+    beta: np.ndarray
+    se: np.ndarray
+    tau2: np.ndarray
+    n: np.ndarray
+    method: np.ndarray  # per vertex: "REML", "DL" or "" (not estimable)
+
+
+def _solve_weighted(y, v, x, tau2):
+    """β̂, (XᵀWX)⁻¹ and W for weights 1/(v + τ²); missing participants have weight 0."""
+    finite = np.isfinite(y) & np.isfinite(v) & (v > 0)
+    w = np.where(finite, 1.0 / (np.where(finite, v, 1.0) + tau2), 0.0)
+    yz = np.where(finite, y, 0.0)
+    a = np.einsum("iv,ip,iq->vpq", w, x, x)
+    b = np.einsum("iv,ip,iv->vp", w, x, yz)
+    a_inv = np.linalg.pinv(a, hermitian=True)
+    beta = np.einsum("vpq,vq->vp", a_inv, b)
+    return beta, a_inv, w, yz
+
+
+def _residual(yz, x, beta):
+    return yz - np.einsum("ip,vp->iv", x, beta)
+
+
+def dersimonian_laird(y: np.ndarray, v: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Method-of-moments τ² (generalised to a design): max(0, (Q − (k − p)) / c)."""
+    beta, a_inv, w, yz = _solve_weighted(y, v, x, 0.0)
+    q = (w * _residual(yz, x, beta) ** 2).sum(axis=0)
+    k = (w > 0).sum(axis=0)
+    xw2x = np.einsum("iv,ip,iq->vpq", w**2, x, x)
+    c = w.sum(axis=0) - np.einsum("vpq,vqp->v", a_inv, xw2x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau2 = (q - (k - x.shape[1])) / c
+    return np.where(np.isfinite(tau2), np.maximum(tau2, 0.0), 0.0)
+
+
+def reml_tau2(
+    y: np.ndarray, v: np.ndarray, x: np.ndarray, start: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """REML τ² by Fisher scoring; returns (τ², converged) per vertex.
+
+    Step: τ² += (rᵀW²r − tr P) / tr(P²) with P = W − WX(XᵀWX)⁻¹XᵀW, clamped at 0;
+    the restricted likelihood's score and expected information (Harville 1977).
+    """
+    tau2 = start.copy()
+    converged = np.zeros(tau2.shape, bool)
+    active = np.ones(tau2.shape, bool)
+    for _ in range(REML_MAX_ITER):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        yy, vv, t = y[:, idx], v[:, idx], tau2[idx]
+        beta, a_inv, w, yz = _solve_weighted(yy, vv, x, t)
+        r = _residual(yz, x, beta)
+        xw2x = np.einsum("iv,ip,iq->vpq", w**2, x, x)
+        xw3x = np.einsum("iv,ip,iq->vpq", w**3, x, x)
+        tr_p = w.sum(axis=0) - np.einsum("vpq,vqp->v", a_inv, xw2x)
+        m = np.einsum("vpq,vqr->vpr", a_inv, xw2x)
+        tr_pp = (
+            (w**2).sum(axis=0)
+            - 2 * np.einsum("vpq,vqp->v", a_inv, xw3x)
+            + np.einsum("vpq,vqp->v", m, m)
+        )
+        score = (w**2 * r**2).sum(axis=0) - tr_p
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(tr_pp > 0, score / tr_pp, 0.0)
+        new = np.maximum(t + step, 0.0)
+        done = np.abs(new - t) <= REML_TOL * np.maximum(1.0, t)
+        tau2[idx] = new
+        converged[idx[done]] = True
+        active[idx[done]] = False
+        bad = ~np.isfinite(new)
+        active[idx[bad]] = False
+    return tau2, converged & np.isfinite(tau2)
+
+
+def random_effects(y: np.ndarray, v: np.ndarray, x: np.ndarray) -> RandomEffectsFit:
+    """Fit the random-effects model at every vertex of a block.
+
+    Parameters
+    ----------
+    y : (participants, vertices) estimates in the analysis (latent) scale; NaN = absent.
+    v : (participants, vertices) their sampling variances, same scale.
+    x : (participants, p) design, full column rank over the participants present.
+    """
+    y, v, x = np.asarray(y, float), np.asarray(v, float), np.asarray(x, float)
+    present = np.isfinite(y) & np.isfinite(v) & (v > 0)
+    n = present.sum(axis=0)
+    estimable = n > x.shape[1]  # τ² needs residual degrees of freedom
+    dl = dersimonian_laird(y, v, x)
+    reml, ok = reml_tau2(y, v, x, dl)
+    tau2 = np.where(ok, reml, dl)
+    method = np.where(ok, "REML", "DL")
+    tau2 = np.where(estimable, tau2, 0.0)
+    method = np.where(estimable, method, "")
+    beta, a_inv, _, _ = _solve_weighted(y, v, x, tau2)
+    se = np.sqrt(np.clip(np.einsum("vpp->vp", a_inv), 0.0, None))
+    enough = n >= x.shape[1]
+    beta = np.where(enough[:, None], beta, np.nan).T
+    se = np.where(enough[:, None], se, np.nan).T
+    tau2 = np.where(estimable, tau2, np.nan)
+    return RandomEffectsFit(beta=beta, se=se, tau2=tau2, n=n.astype(float), method=method)
+
+
+def z_and_p(effect: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Wald z and two-sided normal p-value; NaN where the SE is not positive."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se > 0, effect / se, np.nan)
+    return z, 2.0 * norm.sf(np.abs(z))
+
+
+def bh_qvalues(p: np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values over the finite entries (NaN stays NaN)."""
+    p = np.asarray(p, float)
+    q = np.full(p.shape, np.nan)
+    finite = np.isfinite(p)
+    if finite.any():
+        q[finite] = false_discovery_control(p[finite], method="bh")
+    return q
