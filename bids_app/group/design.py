@@ -32,15 +32,21 @@ class Design:
     contrasts: dict[str, np.ndarray] = field(default_factory=dict)
 
     def labels(self) -> dict[str, str]:
-        """Coefficient / contrast name → alphanumeric label for the ``desc`` entity."""
-        names = [*self.columns, *self.contrasts]
-        return {name: term_label(name) for name in names}
+        """Coefficient / contrast name → alphanumeric ``desc`` label.
+
+        The intercept of an intercept-only design is the group ``mean``; with covariates
+        it is the ``intercept`` (the value where every covariate is 0 or at its reference).
+        """
+        out = {name: term_label(name) for name in [*self.columns, *self.contrasts]}
+        if self.columns == [INTERCEPT]:
+            out[INTERCEPT] = "mean"
+        return out
 
 
 def term_label(name: str) -> str:
-    """``sex[T.M]`` → ``sexTM``; ``Intercept`` → ``mean`` (BIDS labels are alphanumeric)."""
+    """``sex[T.M]`` → ``sexTM`` (BIDS labels are alphanumeric)."""
     if name == INTERCEPT:
-        return "mean"
+        return "intercept"
     return re.sub(r"[^0-9A-Za-z]", "", name) or "term"
 
 

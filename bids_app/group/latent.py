@@ -90,3 +90,13 @@ def derived_slope(model: str, param: str, reported: str, theta: np.ndarray) -> n
     upper = derived_natural(model, param, reported, theta + step)
     lower = derived_natural(model, param, reported, theta - step)
     return (upper - lower) / (2 * step)
+
+
+# The canonical double-gamma HRF in each model: θ = 1 (1p); amplitude 1, latency 0 (2p).
+# The group mean is tested against it, not against the middle of the parameter box.
+CANONICAL = {"theta": 1.0, "amplitude": 1.0, "latency": 0.0}
+
+
+def canonical_latent(model: str, param: str) -> float:
+    """θ̃ of the canonical HRF: the null value of the group-mean z map."""
+    return float(to_latent(model, param, np.array(CANONICAL[param])))

@@ -20,10 +20,12 @@ REML_TOL = 1e-8
 
 @dataclass
 class RandomEffectsFit:
-    """Per-vertex results: coefficients (p, V), their SEs (p, V), τ² (V), N (V)."""
+    """Per-vertex results: coefficients (p, V), their SEs (p, V) and covariance (V, p, p),
+    τ² (V), N (V)."""
 
     beta: np.ndarray
     se: np.ndarray
+    cov: np.ndarray
     tau2: np.ndarray
     n: np.ndarray
     method: np.ndarray  # per vertex: "REML", "DL" or "" (not estimable)
@@ -121,8 +123,17 @@ def random_effects(y: np.ndarray, v: np.ndarray, x: np.ndarray) -> RandomEffects
     enough = n >= x.shape[1]
     beta = np.where(enough[:, None], beta, np.nan).T
     se = np.where(enough[:, None], se, np.nan).T
+    cov = np.where(enough[:, None, None], a_inv, np.nan)
     tau2 = np.where(estimable, tau2, np.nan)
-    return RandomEffectsFit(beta=beta, se=se, tau2=tau2, n=n.astype(float), method=method)
+    return RandomEffectsFit(beta, se, cov, tau2, n.astype(float), method)
+
+
+def contrast(fit: RandomEffectsFit, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Estimate and SE of cᵀβ at every vertex."""
+    weights = np.asarray(weights, float)
+    effect = weights @ fit.beta
+    var = np.einsum("p,vpq,q->v", weights, fit.cov, weights)
+    return effect, np.sqrt(np.clip(var, 0.0, None))
 
 
 def z_and_p(effect: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,3 +151,15 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
     if finite.any():
         q[finite] = false_discovery_control(p[finite], method="bh")
     return q
+
+
+def concatenate(fits: list[RandomEffectsFit]) -> RandomEffectsFit:
+    """One fit from fits of consecutive vertex blocks."""
+    return RandomEffectsFit(
+        beta=np.concatenate([f.beta for f in fits], axis=1),
+        se=np.concatenate([f.se for f in fits], axis=1),
+        cov=np.concatenate([f.cov for f in fits], axis=0),
+        tau2=np.concatenate([f.tau2 for f in fits]),
+        n=np.concatenate([f.n for f in fits]),
+        method=np.concatenate([f.method for f in fits]),
+    )

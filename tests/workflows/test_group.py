@@ -128,7 +128,9 @@ def test_group_maps_table_and_report(study):
     assert row["theta_mean"].item() == pytest.approx(truth["02"]["R"][N // 2 :].mean(), rel=1e-5)
 
     html = (root / "group.html").read_text()
-    assert html.count("data:image/png;base64,") == 6  # 2 params x mean/SD/N
+    # 2 params x mean/SD/N + 2 population modes of theta (3 participants; no SE, so no
+    # random-effects maps)
+    assert html.count("data:image/png;base64,") == 8
     assert "sub-04" in html and "no theta map for hemi-R" in html
     hidden = {p.name for p in root.rglob(".*")}
     assert hidden == {".bidsignore"}  # no temporary files left behind
