@@ -1,7 +1,8 @@
 """Random-effects results in the latent scale → the reported maps, per model term.
 
-For each term (and contrast) the latent coefficient gives z, p and the BH q over all
-vertices (both hemispheres form one family). Maps in the reported units (θ, time to peak,
+For each term (and contrast) the latent coefficient gives p (Knapp–Hartung t, see
+``random_effects``), its normal-equivalent z and the BH q over all vertices (both
+hemispheres form one family). Maps in the reported units (θ, time to peak,
 amplitude, latency) follow by the delta method at the fitted value for the average
 participant, x̄ᵀβ̂; the group mean of an intercept-only model maps exactly (its interval
 bounds too, since the link and 5/θ are monotone). The mean is tested against the
@@ -11,6 +12,7 @@ canonical HRF (``latent.CANONICAL``), the other terms against zero.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from bids_app.group.design import INTERCEPT, Design
 from bids_app.group.latent import (
@@ -42,7 +44,7 @@ def term_maps(model: str, param: str, fit: RandomEffectsFit, design: Design) -> 
     out: Maps = {}
     for name, (effect, se) in terms.items():
         null = canonical_latent(model, param) if name == INTERCEPT else 0.0
-        z, p = z_and_p(effect - null, se)
+        z, p = z_and_p(effect - null, se, fit.df)
         q = bh_qvalues(p)
         per: dict[str, dict[str, np.ndarray]] = {}
         for reported in analysed_params(model)[param]:
@@ -51,9 +53,10 @@ def term_maps(model: str, param: str, fit: RandomEffectsFit, design: Design) -> 
                 factor = derived_slope(model, param, reported, theta) * slope_factor(
                     model, param, effect
                 )
+                half = np.where(fit.df >= 1, student_t.ppf(0.975, np.maximum(fit.df, 1)), Z975)
                 bounds = [
                     derived_natural(model, param, reported, to_natural(model, param, b))
-                    for b in (effect - Z975 * se, effect + Z975 * se)
+                    for b in (effect - half * se, effect + half * se)
                 ]
                 stats = {
                     "effect": derived_natural(model, param, reported, theta),

@@ -666,11 +666,13 @@ def _sidecar(param: str, stat: str, units: str, text: str, record: Mapping[str, 
 _TERM_TEXT = {
     "effect": "Random-effects estimate of {what} for {param}",
     "se": "Standard error of the random-effects estimate of {what} for {param}",
-    "z": "Wald z of {what} for {param}, tested against {null} in the latent probit scale",
-    "p": "Two-sided p-value of the z map of {what} for {param}",
+    "z": "Normal-equivalent z of the Knapp-Hartung t test of {what} for {param} against "
+    "{null}, in the latent probit scale",
+    "p": "Two-sided p-value (t with participants minus design columns degrees of freedom) "
+    "of {what} for {param}",
     "q": "Benjamini-Hochberg adjusted p-value (FDR over all vertices) of {what} for {param}",
-    "cilower": "Lower bound of the 95% normal interval (latent scale, mapped) of {what}",
-    "ciupper": "Upper bound of the 95% normal interval (latent scale, mapped) of {what}",
+    "cilower": "Lower bound of the 95% t interval (latent scale, mapped) of {what}",
+    "ciupper": "Upper bound of the 95% t interval (latent scale, mapped) of {what}",
     "betweensd": "Between-participant SD of {param} (REML tau, delta method at the average "
     "participant)",
     "n": "Participants in the random-effects model with an estimate and SE of {param}",
