@@ -14,14 +14,15 @@ vertex, t-test, BH); RMSE of the group-mean θ for both.
 streamed ICC(3,1) accumulator the workflow uses; printed: median ICC over vertices, the
 fraction of vertices within ±0.05 of the truth, and per-parcel (100 random patches) ICC.
 
-``--part time``: wall seconds and peak RSS of ``group_level`` (``~ age``, no report) in a
-fresh process for each N in ``--sizes`` (default 20 100); the maps are written first.
+``--part time``: wall seconds, peak traced heap (tracemalloc: numpy and Python
+allocations) and peak RSS of ``group_level`` (``~ age``, no report) in a fresh process for
+each N in ``--sizes`` (default 20 100) on ``--space``; the maps are written first.
 
 Examples
 --------
     .venv/bin/python benchmarks/bench_group.py --part study --subjects 30
     .venv/bin/python benchmarks/bench_group.py --part retest --subjects 100 --icc 0.6
-    .venv/bin/python benchmarks/bench_group.py --part time --sizes 20 100
+    .venv/bin/python benchmarks/bench_group.py --part time --sizes 20 100 [--space fsLR]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -55,26 +57,26 @@ from bids_app.io.derivatives import (  # noqa: E402
 from bids_app.io.templates import template_mesh  # noqa: E402
 from bids_app.workflows.group import GroupOptions, group_level  # noqa: E402
 
-SPACE = "fsaverage5"
+SPACES = {"fsaverage5": {"space": "fsaverage5"}, "fsLR": {"space": "fsLR", "den": "32k"}}
 Q = 0.05
 META = FitMetadata(surrogate={"Id": "bench", "Sha256": "0" * 64}, kappa=5e-3, tau2=1e3,
                    log_evidence=-1.0, convergence={"Converged": True}, random_seed=0,
                    sources=[], bootstrap={"Mode": "double"})
 
 
-def _coordinates() -> dict[str, np.ndarray]:
-    return {h: np.asarray(template_mesh(SPACE, h)[0], float) for h in "LR"}
+def _coordinates(space: str) -> dict[str, np.ndarray]:
+    return {h: np.asarray(template_mesh(space, h)[0], float) for h in "LR"}
 
 
-def simulate(n: int, beta: float, tau: float, seed: int) -> dict:
+def simulate(n: int, beta: float, tau: float, seed: int, space: str = "fsaverage5") -> dict:
     """Latent truth, covariate, participant estimates and SEs (per hemisphere)."""
     rng = np.random.default_rng(seed)
-    coords = _coordinates()
+    coords = _coordinates(space)
     age = rng.normal(size=n)
     age = (age - age.mean()) / age.std()
     quality = rng.uniform(0.05, 0.5, n)  # participant SE level: heterogeneous on purpose
     centre = coords["L"][len(coords["L"]) // 3]
-    out = {"age": age, "mean": {}, "effect": {}, "y": {}, "s": {}}
+    out = {"age": age, "mean": {}, "effect": {}, "y": {}, "s": {}, "space": space}
     for hemi, xyz in coords.items():
         mu = -0.6 + 0.3 * np.sin(xyz[:, 0] / 30.0) * np.cos(xyz[:, 1] / 40.0)
         region = np.linalg.norm(xyz - centre, axis=1) < 25.0 if hemi == "L" else np.zeros(
@@ -100,20 +102,27 @@ def write_study(root: Path, sim: dict) -> None:
             se = s * slope_factor("1p", "theta", y)
             maps = {"theta": StatArrays(theta, se, lower, upper),
                     "timetopeak": StatArrays(5 / theta, 5 * se / theta**2, 5 / upper, 5 / lower)}
-            ents = {"sub": f"{i:03d}", "task": "rest", "hemi": hemi, "space": SPACE}
+            ents = {"sub": f"{i:03d}", "task": "rest", "hemi": hemi, **SPACES[sim["space"]]}
             write_parameter_maps(root / "out", ParameterMaps(ents, "1p", maps, META))
     (root / "bids").mkdir(exist_ok=True)
     pd.DataFrame({"participant_id": [f"sub-{i:03d}" for i in range(n)], "age": sim["age"]}
                  ).to_csv(root / "bids" / "participants.tsv", sep="\t", index=False)
 
 
-def run_group(root: Path) -> float:
+def run_group(root: Path, trace: bool = False) -> tuple[float, float]:
+    """Wall seconds and (with ``trace``) peak traced numpy + Python heap MB of
+    ``group_level``; tracing slows it, so the timing comes from an untraced run."""
     table = pd.read_csv(root / "bids" / "participants.tsv", sep="\t")
     options = GroupOptions(formula="~ age", participants_table=table,
                            work_dir=root / "work")
+    if trace:
+        tracemalloc.start()
     start = time.perf_counter()
     group_level(root / "out", report=False, parcellations={}, options=options)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] / 2**20 if trace else np.nan
+    tracemalloc.stop()
+    return seconds, peak
 
 
 def _rates(q: np.ndarray, region: np.ndarray) -> tuple[float, float, int]:
@@ -127,10 +136,10 @@ def part_study(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_study(root, sim)
-        seconds = run_group(root)
+        seconds, _ = run_group(root)
         read = {
             (desc, stat): np.concatenate([read_map(
-                root / "out" / f"task-rest_hemi-{h}_space-{SPACE}_desc-{desc}_param-theta_"
+                root / "out" / f"task-rest_hemi-{h}_space-fsaverage5_desc-{desc}_param-theta_"
                 f"stat-{stat}_boldmap.func.gii").values for h in "LR"])
             for desc, stat in (("age", "effect"), ("age", "q"), ("intercept", "effect"))
         }
@@ -176,7 +185,7 @@ def part_study(args: argparse.Namespace) -> None:
 
 def part_retest(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
-    n_vertices = sum(len(c) for c in _coordinates().values())
+    n_vertices = sum(len(c) for c in _coordinates("fsaverage5").values())
     between, within = np.sqrt(args.icc) * 0.1, np.sqrt(1 - args.icc) * 0.1
     level = 1.2 + rng.normal(0, between, (args.subjects, n_vertices))
     patches = rng.integers(0, 100, n_vertices)  # 100 random "parcels"
@@ -209,14 +218,15 @@ def part_time(args: argparse.Namespace) -> None:
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
-            write_study(root, simulate(n, args.beta, args.tau, args.seed))
+            write_study(root, simulate(n, args.beta, args.tau, args.seed, args.space))
             child = subprocess.Popen([sys.executable, __file__, "--part", "_run", "--dir", tmp])
             _, status, usage = os.wait4(child.pid, 0)
             if status:
                 raise SystemExit(f"group_level failed for N={n}")
-            seconds = float((root / "seconds").read_text())
-            print(f"N={n}: group_level wall {seconds:.1f} s, peak RSS "
-                  f"{usage.ru_maxrss / 1024:.0f} MB (fresh process, imports included)")
+            seconds, traced = map(float, (root / "seconds").read_text().split())
+            print(f"{args.space} N={n}: group_level wall {seconds:.1f} s, peak traced heap "
+                  f"{traced:.0f} MB, peak RSS {usage.ru_maxrss / 1024:.0f} MB (fresh process: "
+                  "imports and memory-mapped spill pages included)")
 
 
 def main() -> None:
@@ -228,10 +238,14 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=0.2, help="between-participant SD")
     parser.add_argument("--icc", type=float, default=0.6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--space", choices=sorted(SPACES), default="fsaverage5",
+                        help="mesh of --part time (the study and retest use fsaverage5)")
     parser.add_argument("--dir", type=Path)
     args = parser.parse_args()
     if args.part == "_run":
-        (args.dir / "seconds").write_text(str(run_group(args.dir)))
+        seconds, _ = run_group(args.dir)
+        _, traced = run_group(args.dir, trace=True)
+        (args.dir / "seconds").write_text(f"{seconds} {traced}")
     else:
         {"study": part_study, "retest": part_retest, "time": part_time}[args.part](args)
 

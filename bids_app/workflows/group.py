@@ -522,8 +522,8 @@ class GroupOptions:
     participants_source: str = "participants.tsv"
     n_modes: int = 5
     work_dir: Path | None = None
-    block_values: int = 2_000_000
-    """participants × vertices read back per block (about 16 MB per float64 array)."""
+    block_values: int = 500_000
+    """participants × vertices read back per block (4 MB per float64 array)."""
 
 
 class _Layout:
@@ -947,7 +947,7 @@ def _modes_outputs(
     if n_in < 3 or n_components < 1:
         return []
     mass, mass_note = _mass(key.space, layout, meshes)
-    batch = max(n_components, 64)
+    batch = max(n_components, 32)  # participants per IncrementalPCA step: bounds memory
     starts = list(range(0, n_in, batch))
     if len(starts) > 1 and n_in - starts[-1] < n_components:
         starts.pop()  # the short tail joins the previous batch
