@@ -65,6 +65,8 @@ LOGGER = logging.getLogger(__name__)
 
 GROUP_STATS = ("mean", "sd", "n")
 PARTICIPANTS_TSV = "group_participants.tsv"
+MODES_SUFFIX = "boldmodes"
+"""Suffix of the population-mode scores table (one row per participant)."""
 PARTICIPANTS_COLUMNS = {
     "participant_id": {"Description": "Participant label (sub-<label>)."},
     "task": {"Description": "Task of the maps considered."},
@@ -986,7 +988,7 @@ def _modes_outputs(
         scores = pd.DataFrame(modes.scores, columns=names)
         scores.insert(0, "participant_id", [f"sub-{m.subject}" for m in result.included])
         ents = {**key.entities, "desc": "modes", "param": param}
-        path = Path(output_dir) / derivative_name(ents, "scores", ".tsv")
+        path = Path(output_dir) / derivative_name(ents, MODES_SUFFIX, ".tsv")
         outputs.append(_write_tsv(path, scores))
         write_json(sidecar_path(path), {
             "participant_id": {"Description": "Participant label."},
@@ -1069,7 +1071,7 @@ def group_level(
     output_dir = Path(output_dir)
     groups = _select(output_dir, participants, space)
     write_dataset_description(output_dir)
-    write_bidsignore(output_dir)
+    write_bidsignore(output_dir, extra=(f"*_{MODES_SUFFIX}.tsv", f"*_{MODES_SUFFIX}.json"))
     results = [
         aggregate_group(output_dir, key, subjects, parcellations, options, meshes)
         for key, subjects in sorted(groups.items(), key=lambda kv: kv[0].label)

@@ -22,6 +22,7 @@ from bids_app.io.derivatives import (
     read_map,
     write_parameter_maps,
 )
+from bids_app.report.group import write_group_report
 from bids_app.workflows.group import group_level, subject_maps, vertex_stats
 
 N = 80
@@ -315,8 +316,15 @@ def test_random_effects_maps_match_the_model_and_flagged_are_excluded(model_stud
         ttp = read_map(out / f"task-rest_hemi-{hemi}_space-tiny_desc-mean_param-timetopeak_"
                              "stat-effect_boldmap.func.gii")
         np.testing.assert_allclose(ttp.values, 5 / effect.values, rtol=1e-4)
-    scores = pd.read_csv(out / "task-rest_space-tiny_desc-modes_param-theta_scores.tsv", sep="\t")
+    scores = pd.read_csv(out / "task-rest_space-tiny_desc-modes_param-theta_boldmodes.tsv",
+                         sep="\t")
     assert list(scores["participant_id"]) == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    assert "*_boldmodes.tsv" in (out / ".bidsignore").read_text()
+    html = write_group_report(out, meshes=lambda s, h: sphere_mesh()).read_text()
+    assert "Random-effects model <code>1</code>" in html
+    assert "Lowest regional information fraction of each participant" in html  # histogram
+    assert "theta mean effect" in html and "theta re betweensd" in html
+    assert "sub-05" in html and "failed quality control" in html
 
     assert _run(bids, out, "--include-flagged", "--group-model", "~ age",
                 "--contrast", "age=2") == 0
