@@ -777,6 +777,9 @@ def aggregate_group(
                 y, v = _latent_row(key.model, param, chosen, layout)
                 store.array(f"latent_{param}")[slot] = y
                 store.array(f"variance_{param}")[slot] = v
+                if not np.isfinite(v).any():
+                    row["reason"] += (f"; no {param} SE or interval maps (no bootstrap): not in "
+                                      "the random-effects maps")
             for atlas, parcellation in usable.items():
                 parcel_rows[atlas].append(parcel_table([maps], params, parcellation))
             if retest is not None and _add_retest(retest, files, params, layout):

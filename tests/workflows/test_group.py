@@ -115,8 +115,9 @@ def test_group_maps_table_and_report(study):
     columns = json.loads((root / "group_participants.json").read_text())
     assert set(columns) == {"participant_id", *table.columns}
     assert list(table["status"]) == ["included"] * 3 + ["excluded"]
-    assert table.loc["sub-01", "reason"] == "combined map"
-    assert table.loc["sub-03", "reason"] == "mean of 2 per-run maps (no combined map)"
+    no_se = "; no theta SE or interval maps (no bootstrap): not in the random-effects maps"
+    assert table.loc["sub-01", "reason"] == "combined map" + no_se
+    assert table.loc["sub-03", "reason"] == "mean of 2 per-run maps (no combined map)" + no_se
     assert table.loc["sub-04", "reason"] == "no theta map for hemi-R"
     assert table.loc["sub-01", "finished"] == "yes" and table.loc["sub-03", "finished"] == "no"
     both = np.concatenate([truth["02"]["L"], truth["02"]["R"]])
