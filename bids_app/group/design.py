@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 
-from bids_app.errors import InputValidationError
+from bids_app.errors import InputValidationError, MissingInputError
 
 INTERCEPT = "Intercept"
 
@@ -64,15 +64,13 @@ def build_design(
 
     Participants absent from ``table`` or missing a value the formula uses are dropped
     (listed with the reason). Raises InputValidationError (exit 16) for a column the
-    table lacks or a rank-deficient design.
+    table lacks or a rank-deficient design, MissingInputError (66) without a table.
     """
     participants = list(participants)
     if not formula:
         return Design("1", [INTERCEPT], np.ones((len(participants), 1)), participants)
     if table is None:
-        raise InputValidationError(
-            f"--group-model '{formula}' needs {source}; add it to BIDS_DIR"
-        )
+        raise MissingInputError(f"--group-model '{formula}' needs {source}; add it to BIDS_DIR")
     needed = sorted(Formula(formula).required_variables)
     missing = [name for name in needed if name not in table.columns]
     if missing:

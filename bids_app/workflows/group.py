@@ -1,11 +1,18 @@
-"""Group level: per-vertex mean, SD and N of participant maps, participant table, parcels.
+"""Group level: participant maps → mean/SD/N, random-effects, test–retest and mode maps.
 
 Reads what the participant level wrote to OUTPUT_DIR, never the inputs. Participants are
 grouped by (task, space, density, model, file format); within a group each participant
 contributes one map per parameter: its map combined over runs when present (maps without
 a ``run`` entity), else the vertex-wise mean of its per-run maps; several sessions are
-averaged the same way. Outputs go to the OUTPUT_DIR root (no ``sub-`` entity), with
-``group_participants.tsv`` saying who was included and why others were not.
+averaged the same way. Participants whose sidecars record a failed ``QualityControl`` or
+a weakly identified parameter are left out unless ``include_flagged``. One participant
+is read at a time and spilled to disk (:mod:`bids_app.io.spill`); the statistics
+(:mod:`bids_app.group`) then run on blocks of vertices. Outputs go to the OUTPUT_DIR
+root (no ``sub-`` entity): ``stat-{mean,sd,n}`` maps; per design term ``desc-<term>``
+maps of ``stat-{effect,se,z,p,q}`` (plus ``cilower``/``ciupper`` for the mean) and
+``desc-re`` between-participant SD and N; ``desc-retest`` ICC maps and per-parcel tables
+when sessions or runs repeat; ``desc-modes`` population modes with a ``_boldmodes.tsv``
+of scores; and ``group_participants.tsv`` saying who was included and why others were not.
 """
 
 from __future__ import annotations
