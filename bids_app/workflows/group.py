@@ -38,7 +38,7 @@ from bids_app.errors import (
 from bids_app.group.design import build_design, parse_contrast
 from bids_app.group.latent import analysed_params, latent_estimate
 from bids_app.group.modes import population_modes
-from bids_app.group.random_effects import concatenate, random_effects
+from bids_app.group.random_effects import concatenate, moderate_tau2, random_effects
 from bids_app.group.reliability import ReliabilityAccumulator
 from bids_app.group.summaries import term_maps
 from bids_app.io.atomic import write_text
@@ -885,15 +885,18 @@ def _random_effects_outputs(
     units = DERIVED_UNITS[key.model]
     outputs: list[Path] = []
     for param in analysed_params(key.model):
-        fits = [
-            random_effects(
+        def block_fit(b: slice, weights: np.ndarray | None = None, param=param):
+            return random_effects(
                 np.asarray(store.array(f"latent_{param}")[rows, b], float),
                 np.asarray(store.array(f"variance_{param}")[rows, b], float),
                 design.matrix,
+                None if weights is None else weights[b],
             )
-            for b in blocks
-        ]
-        fit = concatenate(fits)
+
+        # two passes: every vertex's own τ̂², then the fit weighted by τ² moderated
+        # toward the median over all vertices (bids_app.group.random_effects)
+        first = concatenate([block_fit(b) for b in blocks])
+        fit = concatenate([block_fit(b, moderate_tau2(first.tau2)) for b in blocks])
         if not (fit.n > 0).any():
             LOGGER.warning("group %s: no participant has %s SE maps; random-effects maps "
                            "skipped (run the participant level with a bootstrap)", key.label, param)
@@ -916,6 +919,8 @@ def _random_effects_outputs(
                 "their interval bounds (else delta method)",
                 "Tau2Estimator": {"REML": methods.get("REML", 0), "DerSimonianLaird":
                                   methods.get("DL", 0), "NotEstimable": methods.get("", 0)},
+                "Weights": "1/(SE² + τ²), τ² moderated halfway toward its median over "
+                "vertices; inference: Knapp-Hartung t with participants minus columns df",
             },
         }
         masks = layout.split(fit.n > 0)

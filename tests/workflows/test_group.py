@@ -303,7 +303,12 @@ def test_random_effects_maps_match_the_model_and_flagged_are_excluded(model_stud
     for hemi in "LR":
         y = np.stack([truth[s][hemi][0] for s in ("01", "02", "03", "04")])
         v = np.stack([truth[s][hemi][1] for s in ("01", "02", "03", "04")]) ** 2
-        fit = random_effects(y, v, np.ones((4, 1)))
+        first = random_effects(y, v, np.ones((4, 1)))
+        both = np.concatenate([random_effects(
+            np.stack([truth[s][h][0] for s in ("01", "02", "03", "04")]),
+            np.stack([truth[s][h][1] for s in ("01", "02", "03", "04")]) ** 2,
+            np.ones((4, 1))).tau2 for h in "LR"])  # the median is over both hemispheres
+        fit = random_effects(y, v, np.ones((4, 1)), 0.5 * first.tau2 + 0.5 * np.median(both))
         stem = f"task-rest_hemi-{hemi}_space-tiny_desc-mean_param-theta_stat-"
         effect = read_map(out / f"{stem}effect_boldmap.func.gii")
         from bids_app.group.latent import to_natural
