@@ -173,6 +173,7 @@ def part_study(args: argparse.Namespace) -> None:
         rows.append({
             "method": name,
             "effect r": np.corrcoef(effect, truth_effect)[0, 1],
+            "region mean / truth": effect[region].mean() / truth_effect[region].mean(),
             "effect RMSE in region": np.sqrt(np.mean((effect - truth_effect)[region] ** 2)),
             "effect RMSE outside": np.sqrt(np.mean((effect - truth_effect)[~region] ** 2)),
             "FDP outside (q=0.05)": fdp,
