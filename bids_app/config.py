@@ -60,6 +60,10 @@ class Config:
     overwrite: bool = False
     report: bool = True
     verbose: int = 0
+    group_model: str | None = None
+    contrast: str | None = None
+    include_flagged: bool = False
+    n_modes: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (paths as strings) for logs and sidecars."""
@@ -122,6 +126,8 @@ def make_config(args: Any) -> Config:
     OutputError
         OUTPUT_DIR or the work directory cannot be written (73).
     """
+    if args.contrast and not args.group_model:
+        raise UsageError("--contrast needs --group-model (the contrast weighs its columns)")
     bids_dir = Path(args.bids_dir).expanduser().resolve()
     if not bids_dir.is_dir():
         raise MissingInputError(
@@ -179,4 +185,8 @@ def make_config(args: Any) -> Config:
         overwrite=args.overwrite,
         report=not args.no_report,
         verbose=args.verbose,
+        group_model=args.group_model,
+        contrast=args.contrast,
+        include_flagged=args.include_flagged,
+        n_modes=args.n_modes,
     )

@@ -131,6 +131,19 @@ def build_parser() -> BidsAppArgumentParser:
                            "regime, fitted to its spectrum (1p; default); none: "
                            "report the MAP as it is")
 
+    group = parser.add_argument_group("Group level")
+    group.add_argument("--group-model", dest="group_model", metavar="FORMULA",
+                       help="random-effects model on participants.tsv columns, e.g. "
+                            "'~ age + sex' (default: '~ 1', the group mean)")
+    group.add_argument("--contrast", metavar="WEIGHTS",
+                       help="extra map of a combination of --group-model columns: one weight "
+                            "per column ('0,1,0') or COLUMN=WEIGHT pairs ('age=1')")
+    group.add_argument("--include-flagged", dest="include_flagged", action="store_true",
+                       help="keep participants whose maps failed quality control or are "
+                            "weakly identified (default: excluded and listed)")
+    group.add_argument("--n-modes", dest="n_modes", type=_positive_int, default=5, metavar="K",
+                       help="population modes (functional PCA components) to write (default 5)")
+
     perf = parser.add_argument_group("Resources and outputs")
     perf.add_argument("-w", "--work-dir", dest="work_dir", type=Path,
                       help="intermediate files and bootstrap cache (default: ./work)")
