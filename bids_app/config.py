@@ -94,7 +94,24 @@ def read_bids_filters(path: Path) -> dict[str, Any]:
         raise UsageError(
             f"--bids-filter-file {path} must map a suffix (e.g. 'bold') to entity filters"
         )
+    for suffix, entities in filters.items():
+        for key, option in COMMAND_LINE_ENTITIES.items():
+            if key in entities:
+                raise UsageError(
+                    f"--bids-filter-file {path}: '{suffix}' sets '{key}', which the command "
+                    f"line decides; remove it from the file and {option}"
+                )
     return filters
+
+
+# Entities a filter file may not set because the command line does (they were silently
+# overwritten before): entity → what to do instead.
+COMMAND_LINE_ENTITIES = {
+    "subject": "pass --participant-label",
+    "task": "pass --task-id",
+    "suffix": "leave the suffix to the app",
+    "extension": "leave the extension to the app",
+}
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -123,6 +140,10 @@ def make_config(args: Any) -> Config:
         OUTPUT_DIR or the work directory cannot be written (73).
     """
     bids_dir = Path(args.bids_dir).expanduser().resolve()
+    if bids_dir.exists() and not bids_dir.is_dir():
+        raise MissingInputError(
+            f"BIDS_DIR {args.bids_dir} is a file, not a folder; pass the fMRIPrep output folder"
+        )
     if not bids_dir.is_dir():
         raise MissingInputError(
             f"BIDS_DIR {args.bids_dir} does not exist; pass the fMRIPrep output folder"
@@ -143,6 +164,11 @@ def make_config(args: Any) -> Config:
     omp = args.omp_nthreads or max(1, (os.cpu_count() or 1) // nprocs)
     work_dir = Path(args.work_dir or Path.cwd() / "work").expanduser().resolve()
 
+    filters = read_bids_filters(args.bids_filter_file) if args.bids_filter_file else {}
+    if args.session_label and any("session" in f for f in filters.values()):
+        raise UsageError(f"--session-label and 'session' in --bids-filter-file "
+                         f"{args.bids_filter_file} both select sessions; keep one")
+
     check_writable(output_dir, "OUTPUT_DIR")
     check_writable(work_dir, "work directory")
     return Config(
@@ -156,7 +182,7 @@ def make_config(args: Any) -> Config:
         session_labels=tuple(dict.fromkeys(
             strip_label(x, "ses-") for x in args.session_label or ())),
         task_id=strip_label(args.task_id, "task-"),
-        bids_filters=read_bids_filters(args.bids_filter_file) if args.bids_filter_file else {},
+        bids_filters=filters,
         space=args.space,
         skip_bids_validation=args.skip_bids_validation,
         model=args.model,
