@@ -11,6 +11,7 @@ averaged the same way. Outputs go to the OUTPUT_DIR root (no ``sub-`` entity), w
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from bids_app import __version__
 from bids_app.errors import MissingInputError, NothingSelectedError
 from bids_app.io.atomic import write_text
 from bids_app.io.dataset_description import (
-    is_finished,
+    outputs_mismatch,
     write_bidsignore,
     write_dataset_description,
 )
@@ -64,7 +65,8 @@ PARTICIPANTS_COLUMNS = {
     "reason": {"Description": "Which maps were used (included) or why none could be (excluded)."},
     "finished": {
         "Description": "Whether logs/sub-<label>_finished.json records the "
-        "participant level as complete (yes/no)."
+        "participant level as complete with exactly these maps (sha256); participants "
+        "with 'no' are excluded (yes/no)."
     },
 }
 _PARAM_MODEL = {param: model for model, units in DERIVED_UNITS.items() for param in units}
@@ -420,7 +422,13 @@ def aggregate_group(
             lengths[hemi] = counts.most_common(1)[0][0]
     native = key.space == "fsnative"
     for maps in candidates:
-        reason = (
+        # only maps a finished record vouches for (a failed re-run may leave others)
+        unvouched = outputs_mismatch(output_dir, maps.subject,
+                                     [s.removeprefix("bids::") for s in maps.sources])
+        if unvouched:
+            LOGGER.warning("sub-%s excluded from group %s: %s", maps.subject, key.label,
+                           unvouched)
+        reason = unvouched or (
             "fsnative maps are not in a common space; use a template space for the group"
             if native
             else _exclusion(maps, params, lengths)
@@ -431,7 +439,7 @@ def aggregate_group(
                 **{k: getattr(key, k) or "n/a" for k in ("task", "space", "den", "model")},
                 "status": "excluded" if reason else "included",
                 "reason": reason or maps.how,
-                "finished": "yes" if is_finished(output_dir, maps.subject) else "no",
+                "finished": "no" if unvouched else "yes",
                 **({} if reason else _medians(maps)),
             }
         )
@@ -525,7 +533,13 @@ def group_level(
             len(result.rows) - len(result.included),
         )
     if report:
-        write_group_report(output_dir, meshes)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)  # nilearn's, on NaN vertices
+            write_group_report(output_dir, meshes)
+        for warning in caught:  # numerical noise of the plots to the log, anything else shown
+            level = logging.DEBUG if warning.category is RuntimeWarning else logging.WARNING
+            LOGGER.log(level, "group report: %s: %s", warning.category.__name__,
+                       warning.message)
     return results
 
 
