@@ -52,6 +52,13 @@ def repetition_time(bold: Path, sidecars: Iterable[Path] = ()) -> float:
     return tr
 
 
+def check_sidecars(sidecars: Iterable[Path]) -> None:
+    """Read every sidecar of a run, not only the first with a TR: a malformed one or a
+    non-numeric RepetitionTime anywhere is exit 16 naming the file."""
+    for sidecar in sidecars:
+        _sidecar_tr(Path(sidecar))
+
+
 def _sidecar_name(bold: Path) -> str:
     name = Path(bold).name
     for ext in (".func.gii", ".dtseries.nii"):

@@ -2,9 +2,9 @@
 
 A bad file found after the first hemisphere's fit wastes the fit and, worse, used to
 depend on the order of the work. Here every run is read once up front: series and frame
-counts, the TR (warning when the image's own time step disagrees with the sidecar), the
-confounds (non-numeric cells, rows, columns of the strategy), the meshes, the
-surrogate's coverage of the protocol, and each hemisphere.
+counts, every JSON sidecar, the TR (warning when the image's own time step disagrees
+with the sidecar's), the confounds (non-numeric cells, rows, columns of the strategy),
+the meshes, the surrogate's coverage of the protocol, and each hemisphere.
 
 Hemisphere rule (one rule for missing and dead): a run must have both hemispheres with
 data. A missing hemisphere file (exit 66) and a hemisphere where no vertex has a finite,
@@ -24,7 +24,7 @@ from bids_app.config import Config
 from bids_app.errors import InputValidationError, MissingInputError
 from bids_app.io.bids import SurfaceRun, load_mesh, read_run
 from bids_app.io.confounds import select_frames
-from bids_app.io.metadata import tr_disagreement
+from bids_app.io.metadata import check_sidecars, tr_disagreement
 
 LOGGER = logging.getLogger(__name__)
 HEMISPHERES = ("L", "R")
@@ -34,6 +34,7 @@ def validate_participant(subject: str, runs: list[SurfaceRun], config: Config) -
     """Raise the first input problem of any run of ``subject`` (one line: file and fix)."""
     for run in runs:
         check_hemispheres(run, config)
+        check_sidecars(run.sidecars)
         data = read_run(run)
         series = run.cifti or next(iter(run.gifti.values()))
         if run.sidecars and (warning := tr_disagreement(series, data.tr)):
