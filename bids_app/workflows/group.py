@@ -533,13 +533,13 @@ def group_level(
             len(result.rows) - len(result.included),
         )
     if report:
+        # The plotting libraries' warnings (nilearn's RuntimeWarnings on NaN vertices,
+        # matplotlib's) are about drawing, not the maps: to the log, not the terminal.
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)  # nilearn's, on NaN vertices
+            warnings.simplefilter("always")
             write_group_report(output_dir, meshes)
-        for warning in caught:  # numerical noise of the plots to the log, anything else shown
-            level = logging.DEBUG if warning.category is RuntimeWarning else logging.WARNING
-            LOGGER.log(level, "group report: %s: %s", warning.category.__name__,
-                       warning.message)
+        for warning in caught:
+            LOGGER.info("group report: %s: %s", warning.category.__name__, warning.message)
     return results
 
 
