@@ -285,7 +285,9 @@ def finished_state(
             return False, f"settings changed ({', '.join(changed) or 'keys'})"
         matched.append("settings")
     if inputs is not None:
-        wanted, recorded = _as_json(inputs), record.get("Inputs", {})
+        wanted, recorded = _as_json(inputs), record.get("Inputs")
+        if not recorded:
+            return False, "the finished record does not list its inputs (older version)"
         if recorded.get("BidsDir") != wanted.get("BidsDir"):
             return False, f"BIDS_DIR changed ({recorded.get('BidsDir')} → {wanted.get('BidsDir')})"
         old, new = recorded.get("Files", {}), wanted.get("Files", {})

@@ -105,7 +105,7 @@ def run_participants(config: Config) -> None:
                 LOGGER.warning("sub-%s already finished with %s: skipped (--overwrite to redo)",
                                subject, why)
                 continue
-            LOGGER.info("sub-%s: %s", subject, "--overwrite" if done else why)
+            LOGGER.info("sub-%s: running (%s)", subject, "--overwrite" if done else why)
             try:
                 run_participant(subject, runs, config)
             except HemocouplingError as err:
