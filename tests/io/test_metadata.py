@@ -83,3 +83,12 @@ def test_timestep_disagreeing_with_the_sidecar_by_over_1_percent(tmp_path, times
     assert (warning is not None) == warned
     if warned:
         assert "x_bold.func.gii" in warning and f"RepetitionTime {tr:g}" in warning
+
+
+def test_cifti_step_disagreeing_with_the_sidecar_is_warned(tmp_path):
+    series = cifti2.SeriesAxis(0.0, 0.8, 3, unit="SECOND")
+    models = cifti2.BrainModelAxis.from_surface(np.arange(4), 4, "CIFTI_STRUCTURE_CORTEX_LEFT")
+    path = tmp_path / "x_bold.dtseries.nii"
+    nib.save(cifti2.Cifti2Image(np.zeros((3, 4), np.float32), header=(series, models)), path)
+    assert tr_disagreement(path, 0.8) is None
+    assert "CIFTI series step 0.8 s disagrees" in tr_disagreement(path, 2.0)
