@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bids_app.errors import InputValidationError
 from bids_app.io.bids import SurfaceRun
 from bids_app.io.dataset_description import file_sha256
 
@@ -30,9 +31,13 @@ def files_read(run: SurfaceRun) -> list[Path]:
 
 def file_key(path: Path) -> dict[str, Any]:
     """Size plus sha256 (small files) or modification time in ns (large ones)."""
-    stat = path.stat()
-    if stat.st_size <= HASHED_BYTES:
-        return {"Size": stat.st_size, "Sha256": file_sha256(path)}
+    try:
+        stat = path.stat()
+        if stat.st_size <= HASHED_BYTES:
+            return {"Size": stat.st_size, "Sha256": file_sha256(path)}
+    except OSError as err:
+        raise InputValidationError(f"{path}: cannot be read ({err.strerror}); check that the "
+                                   "file exists and is readable") from err
     return {"Size": stat.st_size, "MtimeNs": stat.st_mtime_ns}
 
 
