@@ -294,8 +294,12 @@ def finished_state(
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         if changed:
             return False, f"{len(changed)} input file(s) changed, e.g. {changed[0]}"
+        hashed = sum("Sha256" in key for key in new.values())
+        how = ", ".join(part for part in (f"{hashed} by sha256" if hashed else "",
+                                          f"{len(new) - hashed} by size and mtime"
+                                          if len(new) > hashed else "") if part)
         matched.append(f"the same {len(new)} input files under {wanted.get('BidsDir')} "
-                       "(sizes and content hashes)")
+                       f"({how})")
     return True, " and ".join(matched) or "a finished record"
 
 

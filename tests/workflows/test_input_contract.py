@@ -268,7 +268,7 @@ def test_sigterm_exits_143_and_logs_the_refits_kept(dataset, tmp_path):
     args = command(dataset, out, "--nprocs", "1")
     args[args.index("--bootstrap") + 1] = "single"
     job = _subprocess([*args, "--n-boot", "40"])
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     while len(list(work.rglob("b*_r000.npy"))) < 2 and time.time() < deadline:
         time.sleep(0.2)
     job.send_signal(signal.SIGTERM)
