@@ -102,6 +102,24 @@ def test_failed_overwrite_keeps_the_old_result_and_the_group_uses_it(bids, tmp_p
     assert list(table["status"]) == ["included"] and list(table["finished"]) == ["yes"]
 
 
+def test_overwrite_failing_during_the_fit_leaves_the_old_result(bids, tmp_path, capsys):
+    """Inputs pass, then the fit fails (its bootstrap cache cannot be created): the staged
+    outputs are dropped and the previous complete result stays as it was."""
+    out, work = tmp_path / "out", tmp_path / "blocked"
+    assert run(bids, out) == 0
+    before, record = outputs(out), finished_path(out, "01").read_text()
+    work.mkdir()
+    (work / "bootstrap").write_text("a file where the cache folder goes")
+    capsys.readouterr()
+    args = command(bids, out, "--overwrite", "--n-boot", "2")
+    args[args.index("-w") + 1] = str(work)
+    args[args.index("--bootstrap") + 1] = "single"
+    assert main(args) == 73
+    assert "bootstrap cache" in error_line(capsys)
+    assert outputs(out) == before and finished_path(out, "01").read_text() == record
+    assert not any(p.name.startswith(".staging") for p in out.iterdir())
+
+
 def test_group_excludes_maps_the_finished_record_does_not_vouch_for(bids, tmp_path, capsys):
     out = tmp_path / "out"
     assert run(bids, out) == 0
