@@ -83,12 +83,13 @@ def strip_label(label: str, prefix: str) -> str:
 def read_bids_filters(path: Path) -> dict[str, Any]:
     """Load a ``--bids-filter-file`` (fMRIPrep format: ``{"bold": {entity: value}}``)."""
     if not path.is_file():
-        raise MissingInputError(f"--bids-filter-file {path} does not exist")
+        raise MissingInputError(f"--bids-filter-file {path} does not exist; check the path")
     try:
         filters = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UsageError(
-            f"--bids-filter-file {path} is not valid JSON ({err.msg}, line {err.lineno})"
+            f"--bids-filter-file {path} is not valid JSON ({err.msg}, line {err.lineno}); "
+            'fix it, e.g. {"bold": {"run": 1}}'
         ) from err
     if not isinstance(filters, dict) or not all(isinstance(v, dict) for v in filters.values()):
         raise UsageError(

@@ -113,7 +113,8 @@ def select_frames(
     table = read_confounds(path)
     if len(table) != n_frames:
         raise InputValidationError(
-            f"{path} has {len(table)} rows but its BOLD run has {n_frames} frames"
+            f"{path} has {len(table)} rows but its BOLD run has {n_frames} frames; "
+            "pass the confounds fMRIPrep wrote for this run"
         )
     dummy = dummy_scans if dummy_scans is not None else _non_steady_state(table)
     high = np.zeros(n_frames, dtype=bool)
