@@ -87,18 +87,36 @@ def strip_label(label: str, prefix: str) -> str:
 def read_bids_filters(path: Path) -> dict[str, Any]:
     """Load a ``--bids-filter-file`` (fMRIPrep format: ``{"bold": {entity: value}}``)."""
     if not path.is_file():
-        raise MissingInputError(f"--bids-filter-file {path} does not exist")
+        raise MissingInputError(f"--bids-filter-file {path} does not exist; check the path")
     try:
         filters = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UsageError(
-            f"--bids-filter-file {path} is not valid JSON ({err.msg}, line {err.lineno})"
+            f"--bids-filter-file {path} is not valid JSON ({err.msg}, line {err.lineno}); "
+            'fix it, e.g. {"bold": {"run": 1}}'
         ) from err
     if not isinstance(filters, dict) or not all(isinstance(v, dict) for v in filters.values()):
         raise UsageError(
             f"--bids-filter-file {path} must map a suffix (e.g. 'bold') to entity filters"
         )
+    for suffix, entities in filters.items():
+        for key, option in COMMAND_LINE_ENTITIES.items():
+            if key in entities:
+                raise UsageError(
+                    f"--bids-filter-file {path}: '{suffix}' sets '{key}', which the command "
+                    f"line decides; remove it from the file and {option}"
+                )
     return filters
+
+
+# Entities a filter file may not set because the command line does (they were silently
+# overwritten before): entity → what to do instead.
+COMMAND_LINE_ENTITIES = {
+    "subject": "pass --participant-label",
+    "task": "pass --task-id",
+    "suffix": "leave the suffix to the app",
+    "extension": "leave the extension to the app",
+}
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -129,6 +147,10 @@ def make_config(args: Any) -> Config:
     if args.contrast and not args.group_model:
         raise UsageError("--contrast needs --group-model (the contrast weighs its columns)")
     bids_dir = Path(args.bids_dir).expanduser().resolve()
+    if bids_dir.exists() and not bids_dir.is_dir():
+        raise MissingInputError(
+            f"BIDS_DIR {args.bids_dir} is a file, not a folder; pass the fMRIPrep output folder"
+        )
     if not bids_dir.is_dir():
         raise MissingInputError(
             f"BIDS_DIR {args.bids_dir} does not exist; pass the fMRIPrep output folder"
@@ -149,6 +171,11 @@ def make_config(args: Any) -> Config:
     omp = args.omp_nthreads or max(1, (os.cpu_count() or 1) // nprocs)
     work_dir = Path(args.work_dir or Path.cwd() / "work").expanduser().resolve()
 
+    filters = read_bids_filters(args.bids_filter_file) if args.bids_filter_file else {}
+    if args.session_label and any("session" in f for f in filters.values()):
+        raise UsageError(f"--session-label and 'session' in --bids-filter-file "
+                         f"{args.bids_filter_file} both select sessions; keep one")
+
     check_writable(output_dir, "OUTPUT_DIR")
     check_writable(work_dir, "work directory")
     return Config(
@@ -162,7 +189,7 @@ def make_config(args: Any) -> Config:
         session_labels=tuple(dict.fromkeys(
             strip_label(x, "ses-") for x in args.session_label or ())),
         task_id=strip_label(args.task_id, "task-"),
-        bids_filters=read_bids_filters(args.bids_filter_file) if args.bids_filter_file else {},
+        bids_filters=filters,
         space=args.space,
         skip_bids_validation=args.skip_bids_validation,
         model=args.model,

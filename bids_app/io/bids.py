@@ -79,12 +79,18 @@ class SurfaceRun:
 
 
 def open_layout(root: Path):
-    """pybids layout of a derivatives folder (never validated: GIFTIs are not raw BIDS)."""
-    from bids import BIDSLayout
+    """pybids layout of a derivatives folder (never validated: GIFTIs are not raw BIDS).
+
+    JSON metadata is not indexed: the app reads the few sidecars it needs itself
+    (:mod:`bids_app.io.metadata`), so one malformed JSON elsewhere is reported by that
+    reader, naming the file and the fix, and only when the run needs it.
+    """
+    from bids import BIDSLayout, BIDSLayoutIndexer
     from bids.exceptions import BIDSValidationError
 
     try:
-        return BIDSLayout(root, validate=False, is_derivative=True)
+        return BIDSLayout(root, validate=False, is_derivative=True,
+                          indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
     except (BIDSValidationError, ValueError) as err:
         raise MissingInputError(
             f"{root} is not a BIDS derivatives dataset ({err}); pass fMRIPrep's output folder "
@@ -207,8 +213,6 @@ def group_runs(files: list, space: str, layout, config: Config) -> list[SurfaceR
         gifti = {f.get_entities()["hemi"]: Path(f.path) for f in members
                  if f.path.endswith(".func.gii") and "hemi" in f.get_entities()}
         cifti = next((Path(f.path) for f in members if f.path.endswith(".dtseries.nii")), None)
-        if cifti is None and len(gifti) == 1:
-            LOGGER.warning("%s: only hemisphere %s present", prefix, next(iter(gifti)))
         series = [cifti] if cifti is not None else list(gifti.values())
         runs.append(SurfaceRun(
             subject=entities["subject"], prefix=prefix, entities=entities, space=space,

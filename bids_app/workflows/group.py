@@ -18,6 +18,7 @@ of scores; and ``group_participants.tsv`` saying who was included and why others
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from bids_app.group.reliability import ReliabilityAccumulator
 from bids_app.group.summaries import term_maps
 from bids_app.io.atomic import write_text
 from bids_app.io.dataset_description import (
-    is_finished,
+    outputs_mismatch,
     write_bidsignore,
     write_dataset_description,
 )
@@ -87,7 +88,8 @@ PARTICIPANTS_COLUMNS = {
     "reason": {"Description": "Which maps were used (included) or why none could be (excluded)."},
     "finished": {
         "Description": "Whether logs/sub-<label>_finished.json records the "
-        "participant level as complete (yes/no)."
+        "participant level as complete with exactly these maps (sha256); participants "
+        "with 'no' are excluded (yes/no)."
     },
     "identifiability": {
         "Description": "Lowest regional information fraction of the participant's maps "
@@ -752,6 +754,12 @@ def aggregate_group(
     with SpillStore(len(subjects), layout.total, options.work_dir) as store:
         for sub, files in sorted(subjects.items()):
             maps = subject_maps(sub, estimates[sub], output_dir)
+            # only maps a finished record vouches for (a failed re-run may leave others)
+            unvouched = outputs_mismatch(output_dir, maps.subject,
+                                         [s.removeprefix("bids::") for s in maps.sources])
+            if unvouched:
+                LOGGER.warning("sub-%s excluded from group %s: %s", maps.subject, key.label,
+                               unvouched)
             chosen = list(_chosen(_fits(files)).values())
             flags, fraction = participant_flags(
                 [
@@ -761,7 +769,7 @@ def aggregate_group(
                     if item.entities["stat"] == "estimate" and item.entities["param"] in analysed
                 ]
             )
-            reason = _exclusion(maps, params, lengths)
+            reason = unvouched or _exclusion(maps, params, lengths)
             if reason is None and flags and not options.include_flagged:
                 reason = "; ".join(flags) + " (--include-flagged keeps it)"
             row = {
@@ -769,7 +777,7 @@ def aggregate_group(
                 **{k: getattr(key, k) or "n/a" for k in ("task", "space", "den", "model")},
                 "status": "excluded" if reason else "included",
                 "reason": reason or maps.how + (f"; flagged: {'; '.join(flags)}" if flags else ""),
-                "finished": "yes" if is_finished(output_dir, maps.subject) else "no",
+                "finished": "no" if unvouched else "yes",
                 "identifiability": fraction,
                 **({} if reason else _medians(maps)),
             }
@@ -1118,7 +1126,13 @@ def group_level(
             "(--include-flagged keeps participants flagged by quality control or identifiability)"
         )
     if report:
-        write_group_report(output_dir, meshes)
+        # The plotting libraries' warnings (nilearn's RuntimeWarnings on NaN vertices,
+        # matplotlib's) are about drawing, not the maps: to the log, not the terminal.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            write_group_report(output_dir, meshes)
+        for warning in caught:
+            LOGGER.info("group report: %s: %s", warning.category.__name__, warning.message)
     return results
 
 

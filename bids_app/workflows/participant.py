@@ -81,30 +81,37 @@ class HemisphereFit:
 
 
 def run_participants(config: Config) -> None:
-    """Analyse every selected participant; raise the first failure after trying all."""
+    """Analyse every selected participant; raise the first failure after trying all.
+
+    Each participant runs under its lock (a second job on the same OUTPUT_DIR waits, then
+    skips); it is skipped when its finished record matches these settings and inputs."""
     from bids_app.io.dataset_description import (
-        clear_finished,
-        is_finished,
+        finished_state,
         write_bidsignore,
         write_dataset_description,
     )
+    from bids_app.io.input_fingerprint import input_fingerprint
+    from bids_app.io.participant_lock import participant_lock
 
     selected = discover(config)
     write_dataset_description(config.output_dir, {"fmriprep": fmriprep_root(config)})
     write_bidsignore(config.output_dir)
     failures: list[HemocouplingError] = []
     for subject, runs in selected.items():
-        if not config.overwrite and is_finished(config.output_dir, subject, settings(config)):
-            LOGGER.warning("sub-%s already finished with these settings: skipped "
-                           "(--overwrite to redo)", subject)
-            continue
-        clear_finished(config.output_dir, subject)
-        try:
-            run_participant(subject, runs, config)
-        except HemocouplingError as err:
-            if len(selected) > 1:
-                LOGGER.warning("sub-%s failed: %s", subject, err)
-            failures.append(err)
+        with participant_lock(config.output_dir, subject):
+            done, why = finished_state(config.output_dir, subject, settings(config),
+                                       input_fingerprint(runs, config.bids_dir))
+            if done and not config.overwrite:
+                LOGGER.warning("sub-%s already finished with %s: skipped (--overwrite to redo)",
+                               subject, why)
+                continue
+            LOGGER.info("sub-%s: running (%s)", subject, "--overwrite" if done else why)
+            try:
+                run_participant(subject, runs, config)
+            except HemocouplingError as err:
+                if len(selected) > 1:
+                    LOGGER.warning("sub-%s failed: %s", subject, err)
+                failures.append(err)
     if failures:
         raise failures[0]
 
@@ -119,14 +126,25 @@ def settings(config: Config) -> dict[str, Any]:
 
 
 def run_participant(subject: str, runs: list[SurfaceRun], config: Config) -> list[Path]:
-    """Fit every run (and their combination), then write all outputs or none."""
-    from bids_app.io.dataset_description import mark_finished
+    """Check every input, fit every run (and their combination), write all outputs to a
+    staging folder and swap them in (:mod:`bids_app.io.staging`: a failure leaves the
+    previous result untouched); the finished record names the inputs read."""
+    from dataclasses import replace
 
+    from bids_app.io.dataset_description import mark_finished
+    from bids_app.io.input_fingerprint import input_fingerprint
+    from bids_app.io.staging import promote, staged
+    from bids_app.workflows.participant_inputs import validate_participant
+
+    inputs = input_fingerprint(runs, config.bids_dir)
+    validate_participant(subject, runs, config)
     LOGGER.info("sub-%s: %d run(s)", subject, len(runs))
-    fits = {run.prefix: fit_run(run, config) for run in runs}
-    combined = combine_runs(runs, fits, config) if len(runs) > 1 else None
-    written = write_participant(subject, runs, fits, combined, config)
-    mark_finished(config.output_dir, subject, written, settings(config))
+    with staged(config.output_dir, subject) as folder:
+        fits = {run.prefix: fit_run(run, config) for run in runs}
+        combined = combine_runs(runs, fits, config) if len(runs) > 1 else None
+        write_participant(subject, runs, fits, combined, replace(config, output_dir=folder))
+        written = promote(folder, config.output_dir, subject)
+    mark_finished(config.output_dir, subject, written, settings(config), inputs)
     return written
 
 
