@@ -20,7 +20,9 @@ from the training prior (where the surrogate is nearly right) −0.031 → +0.01
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +41,8 @@ N_BINS = 20
 # 0.72 s, κ 0.05, τ² 100, HCP 2p calibration, φ matched at −0.002: amplitude offset
 # −0.85 → −0.71 but r 0.89 → 0.80; latency offset −0.62 → +0.26, MSE 0.24 → 0.43).
 MODELS = ("1p",)
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,6 +114,29 @@ def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
         shift += refit(y) - theta_t_hat
     return SimulatedBias(smooth_in_estimate(theta_t_hat, shift / n_simulations), match,
                          n_simulations, seed, rates=nuisance["rate"])
+
+
+def correct_bias(refit, theta_t: np.ndarray, y_clean: np.ndarray,
+                 confounds: np.ndarray | None, method: str, seed: int, where: str
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The simulated bias of the MAP (``method`` "simulation") and its sidecar record; a
+    zero shift where it is off ("none") or cannot run."""
+    reason = ("--bias-correction none" if method == "none" else
+              skip_reason(refit.surrogate.model.name))
+    if reason is not None:
+        LOGGER.info("%s: no simulation bias correction (%s)", where, reason)
+        return np.zeros_like(theta_t, dtype=float), {"Method": "none", "Reason": reason}
+    bias = simulated_bias(refit, theta_t, y_clean, confounds, seed)
+    noise = bias.match.prior
+    if bias.skipped is not None:
+        LOGGER.warning("%s: no simulation bias correction: %s (matched noise AR(1) %.3f, "
+                       "event rate %.3g-%.3g /s)", where, bias.skipped, noise.ar_coef[0],
+                       *noise.rate)
+        return bias.shift, bias.sidecar()
+    LOGGER.info("%s: simulation bias correction: matched noise sd %.3g, AR(1) %.3f, event "
+                "rate %.3g-%.3g /s; mean latent shift %+.3f", where, noise.noise_sd[0],
+                noise.ar_coef[0], *noise.rate, float(bias.shift.mean()))
+    return bias.shift, bias.sidecar()
 
 
 def smooth_in_estimate(theta_t_hat: np.ndarray, shift: np.ndarray, n_bins: int = N_BINS
