@@ -40,6 +40,7 @@ from bids_app.bootstrap.simulated_bias import correct_bias
 from bids_app.config import DEFAULT_KAPPAS, DEFAULT_TAU2S
 from bids_app.errors import InputValidationError
 from bids_app.inference.deconvolve import wiener_deconvolve
+from bids_app.inference.evidence import SEARCHES
 from bids_app.inference.hemisphere import fit_map_with_evidence, identifiability, summed_loglik
 from bids_app.models import HRFModel
 from bids_app.preprocess import clean, usable_rows
@@ -50,12 +51,13 @@ LOGGER = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FitOptions:
-    """How to fit: the (κ, τ²) grid searched by evidence, the bias correction
+    """How to fit: the (κ, τ²) grid and how evidence searches it, the bias correction
     ("simulation" or "none"), the bootstrap, the seed of every stochastic step, and
     whether to return Wiener-deconvolved neural series."""
 
     kappas: tuple[float, ...] = DEFAULT_KAPPAS
     tau2s: tuple[float, ...] = DEFAULT_TAU2S
+    search: str = SEARCHES[0]
     bias_correction: str = "simulation"
     bootstrap: BootstrapOptions = field(default_factory=BootstrapOptions)
     random_seed: int = 0
@@ -107,6 +109,9 @@ class HemisphereResult:
         Wiener-deconvolved neural series (``FitOptions.deconvolve``).
     likelihood : RunLikelihood or None
         For :func:`combine_runs`; None for a combined fit.
+    refit : MapRefit or None
+        Refits resampled or simulated cleaned series exactly as the estimate was made
+        (κ, τ², φ fixed), for bootstrap studies; None for a combined fit.
     surrogate, evidence_grid, convergence, hyperparameter_selection, identifiability,
     bias_correction, bootstrap, calibration_check, extra : dict
         Sidecar records (JSON-ready); ``bootstrap`` is None when none ran, ``extra`` the
@@ -134,6 +139,7 @@ class HemisphereResult:
     extra: dict[str, Any] = field(default_factory=dict)
     deconvolved: np.ndarray | None = None
     likelihood: RunLikelihood | None = None
+    refit: MapRefit | None = None
 
     @property
     def theta(self) -> np.ndarray:
@@ -192,7 +198,8 @@ def fit_hemisphere(series: np.ndarray, mesh: tuple, tr: float, surrogate,
     summaries = surrogate.summarize(y_clean, tr, n_reg)
     noise_ars, logliks = surrogate.candidate_logliks(summaries, tr, n_frames, n_reg)
     evidence = fit_map_with_evidence(logliks, fem, summaries, options.kappas, options.tau2s,
-                                     where=where, noise_ars=surrogate.noise_ar_candidates)
+                                     where=where, noise_ars=surrogate.noise_ar_candidates,
+                                     search=options.search)
     noise_ar, loglik = noise_ars[evidence.candidate], logliks[evidence.candidate]
     theta_t = evidence.theta_t
     identified = identifiability(loglik, theta_t, surrogate.model, evidence.kappa, fem)
@@ -222,7 +229,8 @@ def fit_hemisphere(series: np.ndarray, mesh: tuple, tr: float, surrogate,
         extra={**(provenance or {}), "FittedVertices": len(fitted),
                "ExcludedVertices": excluded},
         deconvolved=deconvolved,
-        likelihood=RunLikelihood(surrogate, summaries, tr, n_frames, n_reg, noise_ar))
+        likelihood=RunLikelihood(surrogate, summaries, tr, n_frames, n_reg, noise_ar),
+        refit=refit)
 
 
 def clean_usable_vertices(series: np.ndarray, vertex_index: np.ndarray, n_vertices: int,
@@ -267,7 +275,7 @@ def combine_runs(parts: list[HemisphereResult], options: FitOptions = FitOptions
     loglik = summed_loglik([part.likelihood.on(rows) for part, rows in pairs])
     start = np.mean([part.likelihood.summaries[rows] for part, rows in pairs], axis=0)
     evidence = fit_map_with_evidence([loglik], fem, start, options.kappas, options.tau2s,
-                                     where=where)
+                                     where=where, search=options.search)
     shift = np.mean([part.bias_shift[rows] for part, rows in pairs], axis=0)
     theta_t = evidence.theta_t - shift
     model = parts[0].model

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bids_app.inference.evidence import evidence_gap, grid_boundary
+from bids_app.inference.evidence import SEARCHES, evidence_gap, grid_boundary
 from bids_app.inference.likelihood_choice import select_likelihood
 from bids_app.models import HRFModel
 from bids_app.prior import FEM, SPDEPrior
@@ -60,14 +60,15 @@ class EvidenceFit:
 
 
 def fit_map_with_evidence(logliks: list, fem: FEM, theta_t0: np.ndarray,
-                          kappas, tau2s, where: str = "", noise_ars: list | None = None
-                          ) -> EvidenceFit:
+                          kappas, tau2s, where: str = "", noise_ars: list | None = None,
+                          search: str = SEARCHES[0]) -> EvidenceFit:
     """MAP under the SPDE prior with (κ, τ²), and the likelihood among ``logliks`` (one per
-    noise AR(1) candidate in ``noise_ars``, or one), maximising the Laplace evidence;
-    warns (naming ``where``) when a selection sits on the edge of a searched axis."""
+    noise AR(1) candidate in ``noise_ars``, or one), maximising the Laplace evidence
+    (``search``: how the grid is searched); warns (naming ``where``) when a selection
+    sits on the edge of a searched axis."""
     prior = SPDEPrior(fem)
     choice = select_likelihood(logliks, prior, np.asarray(theta_t0, dtype=float),
-                               kappas, tau2s)
+                               kappas, tau2s, search=search)
     evidence = choice.evidence
     best = evidence.map_result
     selection = {"Method": "Laplace evidence, line search on the grid",
