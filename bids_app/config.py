@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bids_app.errors import MissingInputError, OutputError, UsageError
+from bids_app.models import DEFAULT_MODEL
 
 _LABEL = re.compile(r"^[0-9A-Za-z]+$")
 # Hyperparameter grids searched by Laplace evidence when none are given (DESIGN §4).
@@ -40,7 +41,7 @@ class Config:
     bids_filters: dict[str, Any] = field(default_factory=dict)
     space: str | None = None
     skip_bids_validation: bool = False
-    model: str = "1p"
+    model: str = DEFAULT_MODEL
     confounds: str = "24P"
     fd_threshold: float | None = None
     dummy_scans: int | None = None

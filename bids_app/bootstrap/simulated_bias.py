@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from bids_app.bootstrap.double import BootstrapResult
+from bids_app.models import MODELS
 from bids_app.preprocess import clean
 from bids_app.simulate.bold import sample_nuisance, simulate_bold
 from bids_app.simulate.calibrate import NoiseMatch, match_nuisance, vertex_rates
@@ -36,11 +37,6 @@ from bids_app.simulate.calibrate import NoiseMatch, match_nuisance, vertex_rates
 N_SIMULATIONS = 2
 # Quantile bins of the estimate the shift is averaged in (smooth_in_estimate).
 N_BINS = 20
-# Models the correction helps, as measured. Not 2p: its bias is large and varies with θ,
-# so the shift simulated at the estimate is not the shift at the truth (fsaverage5, TR
-# 0.72 s, κ 0.05, τ² 100, HCP 2p calibration, φ matched at −0.002: amplitude offset
-# −0.85 → −0.71 but r 0.89 → 0.80; latency offset −0.62 → +0.26, MSE 0.24 → 0.43).
-MODELS = ("1p",)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -68,8 +64,9 @@ class SimulatedBias:
 
 
 def skip_reason(model: str) -> str | None:
-    """Why the correction cannot run for this model, or None when it can."""
-    if model not in MODELS:
+    """Why the correction cannot run for this model (``HRFModel.simulated_bias``: where
+    it is validated), or None when it can."""
+    if not MODELS[model].simulated_bias:
         return f"not validated for the {model} model"
     return None
 

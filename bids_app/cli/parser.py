@@ -12,12 +12,12 @@ from pathlib import Path
 
 from bids_app import __version__
 from bids_app.errors import UsageError
+from bids_app.models import DEFAULT_MODEL, MODELS, models_help
 
 SPACES = ("fsaverage5", "fsaverage6", "fsaverage", "fsnative", "fsLR_den-32k", "fsLR_den-91k")
 CONFOUND_STRATEGIES = ("24P", "36P", "acompcor", "none")
 BOOTSTRAP_LEVELS = ("none", "single", "double")
 BIAS_CORRECTIONS = ("simulation", "none")
-MODELS = ("1p", "2p")
 
 
 class BidsAppArgumentParser(argparse.ArgumentParser):
@@ -96,8 +96,8 @@ def build_parser() -> BidsAppArgumentParser:
                       help="do not validate BIDS_DIR with pybids")
 
     model = parser.add_argument_group("Model and denoising")
-    model.add_argument("--model", choices=MODELS, default="1p",
-                       help="1p: double-gamma time scale θ; 2p: canonical amplitude + latency")
+    model.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL,
+                       help=models_help())
     model.add_argument("--confounds", choices=CONFOUND_STRATEGIES, default="24P",
                        help="confound regressors from desc-confounds_timeseries.tsv (default 24P)")
     model.add_argument("--fd-threshold", dest="fd_threshold", type=_positive_float, metavar="MM",

@@ -21,6 +21,7 @@ from pathlib import Path
 from bids_app import __version__
 from bids_app.cli.parser import BidsAppArgumentParser
 from bids_app.errors import HemocouplingError
+from bids_app.models import DEFAULT_MODEL, MODELS, models_help
 
 
 def build_parser() -> BidsAppArgumentParser:
@@ -38,8 +39,8 @@ def build_parser() -> BidsAppArgumentParser:
     parser.add_argument("--subjects", type=int, default=1, help="number of subjects")
     parser.add_argument("--tr", type=float, default=0.72, help="repetition time in s")
     parser.add_argument("--frames", type=int, default=300, help="frames per run")
-    parser.add_argument("--model", choices=("1p", "2p"), default="1p",
-                        help="HRF model: 1p double-gamma rate, 2p canonical + derivative")
+    parser.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL,
+                        help=f"HRF model: {models_help()}")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     parser.add_argument("--kappa", type=float, default=5e-3,
                         help="SPDE range parameter of the truth field in 1/mm (default 5e-3)")

@@ -38,7 +38,8 @@ from bids_app.surrogate.networks import SummaryNet, build_flow
 from bids_app.surrogate.training import Trainer, TrainingConfig, noise_context
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-SHIPPED = {"1p": "hemocoupling-1p-v3", "2p": "hemocoupling-2p-v3"}
+# Model name → id of its shipped card (bids_app.models owns them).
+SHIPPED = {m.name: m.shipped_card for m in MODELS.values() if m.shipped_card}
 # TRs a little outside the trained range are still served (rounding in sidecars).
 TR_TOLERANCE = 0.01
 # Noise AR(1) coefficients a run is compared at (evenly over the trained range).
@@ -223,11 +224,12 @@ def read_surrogate(card_path: Path, lowpass: float | None = None) -> Surrogate:
 
 def load_surrogate(model: str, tr: float, n_frames: int, lowpass: float | None = None,
                    card_path: Path | None = None) -> Surrogate:
-    """The shipped surrogate for ``model`` ("1p" or "2p"), checked for the protocol.
+    """The shipped surrogate for ``model`` (a name in ``bids_app.models.MODELS``), checked
+    for the protocol.
 
     Parameters
     ----------
-    model : {"1p", "2p"}
+    model : str
     tr : float
         Repetition time in s.
     n_frames : int
@@ -258,8 +260,9 @@ def _cached_read(path: str, lowpass: float | None) -> Surrogate:
 
 
 def _table_check(trainer: Trainer) -> dict:
-    """1p: tabulation error against the flow at a reference protocol (TR 0.72, 1200)."""
-    if trainer.config.model != "1p":
+    """One-parameter models (tabulated): tabulation error against the flow at a
+    reference protocol (TR 0.72, 1200)."""
+    if MODELS[trainer.config.model].n_params != 1:
         return {}
     proto = Protocol(0.72, min(1200, int(trainer.config.frames_range[1])))
     noise_ar = float(np.mean(trainer.config.prior["ar_coef"]))
@@ -336,7 +339,7 @@ def design_notes(config: TrainingConfig) -> dict:
         },
         "flow": ("conditional element-wise rational-quadratic splines (nflows spline "
                  "functions, knots from SiLU context nets) alternating with conditional "
-                 "affines" if config.model == "1p" else
+                 "affines" if MODELS[config.model].n_params == 1 else
                  "nflows masked autoregressive rational-quadratic splines, SiLU MADE"),
         "noise_colour": (
             "the flow's context is (θ̃, 20·φ, told, protocol): for half of its training "
@@ -350,7 +353,7 @@ def design_notes(config: TrainingConfig) -> dict:
             "the selected φ trades off against θ̃ (README, Known limitations)"
             if config.noise_context else "not an input: q averages over the prior's φ"),
         "loglik": ("bicubic tabulation of log q on (S, θ̃) per protocol and φ, analytic "
-                   "derivatives" if config.model == "1p" else
+                   "derivatives" if MODELS[config.model].n_params == 1 else
                    "exact forward-mode second-order propagation through the flow "
                    "(surrogate.flow_derivatives); autograd if its structure is unknown"),
     }
