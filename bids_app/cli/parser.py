@@ -12,9 +12,9 @@ from pathlib import Path
 
 from bids_app import __version__
 from bids_app.errors import UsageError
+from bids_app.io.spaces import SPACE_LABELS
 from bids_app.models import DEFAULT_MODEL, MODELS, models_help
 
-SPACES = ("fsaverage5", "fsaverage6", "fsaverage", "fsnative", "fsLR_den-32k", "fsLR_den-91k")
 CONFOUND_STRATEGIES = ("24P", "36P", "acompcor", "none")
 BOOTSTRAP_LEVELS = ("none", "single", "double")
 BIAS_CORRECTIONS = ("simulation", "none")
@@ -88,9 +88,9 @@ def build_parser() -> BidsAppArgumentParser:
                       help="JSON of pybids entity filters, key 'bold' (fMRIPrep format)")
     bids.add_argument("--derivatives", nargs="+", type=_derivative, metavar="NAME=PATH",
                       help="fMRIPrep outputs when BIDS_DIR is raw BIDS, e.g. fmriprep=PATH")
-    bids.add_argument("--space", choices=SPACES,
+    bids.add_argument("--space", choices=SPACE_LABELS,
                       help="surface space when several exist (default: first of "
-                           + ", ".join(SPACES) + " found)")
+                           + ", ".join(SPACE_LABELS) + " found)")
     bids.add_argument("--skip-bids-validation", "--skip_bids_validation",
                       dest="skip_bids_validation", action="store_true",
                       help="do not validate BIDS_DIR with pybids")

@@ -21,6 +21,7 @@ from pathlib import Path
 from bids_app import __version__
 from bids_app.cli.parser import BidsAppArgumentParser
 from bids_app.errors import HemocouplingError
+from bids_app.io.spaces import SIMULATOR_MESHES
 from bids_app.models import DEFAULT_MODEL, MODELS, models_help
 
 
@@ -34,7 +35,7 @@ def build_parser() -> BidsAppArgumentParser:
                "missing (set TEMPLATEFLOW_HOME), 73 cannot create output.",
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="dataset root to write")
-    parser.add_argument("--mesh", choices=("fsaverage5", "fsLR32k"), default="fsaverage5",
+    parser.add_argument("--mesh", choices=tuple(SIMULATOR_MESHES), default="fsaverage5",
                         help="template surface the data live on (default fsaverage5)")
     parser.add_argument("--subjects", type=int, default=1, help="number of subjects")
     parser.add_argument("--tr", type=float, default=0.72, help="repetition time in s")

@@ -31,6 +31,7 @@ import numpy as np
 from bids_app import __version__
 from bids_app.errors import UsageError
 from bids_app.io.atomic import write_json, write_text
+from bids_app.io.spaces import SIMULATOR_MESHES
 from bids_app.io.surface_files import (
     SurfaceBlock,
     save_cifti_series,
@@ -46,7 +47,7 @@ from bids_app.simulate.hrf import default_kernel_duration
 from bids_app.simulate.motion import confounds_table, contaminate, simulate_motion
 
 # Mesh option → BIDS space entities of the GIFTI series and meshes.
-SPACE_ENTITIES = {"fsaverage5": "space-fsaverage5", "fsLR32k": "space-fsLR_den-32k"}
+SPACE_ENTITIES = {mesh: f"space-{label}" for mesh, label in SIMULATOR_MESHES.items()}
 # Model name → its published HCP calibration (the simulator's default nuisance).
 DEFAULT_NUISANCE = {ONE_PARAM.name: HCP_1P, TWO_PARAM.name: HCP_2P}
 BASELINE_RANGE = (800.0, 1200.0)  # scanner-like mean intensity per vertex
