@@ -5,7 +5,7 @@ midthickness without the medial wall (or the whole fsaverage5 midthickness), the
 one-parameter model, the published HCP calibration, a true latent field drawn from the
 SPDE prior with κ = 5e-3 /mm, τ² = 1e4. The point estimate is the evidence-selected
 MAP; every bootstrap resample is refitted by
-:class:`bids_app.bootstrap.refit.MapRefit` (κ, τ² fixed).
+:class:`bids_app.inference.refit.MapRefit` (κ, τ² fixed).
 
 Printed per study: the diagnosis of the interval's error budget (the estimate's error
 θ̂ − θ split into its mean offset and spatially varying part, against the bootstrap SE;
@@ -17,7 +17,7 @@ the original's, in five frequency bands, with and without the cross-fade at bloc
 joins; coverage of the true θ by the calibrated (double) and the uncalibrated (single)
 intervals, each with and without the bootstrap bias correction (same refits), and, as
 the workflow reports them by default, moved by the simulated bias
-(:mod:`bids_app.bootstrap.simulated_bias`; "sim" rows, with the matched regime and the
+(:mod:`bids_app.bias.simulated`; "sim" rows, with the matched regime and the
 corrected estimate's error and MSE), their
 mean widths in θ (1/s) and time-to-peak (s), the calibrated level α̂, the per-refit
 cost and the wall time and CPU seconds (this process and its workers) of
@@ -47,17 +47,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bids_app.bias.simulated import simulated_bias, skip_reason  # noqa: E402
 from bids_app.bootstrap import block_frames, double_bootstrap, natural_intervals  # noqa: E402
 from bids_app.bootstrap.double import resample_indices, resample_series  # noqa: E402
-from bids_app.bootstrap.intervals import BootstrapOptions  # noqa: E402
-from bids_app.bootstrap.refit import MapRefit  # noqa: E402
+from bids_app.bootstrap.intervals import BootstrapOptions, shift_result  # noqa: E402
 from bids_app.bootstrap.resample import fade_frames  # noqa: E402
-from bids_app.bootstrap.simulated_bias import (  # noqa: E402
-    shift_result,
-    simulated_bias,
-    skip_reason,
-)
 from bids_app.fit import FitOptions, HemisphereResult, fit_hemisphere  # noqa: E402
+from bids_app.inference.refit import MapRefit  # noqa: E402
 from bids_app.io.templates import template_mesh  # noqa: E402
 from bids_app.models import ONE_PARAM  # noqa: E402
 from bids_app.preprocess import clean  # noqa: E402

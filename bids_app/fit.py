@@ -33,15 +33,15 @@ from typing import Any
 
 import numpy as np
 
+from bids_app.bias.simulated import correct_bias
 from bids_app.bootstrap.intervals import BootstrapOptions, bootstrap_intervals
 from bids_app.bootstrap.natural import MapInterval
-from bids_app.bootstrap.refit import MapRefit
-from bids_app.bootstrap.simulated_bias import correct_bias
 from bids_app.config import DEFAULT_KAPPAS, DEFAULT_TAU2S
 from bids_app.errors import InputValidationError
 from bids_app.inference.deconvolve import wiener_deconvolve
 from bids_app.inference.evidence import SEARCHES
 from bids_app.inference.hemisphere import fit_map_with_evidence, identifiability, summed_loglik
+from bids_app.inference.refit import MapRefit
 from bids_app.models import HRFModel
 from bids_app.preprocess import clean, usable_rows
 from bids_app.prior import FEM, mesh_prior_support

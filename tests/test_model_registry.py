@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bids_app.bias.simulated import skip_reason
 from bids_app.bootstrap.intervals import BootstrapOptions
-from bids_app.bootstrap.simulated_bias import skip_reason
 from bids_app.cli.parser import build_parser
 from bids_app.cli.train import main as train_main
 from bids_app.fit import FitOptions, fit_hemisphere

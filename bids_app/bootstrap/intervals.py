@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bids_app.bootstrap.double import double_bootstrap
+from bids_app.bootstrap.double import BootstrapResult, double_bootstrap
 from bids_app.bootstrap.natural import MapInterval, natural_intervals
-from bids_app.bootstrap.simulated_bias import shift_result
 
 
 @dataclass(frozen=True)
@@ -50,3 +49,9 @@ def bootstrap_intervals(y_clean: np.ndarray, refit, shift: np.ndarray,
         result = double_bootstrap(y_clean, refit, theta_t, tr, **kwargs)
     return (natural_intervals(shift_result(result, shift), theta_t - shift, refit.surrogate.model),
             result.sidecar())
+
+
+def shift_result(result: BootstrapResult, shift: np.ndarray) -> BootstrapResult:
+    """Bootstrap intervals and draws moved by −shift (the SEs are unchanged)."""
+    return replace(result, lower=result.lower - shift, upper=result.upper - shift,
+                   draws=(result.draws - shift[None]).astype(result.draws.dtype))

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     from threadpoolctl import threadpool_limits
 
-    from bids_app.surrogate.registry import write_surrogate
+    from bids_app.surrogate.cards import write_surrogate
     from bids_app.surrogate.training import Trainer, TrainingConfig
 
     config = TrainingConfig(

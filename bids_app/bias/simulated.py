@@ -3,7 +3,7 @@
 Block resampling cannot reproduce an error every resample shares: the learned likelihood's
 bias in the narrow nuisance regime of one run (README, Known limitations; −0.12 latent
 units on the HCP-calibrated fsLR study, four bootstrap SEs). A parametric step can. The
-run's regime is fitted (:mod:`bids_app.simulate.calibrate`: the noise colour from the
+run's regime is fitted (:mod:`bids_app.bias.noise_match`: the noise colour from the
 mean spectrum, each vertex's signal-to-noise ratio from its own), runs are simulated at
 the estimated field under it and refitted exactly as the resamples are (κ, τ² and any φ
 fixed, warm-started), and the mean shift θ̃_sim − θ̃̂, averaged over vertices with similar
@@ -21,16 +21,15 @@ from the training prior (where the surrogate is nearly right) −0.031 → +0.01
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from bids_app.bootstrap.double import BootstrapResult
+from bids_app.bias.noise_match import NoiseMatch, match_nuisance, vertex_rates
 from bids_app.models import MODELS
 from bids_app.preprocess import clean
 from bids_app.simulate.bold import sample_nuisance, simulate_bold
-from bids_app.simulate.calibrate import NoiseMatch, match_nuisance, vertex_rates
 
 # Simulated runs averaged per vertex: each carries the run's own random error, so the
 # shift of one is noisy; two halve its variance for twice the cost of one refit.
@@ -155,9 +154,3 @@ def smooth_in_estimate(theta_t_hat: np.ndarray, shift: np.ndarray, n_bins: int =
         means = np.bincount(which, shift[:, k], n_bins)[full] / counts[full]
         out[:, k] = np.interp(x, centres, means)
     return out
-
-
-def shift_result(result: BootstrapResult, shift: np.ndarray) -> BootstrapResult:
-    """Bootstrap intervals and draws moved by −shift (the SEs are unchanged)."""
-    return replace(result, lower=result.lower - shift, upper=result.upper - shift,
-                   draws=(result.draws - shift[None]).astype(result.draws.dtype))
