@@ -73,6 +73,12 @@ class Config:
         return out
 
 
+def default(name: str) -> Any:
+    """The default of a :class:`Config` field: the one home of every run default (the
+    CLI and the fitting options read it here)."""
+    return Config.__dataclass_fields__[name].default
+
+
 def strip_label(label: str, prefix: str) -> str:
     """``sub-01`` → ``01``; rejects labels BIDS would not allow (exit 64)."""
     bare = label[len(prefix):] if label.startswith(prefix) else label

@@ -36,7 +36,7 @@ import numpy as np
 from bids_app.bias.simulated import correct_bias
 from bids_app.bootstrap.intervals import BootstrapOptions, bootstrap_intervals
 from bids_app.bootstrap.natural import MapInterval
-from bids_app.config import DEFAULT_KAPPAS, DEFAULT_TAU2S
+from bids_app.config import DEFAULT_KAPPAS, DEFAULT_TAU2S, default
 from bids_app.errors import InputValidationError
 from bids_app.inference.deconvolve import wiener_deconvolve
 from bids_app.inference.evidence import SEARCHES
@@ -58,10 +58,10 @@ class FitOptions:
     kappas: tuple[float, ...] = DEFAULT_KAPPAS
     tau2s: tuple[float, ...] = DEFAULT_TAU2S
     search: str = SEARCHES[0]
-    bias_correction: str = "simulation"
+    bias_correction: str = default("bias_correction")
     bootstrap: BootstrapOptions = field(default_factory=BootstrapOptions)
-    random_seed: int = 0
-    deconvolve: bool = False
+    random_seed: int = default("random_seed")
+    deconvolve: bool = default("write_deconvolved")
 
 
 @dataclass

@@ -10,6 +10,7 @@ import numpy as np
 
 from bids_app.bootstrap.double import BootstrapResult, double_bootstrap
 from bids_app.bootstrap.natural import MapInterval, natural_intervals
+from bids_app.config import default
 
 
 @dataclass(frozen=True)
@@ -18,10 +19,10 @@ class BootstrapOptions:
     ``n_inner`` inner resamples; mean block length in s; workers (or a Dask scheduler
     address); whether to show progress."""
 
-    mode: str = "double"
-    n_boot: int = 100
-    n_inner: int = 10
-    block_length: float = 72.0
+    mode: str = default("bootstrap")
+    n_boot: int = default("n_boot")
+    n_inner: int = default("n_inner")
+    block_length: float = default("block_length")
     n_jobs: int = 1
     dask_scheduler: str | None = None
     progress: bool = False

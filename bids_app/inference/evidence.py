@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bids_app import config
 from bids_app.inference.map import LogLik, MapResult, fit_map
 from bids_app.prior.cholesky import SparseCholesky
 from bids_app.prior.spde import SPDEPrior
 
-DEFAULT_KAPPAS = np.geomspace(5e-4, 5e-1, 4)  # 1/mm (DESIGN.md §4)
-DEFAULT_TAU2S = np.geomspace(1e2, 1e6, 5)
+DEFAULT_KAPPAS = np.asarray(config.DEFAULT_KAPPAS)  # 1/mm
+DEFAULT_TAU2S = np.asarray(config.DEFAULT_TAU2S)
 # Newton tolerance (nats) while scanning the grid: neighbouring grid points differ by
 # far more than this, and the selected point is refined to the caller's ftol.
 SEARCH_FTOL = 1e-2

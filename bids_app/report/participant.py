@@ -294,7 +294,7 @@ def methods_context(record: Mapping[str, Any]) -> dict[str, Any]:
     """Values the methods boilerplate quotes, from one estimate sidecar."""
     boot = record.get("Bootstrap") or {}
     alpha = boot.get("CalibratedAlpha")
-    bias = record.get("BiasCorrection") or {}
+    bias = record.get("SimulatedBiasCorrection") or {}
     if "Method" not in bias:  # CIFTI: {"L": ..., "R": ...}
         bias = next(iter(bias.values()), {})
     return {

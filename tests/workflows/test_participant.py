@@ -176,7 +176,7 @@ def test_simulated_bias_correction_is_recorded_and_can_be_turned_off(dataset, tm
         assert run(dataset, out, "--bias-correction", mode) == 0
         func = out / "sub-01" / "func"
         sidecar = json.loads((func / f"{name}.json").read_text())
-        record = sidecar["BiasCorrection"]
+        record = sidecar["SimulatedBiasCorrection"]
         assert record["Method"] == mode
         assert sidecar["RandomSeed"] == (0 if mode == "simulation" else None)
         maps[mode] = nib.load(func / f"{name}.func.gii").agg_data()
