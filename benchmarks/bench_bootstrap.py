@@ -1,6 +1,6 @@
 """Coverage, width and wall time of the bootstrap intervals on a synthetic study.
 
-The study (issue 7's design, as in ``bench_map.py --part study``): the left fsLR 32k
+The study (as in ``bench_map.py --part study``): the left fsLR 32k
 midthickness without the medial wall (or the whole fsaverage5 midthickness), the
 one-parameter model, the published HCP calibration, a true latent field drawn from the
 SPDE prior with κ = 5e-3 /mm, τ² = 1e4. The point estimate is the evidence-selected

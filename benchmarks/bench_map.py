@@ -1,4 +1,4 @@
-"""Evidence-selected MAP on one fsLR 32k hemisphere: speed, memory and accuracy (issue 7).
+"""Evidence-selected MAP on one fsLR 32k hemisphere: speed, memory and accuracy.
 
 Parts (``--part``):
 

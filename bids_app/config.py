@@ -17,7 +17,8 @@ from bids_app.errors import MissingInputError, OutputError, UsageError
 from bids_app.models import DEFAULT_MODEL
 
 _LABEL = re.compile(r"^[0-9A-Za-z]+$")
-# Hyperparameter grids searched by Laplace evidence when none are given (DESIGN §4).
+# Hyperparameter grids searched by Laplace evidence when none are given (their selection
+# on synthetic studies: benchmarks/bench_map.py).
 DEFAULT_KAPPAS = (5e-4, 5e-3, 5e-2, 5e-1)
 DEFAULT_TAU2S = (1e2, 1e3, 1e4, 1e5, 1e6)
 
