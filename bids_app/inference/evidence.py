@@ -124,8 +124,8 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
         walk over κ lines in one direction, once the newest value falls
         :data:`SEARCH_MARGIN` nats below the best so far: about half the grid on the
         studies of benchmarks/bench_map.py, assuming the evidence is unimodal along each
-        axis up to that margin (unvisited points stay NaN). "grid" evaluates every point (in an order
-        where each MAP starts from a neighbour's); "ascent" climbs from the grid centre
+        axis up to that margin (unvisited points stay NaN). "grid" evaluates every point
+        (in an order where each MAP starts from a neighbour's); "ascent" climbs from the grid centre
         to the best of the 8 neighbours until none is better.
     **map_options
         Passed to :func:`fit_map` (``max_iter``, ``gtol``, ``ftol``...); each MAP may
