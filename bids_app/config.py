@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from bids_app.errors import MissingInputError, OutputError, UsageError
+from bids_app.models import DEFAULT_MODEL
 
 _LABEL = re.compile(r"^[0-9A-Za-z]+$")
-# Hyperparameter grids searched by Laplace evidence when none are given (DESIGN §4).
+# Hyperparameter grids searched by Laplace evidence when none are given (their selection
+# on synthetic studies: benchmarks/bench_map.py).
 DEFAULT_KAPPAS = (5e-4, 5e-3, 5e-2, 5e-1)
 DEFAULT_TAU2S = (1e2, 1e3, 1e4, 1e5, 1e6)
 
@@ -40,7 +42,7 @@ class Config:
     bids_filters: dict[str, Any] = field(default_factory=dict)
     space: str | None = None
     skip_bids_validation: bool = False
-    model: str = "1p"
+    model: str = DEFAULT_MODEL
     confounds: str = "24P"
     fd_threshold: float | None = None
     dummy_scans: int | None = None
@@ -74,6 +76,12 @@ class Config:
             elif isinstance(value, tuple):
                 out[key] = list(value)
         return out
+
+
+def default(name: str) -> Any:
+    """The default of a :class:`Config` field: the one home of every run default (the
+    CLI and the fitting options read it here)."""
+    return Config.__dataclass_fields__[name].default
 
 
 def strip_label(label: str, prefix: str) -> str:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bids_app.errors import HemocouplingError, UsageError
+from bids_app.models import MODELS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="hemocoupling-train", description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=("1p", "2p"), required=True)
+    p.add_argument("--model", choices=tuple(MODELS), required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", type=Path,
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     from threadpoolctl import threadpool_limits
 
-    from bids_app.surrogate.registry import write_surrogate
+    from bids_app.surrogate.cards import write_surrogate
     from bids_app.surrogate.training import Trainer, TrainingConfig
 
     config = TrainingConfig(

@@ -20,8 +20,7 @@ from typing import Any
 
 from bids_app import __version__
 from bids_app.errors import OutputError
-from bids_app.io.atomic import write_text
-from bids_app.io.derivatives import write_json
+from bids_app.io.atomic import write_json, write_text
 
 LOGGER = logging.getLogger(__name__)
 

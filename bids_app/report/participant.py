@@ -25,7 +25,7 @@ from bids_app.io.derivatives import (
     read_map,
     split_hemispheres,
 )
-from bids_app.models import DERIVED_UNITS
+from bids_app.models import DEFAULT_MODEL, DERIVED_UNITS
 from bids_app.report.figures import evidence_figure, numeric_series, traces_figure
 from bids_app.report.render import format_value, render
 from bids_app.report.surfaces import Figure, MeshLookup, find_meshes, map_figure
@@ -294,11 +294,11 @@ def methods_context(record: Mapping[str, Any]) -> dict[str, Any]:
     """Values the methods boilerplate quotes, from one estimate sidecar."""
     boot = record.get("Bootstrap") or {}
     alpha = boot.get("CalibratedAlpha")
-    bias = record.get("BiasCorrection") or {}
+    bias = record.get("SimulatedBiasCorrection") or {}
     if "Method" not in bias:  # CIFTI: {"L": ..., "R": ...}
         bias = next(iter(bias.values()), {})
     return {
-        "model": (record.get("Model") or {}).get("Name", "1p"),
+        "model": (record.get("Model") or {}).get("Name", DEFAULT_MODEL),
         "surrogate": (record.get("Surrogate") or {}).get("Id"),
         "bootstrap_mode": boot.get("Mode"),
         "block_length": format_value(boot.get("BlockLengthSeconds"))

@@ -26,6 +26,7 @@ import torch
 from scipy.stats import kstest, norm
 
 from bids_app.errors import UsageError
+from bids_app.models import MODELS
 from bids_app.preprocess import Preprocessing
 from bids_app.simulate.bold import NuisancePrior, simulate_training_set
 from bids_app.simulate.confounds import STRATEGIES, STRATEGY_WIDTHS, regressors_of_count
@@ -33,18 +34,6 @@ from bids_app.surrogate.features import N_BANDS, N_PROTOCOL, Protocol, feature_m
 from bids_app.surrogate.networks import SummaryNet, build_flow
 
 LOG = logging.getLogger(__name__)
-
-# Training nuisance priors: wider than the one-subject HCP calibration (DESIGN.md §2) so
-# other scanners, subjects and preprocessing are covered: noise sd over a decade around
-# the calibrated value (log-uniform), amplitudes and event rates widened and spread
-# log-uniformly, and mild AR(1) noise (real residuals are not white; φ up to 0.3 cost
-# a third more held-out error on white-noise data, φ up to 0.1 cost nothing measurable).
-TRAINING_PRIORS: dict[str, NuisancePrior] = {
-    "1p": NuisancePrior(noise_sd=(0.05, 0.5), amplitude=(0.5, 1.0), rate=(0.003, 0.5),
-                        ar_coef=(0.0, 0.1), rate_log_uniform=True),
-    "2p": NuisancePrior(noise_sd=(0.12, 0.5), amplitude=(1.0, 1.0), rate=(0.005, 0.2),
-                        ar_coef=(0.0, 0.1), rate_log_uniform=True),
-}
 
 # The flow's noise-colour input is φ times this, so that φ ∈ [0, 0.1] spans [0, 2], the
 # scale of the other context inputs.
@@ -54,10 +43,6 @@ NOISE_AR_SCALE = 20.0
 # prior's φ, and the evidence can prefer the marginal where conditioning does not help.
 NOISE_TOLD_FRACTION = 0.5
 
-# Flow depth and width per model. The 2p flow is evaluated by autograd at every Newton
-# step for every vertex, so it is kept small enough for < 1 s per 32k vertices.
-FLOW_SIZES: dict[str, tuple[int, int]] = {"1p": (4, 64), "2p": (3, 32)}
-
 
 @dataclass
 class TrainingConfig:
@@ -65,7 +50,9 @@ class TrainingConfig:
 
     Attributes
     ----------
-    model : {"1p", "2p"}
+    model : str
+        A name in :data:`bids_app.models.MODELS` (its training prior and flow size are
+        the defaults of ``prior``, ``flow_layers`` and ``flow_hidden``).
     seed : int
     tr_range : (s, s)
         TRs drawn log-uniformly.
@@ -120,8 +107,8 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if not self.prior:
-            self.prior = TRAINING_PRIORS[self.model].to_dict()
-        layers, hidden = FLOW_SIZES[self.model]
+            self.prior = NuisancePrior(**MODELS[self.model].training_prior).to_dict()
+        layers, hidden = MODELS[self.model].flow_size
         self.flow_layers = self.flow_layers or layers
         self.flow_hidden = self.flow_hidden or hidden
         self.tr_range = tuple(self.tr_range)
@@ -132,7 +119,7 @@ class TrainingConfig:
     @property
     def n_context(self) -> int:
         """Flow context width: θ̃, then φ (if told), then the protocol vector."""
-        return (1 if self.model == "1p" else 2) + 2 * int(self.noise_context) + N_PROTOCOL
+        return MODELS[self.model].n_params + 2 * int(self.noise_context) + N_PROTOCOL
 
     def nuisance_prior(self) -> NuisancePrior:
         return NuisancePrior(**{k: tuple(v) if isinstance(v, list) else v
@@ -225,7 +212,7 @@ class Trainer:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         n_features = 2 * config.n_bands + N_PROTOCOL
-        n_params = 1 if config.model == "1p" else 2
+        n_params = MODELS[config.model].n_params
         torch.manual_seed(config.seed)
         self.summary = SummaryNet(n_features, n_params, config.summary_hidden,
                                   config.summary_layers)

@@ -54,7 +54,6 @@ from bids_app.io.derivatives import (
     derivative_name,
     find_maps,
     map_path,
-    parse_name,
     read_map,
     sidecar_path,
     split_hemispheres,
@@ -62,8 +61,10 @@ from bids_app.io.derivatives import (
     write_map,
 )
 from bids_app.io.group_inputs import read_sidecar
+from bids_app.io.spaces import space_label
 from bids_app.io.spill import SpillStore
 from bids_app.io.surface_files import HEMI_STRUCTURE
+from bids_app.io.templates import Parcellation, templateflow_parcellations
 from bids_app.models import DERIVED_UNITS
 from bids_app.prior.mesh import fem_matrices
 from bids_app.report.group import write_group_report
@@ -99,8 +100,6 @@ PARTICIPANTS_COLUMNS = {
 }
 _PARAM_MODEL = {param: model for model, units in DERIVED_UNITS.items() for param in units}
 
-Parcellation = Mapping[str, tuple[np.ndarray, Mapping[int, str]]]
-"""Per hemisphere: (integer label per vertex, label → parcel name); 0 = unlabelled."""
 
 
 @dataclass(frozen=True)
@@ -145,12 +144,6 @@ class GroupResult:
 
 
 # --------------------------------------------------------------------------- selection
-
-
-def space_label(entities: Mapping[str, str]) -> str:
-    """``fsaverage5`` or ``fsLR_den-32k``: the form ``--space`` takes."""
-    den = entities.get("den")
-    return f"{entities.get('space', '')}" + (f"_den-{den}" if den else "")
 
 
 def group_key(item: MapFile) -> GroupKey:
@@ -409,47 +402,6 @@ def _write_stats(
 
 
 # --------------------------------------------------------------------------- parcels
-
-
-def templateflow_parcellations(space: str, hemis: Sequence[str]) -> dict[str, Parcellation]:
-    """Surface parcellations (``*_dseg.label.gii``) TemplateFlow has for ``space``.
-
-    Returns ``{atlas: {hemi: (labels, names)}}`` for atlases covering every hemisphere;
-    empty when TemplateFlow has none locally and cannot download (offline).
-    """
-    from bids_app.io.templates import TEMPLATE_DENSITY
-
-    if space not in TEMPLATE_DENSITY:
-        return {}
-    template, density = TEMPLATE_DENSITY[space]
-    found: dict[str, dict[str, tuple[np.ndarray, dict[int, str]]]] = defaultdict(dict)
-    try:
-        import templateflow.api as tflow
-
-        for hemi in hemis:
-            paths = tflow.get(
-                template,
-                hemi=hemi,
-                density=density,
-                suffix="dseg",
-                extension=".label.gii",
-                raise_empty=False,
-            )
-            for path in [paths] if isinstance(paths, (str, Path)) else paths:
-                path = Path(path)
-                if not path.is_file() or path.stat().st_size == 0:
-                    continue
-                ents = parse_name(path.name)[0]
-                # atlas alone is ambiguous (Yeo 7/17 networks, Schaefer scales, Desikan
-                # variants share it): key on every distinguishing entity.
-                atlas = "_".join(f"{key}-{ents[key]}" for key in ("atlas", "seg", "scale", "desc")
-                                 if key in ents) or path.name.split(".")[0]
-                img = nib.load(path)
-                labels = np.asarray(img.darrays[0].data, dtype=int)
-                found[atlas][hemi] = (labels, img.labeltable.get_labels_as_dict())
-    except Exception as exc:  # offline TemplateFlow raises network errors of many kinds
-        LOGGER.info("TemplateFlow parcellations for %s unavailable: %s", space, exc)
-    return {atlas: per for atlas, per in found.items() if set(per) == set(hemis)}
 
 
 def parcel_table(
