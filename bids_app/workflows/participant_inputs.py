@@ -77,7 +77,7 @@ def check_hemispheres(run: SurfaceRun, config: Config) -> None:
 
 def check_alive(y: np.ndarray, path, hemi: str, cifti: bool) -> None:
     """Some vertex of the hemisphere must have a finite, non-constant series."""
-    from bids_app.workflows.participant import usable_rows
+    from bids_app.preprocess import usable_rows
 
     if usable_rows(np.asarray(y, dtype=np.float64))[0].any():
         return
