@@ -1,11 +1,11 @@
 """Coverage, width and wall time of the bootstrap intervals on a synthetic study.
 
-The study (issue 7's design, as in ``bench_map.py --part study``): the left fsLR 32k
+The study (as in ``bench_map.py --part study``): the left fsLR 32k
 midthickness without the medial wall (or the whole fsaverage5 midthickness), the
 one-parameter model, the published HCP calibration, a true latent field drawn from the
 SPDE prior with κ = 5e-3 /mm, τ² = 1e4. The point estimate is the evidence-selected
 MAP; every bootstrap resample is refitted by
-:class:`bids_app.bootstrap.refit.MapRefit` (κ, τ² fixed).
+:class:`bids_app.inference.refit.MapRefit` (κ, τ² fixed).
 
 Printed per study: the diagnosis of the interval's error budget (the estimate's error
 θ̂ − θ split into its mean offset and spatially varying part, against the bootstrap SE;
@@ -17,7 +17,7 @@ the original's, in five frequency bands, with and without the cross-fade at bloc
 joins; coverage of the true θ by the calibrated (double) and the uncalibrated (single)
 intervals, each with and without the bootstrap bias correction (same refits), and, as
 the workflow reports them by default, moved by the simulated bias
-(:mod:`bids_app.bootstrap.simulated_bias`; "sim" rows, with the matched regime and the
+(:mod:`bids_app.bias.simulated`; "sim" rows, with the matched regime and the
 corrected estimate's error and MSE), their
 mean widths in θ (1/s) and time-to-peak (s), the calibrated level α̂, the per-refit
 cost and the wall time and CPU seconds (this process and its workers) of
@@ -47,16 +47,13 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bids_app.bias.simulated import simulated_bias, skip_reason  # noqa: E402
 from bids_app.bootstrap import block_frames, double_bootstrap, natural_intervals  # noqa: E402
 from bids_app.bootstrap.double import resample_indices, resample_series  # noqa: E402
-from bids_app.bootstrap.refit import MapRefit  # noqa: E402
+from bids_app.bootstrap.intervals import BootstrapOptions, shift_result  # noqa: E402
 from bids_app.bootstrap.resample import fade_frames  # noqa: E402
-from bids_app.bootstrap.simulated_bias import (  # noqa: E402
-    shift_result,
-    simulated_bias,
-    skip_reason,
-)
-from bids_app.inference.likelihood_choice import select_likelihood  # noqa: E402
+from bids_app.fit import FitOptions, HemisphereResult, fit_hemisphere  # noqa: E402
+from bids_app.inference.refit import MapRefit  # noqa: E402
 from bids_app.io.templates import template_mesh  # noqa: E402
 from bids_app.models import ONE_PARAM  # noqa: E402
 from bids_app.preprocess import clean  # noqa: E402
@@ -77,7 +74,8 @@ TAU2S = np.geomspace(1e2, 1e6, 5)
 
 def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: bool = True,
                     nuisance_prior: NuisancePrior = HCP_1P):
-    """Mesh prior, true latent field (V,) and raw series (V, T) of one hemisphere.
+    """Mesh, prior, true latent field (V,) and raw series (V, T) of one hemisphere (the
+    prior's vertices: ``prior.fem.vertex_index`` of the mesh).
 
     A hemisphere is smaller than the prior's range √8/κ ≈ 570 mm, so a draw is mostly
     a near-constant offset (at seed 0 about +3 latent units on fsLR: θ pinned at the
@@ -96,18 +94,16 @@ def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: boo
     theta = ONE_PARAM.to_theta(truth_t[:, None])
     nuisance = sample_nuisance(nuisance_prior, theta.shape[0], rng)
     y = simulate_bold(ONE_PARAM, theta, tr, n_frames, nuisance, rng)
-    return prior, truth_t, y
+    return (vertices, faces), prior, truth_t, y
 
 
-def point_estimate(prior: SPDEPrior, surrogate, y_clean: np.ndarray, tr: float):
-    """Evidence-selected MAP, as the participant workflow computes it."""
-    summaries = surrogate.summarize(y_clean, tr)
-    noise_ars, logliks = surrogate.candidate_logliks(summaries, tr, y_clean.shape[1])
-    theta_t0 = np.asarray(summaries, dtype=float).reshape(y_clean.shape[0], -1)
-    choice = select_likelihood(logliks, prior, theta_t0, KAPPAS, TAU2S)
-    evidence = choice.evidence
-    precision = prior.precision(evidence.kappa, evidence.tau2)
-    return np.asarray(evidence.map.theta_t), precision, evidence, noise_ars[choice.index]
+def point_estimate(mesh: tuple, prior: SPDEPrior, surrogate, y: np.ndarray, tr: float
+                   ) -> HemisphereResult:
+    """Evidence-selected MAP through the workflow's API; no bias correction or bootstrap
+    (the study runs and compares those itself)."""
+    options = FitOptions(kappas=tuple(KAPPAS), tau2s=tuple(TAU2S), bias_correction="none",
+                         bootstrap=BootstrapOptions(mode="none"))
+    return fit_hemisphere(y, mesh, tr, surrogate, options, vertex_index=prior.fem.vertex_index)
 
 
 def refit_cost(refit: MapRefit, y_clean: np.ndarray, tr: float, n: int = 3) -> tuple[float, float]:
@@ -265,19 +261,20 @@ def main() -> None:
     t0 = time.perf_counter()
     surrogate = load_surrogate("1p", tr, n_frames, card_path=args.card)
     nuisance = HCP_1P if args.nuisance == "hcp" else surrogate.config.nuisance_prior()
-    prior, truth_t, y = synthetic_study(study["space"], tr, n_frames, args.seed,
-                                        center=not args.no_center, nuisance_prior=nuisance)
+    mesh, prior, truth_t, y = synthetic_study(study["space"], tr, n_frames, args.seed,
+                                              center=not args.no_center,
+                                              nuisance_prior=nuisance)
     y_clean = clean(y, tr, surrogate.preprocessing)
     t1 = time.perf_counter()
-    theta_t_hat, precision, evidence, noise_ar = point_estimate(prior, surrogate, y_clean, tr)
+    fit = point_estimate(mesh, prior, surrogate, y, tr)
+    theta_t_hat, refit, noise_ar = fit.theta_t, fit.refit, fit.likelihood.noise_ar
     t2 = time.perf_counter()
     print(f"study {args.study} ({args.nuisance} nuisance): {y.shape[0]} vertices, "
           f"TR {tr} s, {n_frames} frames; "
           f"simulate+clean {t1 - t0:.1f} s, point estimate {t2 - t1:.1f} s "
-          f"(kappa {evidence.kappa:.3g}, tau2 {evidence.tau2:.3g}, noise AR {noise_ar})",
+          f"(kappa {fit.kappa:.3g}, tau2 {fit.tau2:.3g}, noise AR {noise_ar})",
           flush=True)
 
-    refit = MapRefit(surrogate, precision, theta_t_hat, tr, noise_ar=noise_ar)
     if not args.report_only:
         periodogram_check(y_clean, surrogate, tr, args.block_s, args.fade_s)
         refit(y_clean)  # first call builds the sparse analysis, as each worker does once

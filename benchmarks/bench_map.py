@@ -1,4 +1,4 @@
-"""Evidence-selected MAP on one fsLR 32k hemisphere: speed, memory and accuracy (issue 7).
+"""Evidence-selected MAP on one fsLR 32k hemisphere: speed, memory and accuracy.
 
 Parts (``--part``):
 
@@ -36,7 +36,6 @@ import numpy as np
 from bids_app.inference import fit_map, select_hyperparameters
 from bids_app.inference.analytic import GaussianLoglik, PoissonLoglik
 from bids_app.inference.evidence import SEARCHES
-from bids_app.inference.likelihood_choice import select_likelihood
 from bids_app.inference.system import NewtonSystem, block_prior
 from bids_app.prior import SparseCholesky, SPDEPrior, fem_matrices
 
@@ -122,50 +121,6 @@ def speed(seed: int) -> None:
           f"peak RSS {peak_rss_gb():.2f} GB")
 
 
-class CountedLoglik:
-    """A loglik that counts its calls and their CPU seconds, to split the MAP's cost
-    between the likelihood and the factorisations."""
-
-    def __init__(self, loglik) -> None:
-        self.loglik, self.calls, self.cpu = loglik, 0, 0.0
-
-    def __call__(self, theta_t: np.ndarray):
-        start = time.process_time()
-        out = self.loglik(theta_t)
-        self.calls += 1
-        self.cpu += time.process_time() - start
-        return out
-
-
-class TimedCholesky(SparseCholesky):
-    """A SparseCholesky that adds up the CPU seconds of its factorisations (failed
-    attempts included) and of its solves (the CG iterations' preconditioner)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.factor_cpu, self.n_attempts, self.solve_cpu, self.n_solves = 0.0, 0, 0.0, 0
-
-    def factorize(self, A):
-        start = time.process_time()
-        self.n_attempts += 1
-        try:
-            return super().factorize(A)
-        finally:
-            self.factor_cpu += time.process_time() - start
-
-    def solve(self, b):
-        start = time.process_time()
-        out = super().solve(b)
-        self.n_solves += 1
-        self.solve_cpu += time.process_time() - start
-        return out
-
-    def summary(self) -> str:
-        return (f"{self.n_factorizations} factorisations + "
-                f"{self.n_attempts - self.n_factorizations} failed (not PD) attempts, "
-                f"{self.factor_cpu:.1f} CPU-s; {self.n_solves} solves {self.solve_cpu:.1f} CPU-s")
-
-
 def pointwise_argmax(loglik, n_vertices: int) -> np.ndarray:
     """Per-vertex argmax of q(S_v | θ̃) for the 1p model: the best of 81 latent values on
     [−4, 4], refined by the vertex of the parabola through it and its two neighbours."""
@@ -190,27 +145,35 @@ def accuracy(model, name: str, latent: np.ndarray, truth_latent: np.ndarray) -> 
 
 
 def study_mesh(mesh: str):
-    """(name, SPDEPrior) of the study mesh: fsLR 32k L without the medial wall (HCP
-    atlas ROI), or a template mesh whole (fsaverage5/6, for the slower 2p model)."""
+    """(name, (vertices, faces), SPDEPrior) of the study mesh: fsLR 32k L without the
+    medial wall (HCP atlas ROI), or a template mesh whole (fsaverage5/6, for the slower
+    2p model)."""
     if mesh == "fsLR32k":
         vertices, faces = nib.load(MESH).agg_data()
         mask = nib.load(ROI).agg_data() > 0
-        return "fsLR 32k L cortex", SPDEPrior(fem_matrices(vertices, faces, mask))
+        return ("fsLR 32k L cortex", (vertices, faces),
+                SPDEPrior(fem_matrices(vertices, faces, mask)))
     from bids_app.io.templates import template_mesh
-    vertices, faces = template_mesh(mesh, "L")
-    return f"{mesh} L", SPDEPrior(fem_matrices(np.asarray(vertices), np.asarray(faces)))
+    vertices, faces = (np.asarray(a) for a in template_mesh(mesh, "L"))
+    return f"{mesh} L", (vertices, faces), SPDEPrior(fem_matrices(vertices, faces))
 
 
 def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
           mesh: str = "fsLR32k", fixed: bool = False) -> None:
+    """The workflow's fit (:func:`bids_app.fit.fit_hemisphere`, no bias correction or
+    bootstrap) of a run simulated at a prior draw, against the pointwise estimates."""
+    from bids_app.bootstrap.intervals import BootstrapOptions
     from bids_app.errors import HemocouplingError
+    from bids_app.fit import FitOptions, fit_hemisphere
     from bids_app.models import ONE_PARAM, TWO_PARAM
-    from bids_app.preprocess import clean
     from bids_app.simulate.bold import HCP_1P, HCP_2P, sample_nuisance, simulate_bold
     from bids_app.surrogate import load_surrogate
 
     tr, n_frames = 0.72, 1200
-    mesh_name, prior = study_mesh(mesh)
+    mesh_name, surface, prior = study_mesh(mesh)
+    grid = ({"kappas": (kappa,), "tau2s": (tau2,)} if fixed else {})
+    options = FitOptions(search=search, bias_correction="none",
+                         bootstrap=BootstrapOptions(mode="none"), **grid)
     for name in models:
         model, nuisance_prior = {"1p": (ONE_PARAM, HCP_1P), "2p": (TWO_PARAM, HCP_2P)}[name]
         try:
@@ -223,43 +186,40 @@ def study(seed: int, models: list[str], kappa: float, tau2: float, search: str,
         nuisance = sample_nuisance(nuisance_prior, prior.n_vertices, rng)
         (y, t_sim, _) = timed(simulate_bold, model, model.to_theta(truth), tr, n_frames,
                               nuisance, rng)
-        y_clean = clean(y, tr, surrogate.preprocessing)
-        summaries, t_sum, _ = timed(surrogate.summarize, y_clean, tr)
-        summaries = np.asarray(summaries, dtype=float)
-        noise_ars, logliks = surrogate.candidate_logliks(summaries, tr, n_frames)
-        chol, counted = TimedCholesky(), [CountedLoglik(f) for f in logliks]
-        at_truth = {"kappa": kappa, "tau2": tau2} if fixed else {}
-        choice, wall, cpu = timed(select_likelihood, counted, prior, summaries, chol=chol,
-                                  search=search, **at_truth)
-        result, loglik = choice.evidence, logliks[choice.index]
-        print(f"{name} synthetic study: {mesh_name} ({prior.n_vertices} vertices), TR {tr} "
-              f"s, {n_frames} frames, surrogate {surrogate.card.get('id')}, truth κ={kappa} "
-              f"τ²={tau2}, seed {seed}; simulate {t_sim:.1f} s, summarise {t_sum:.1f} s")
+        fit, wall, cpu = timed(fit_hemisphere, y, surface, tr, surrogate, options,
+                               vertex_index=prior.fem.vertex_index, where=name)
+        rows = np.searchsorted(prior.fem.vertex_index, fit.fitted)
+        truth = truth[rows]
+        selection = fit.hyperparameter_selection
+        noise = selection.get("NoiseAR") or {"Selected": None, "Candidates": [None],
+                                             "LogEvidence": [fit.log_evidence]}
+        profile = np.asarray(noise["LogEvidence"])
+        print(f"{name} synthetic study: {mesh_name} ({prior.n_vertices} vertices, "
+              f"{len(fit.fitted)} fitted), TR {tr} s, {n_frames} frames, surrogate "
+              f"{fit.surrogate['Id']}, truth κ={kappa} τ²={tau2}, seed {seed}; simulate "
+              f"{t_sim:.1f} s")
         theta_true = model.to_theta(truth)
         print(f"  truth: latent mean {np.round(truth.mean(0), 3)}, spatial sd "
               f"{np.round(truth.std(0), 3)}; θ mean {np.round(theta_true.mean(0), 3)}, "
               f"spatial sd {np.round(theta_true.std(0), 4)}")
-        print(f"  evidence-selected MAP ({search}): {wall:.1f} s wall, {cpu:.1f} CPU-s, "
-              f"{chol.n_factorizations} factorisations, κ̂={result.kappa:g} (truth {kappa}), "
-              f"τ̂²={result.tau2:g}, noise AR φ̂={noise_ars[choice.index]} (log evidence − max "
-              f"over {noise_ars}: {np.round(choice.profile - choice.profile.max(), 1)}), "
-              f"converged {result.map.converged}, restart from S(y) "
-              f"{result.restart_gain:+.2f} nats, "
-              f"peak RSS {peak_rss_gb():.2f} GB; {machine()}")
-        print("  log-evidence surface − max (rows κ", np.round(result.kappas, 5), ", cols τ²",
-              result.tau2s, "):")
-        print(np.round(result.surface - result.log_evidence, 1))
-        print("  Newton iterations per grid point:", result.iterations.tolist(),
-              f"(total {int(result.iterations[result.iterations >= 0].sum())}, refinement "
-              f"included, selected candidate); loglik {sum(c.calls for c in counted)} calls, "
-              f"{sum(c.cpu for c in counted):.1f} CPU-s; "
-              f"{chol.summary()}")
+        print(f"  evidence-selected MAP ({search}), clean + summarise + select + MAP: "
+              f"{wall:.1f} s wall, {cpu:.1f} CPU-s, κ̂={fit.kappa:g} (truth {kappa}), "
+              f"τ̂²={fit.tau2:g}, noise AR φ̂={noise['Selected']} (log evidence − max over "
+              f"{noise['Candidates']}: {np.round(profile - profile.max(), 1)}), converged "
+              f"{fit.convergence['Converged']} in {fit.convergence['Iterations']} Newton "
+              f"iterations, peak RSS {peak_rss_gb():.2f} GB; {machine()}")
+        surface_ev = np.asarray(fit.evidence_grid["LogEvidence"], dtype=float)
+        print("  log-evidence surface − max (rows κ", np.round(fit.evidence_grid["Kappa"], 5),
+              ", cols τ²", fit.evidence_grid["Tau2"], "):")
+        print(np.round(surface_ev - fit.log_evidence, 1))
+        summaries = np.asarray(fit.likelihood.summaries, dtype=float)
         print(accuracy(model, "pointwise S(y)", summaries, truth))
         if model.n_params == 1:
-            argmax = pointwise_argmax(loglik, prior.n_vertices)
+            argmax = pointwise_argmax(fit.likelihood.on(np.arange(len(fit.fitted))),
+                                      len(fit.fitted))
             print(accuracy(model, "pointwise argmax_θ q(S|θ)", argmax, truth))
         label = "MAP (true κ, τ² fixed)" if fixed else "MAP (evidence-selected)"
-        print(accuracy(model, label, result.map.theta_t, truth))
+        print(accuracy(model, label, fit.theta_t, truth))
 
 
 def main() -> None:

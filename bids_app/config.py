@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from bids_app.errors import MissingInputError, OutputError, UsageError
+from bids_app.models import DEFAULT_MODEL
 
 _LABEL = re.compile(r"^[0-9A-Za-z]+$")
-# Hyperparameter grids searched by Laplace evidence when none are given (DESIGN §4).
+# Hyperparameter grids searched by Laplace evidence when none are given (their selection
+# on synthetic studies: benchmarks/bench_map.py).
 DEFAULT_KAPPAS = (5e-4, 5e-3, 5e-2, 5e-1)
 DEFAULT_TAU2S = (1e2, 1e3, 1e4, 1e5, 1e6)
 
@@ -40,7 +42,7 @@ class Config:
     bids_filters: dict[str, Any] = field(default_factory=dict)
     space: str | None = None
     skip_bids_validation: bool = False
-    model: str = "1p"
+    model: str = DEFAULT_MODEL
     confounds: str = "24P"
     fd_threshold: float | None = None
     dummy_scans: int | None = None
@@ -60,6 +62,10 @@ class Config:
     overwrite: bool = False
     report: bool = True
     verbose: int = 0
+    group_model: str | None = None
+    contrast: str | None = None
+    include_flagged: bool = False
+    n_modes: int = 5
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view (paths as strings) for logs and sidecars."""
@@ -70,6 +76,12 @@ class Config:
             elif isinstance(value, tuple):
                 out[key] = list(value)
         return out
+
+
+def default(name: str) -> Any:
+    """The default of a :class:`Config` field: the one home of every run default (the
+    CLI and the fitting options read it here)."""
+    return Config.__dataclass_fields__[name].default
 
 
 def strip_label(label: str, prefix: str) -> str:
@@ -83,18 +95,36 @@ def strip_label(label: str, prefix: str) -> str:
 def read_bids_filters(path: Path) -> dict[str, Any]:
     """Load a ``--bids-filter-file`` (fMRIPrep format: ``{"bold": {entity: value}}``)."""
     if not path.is_file():
-        raise MissingInputError(f"--bids-filter-file {path} does not exist")
+        raise MissingInputError(f"--bids-filter-file {path} does not exist; check the path")
     try:
         filters = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UsageError(
-            f"--bids-filter-file {path} is not valid JSON ({err.msg}, line {err.lineno})"
+            f"--bids-filter-file {path} is not valid JSON ({err.msg}, line {err.lineno}); "
+            'fix it, e.g. {"bold": {"run": 1}}'
         ) from err
     if not isinstance(filters, dict) or not all(isinstance(v, dict) for v in filters.values()):
         raise UsageError(
             f"--bids-filter-file {path} must map a suffix (e.g. 'bold') to entity filters"
         )
+    for suffix, entities in filters.items():
+        for key, option in COMMAND_LINE_ENTITIES.items():
+            if key in entities:
+                raise UsageError(
+                    f"--bids-filter-file {path}: '{suffix}' sets '{key}', which the command "
+                    f"line decides; remove it from the file and {option}"
+                )
     return filters
+
+
+# Entities a filter file may not set because the command line does (they were silently
+# overwritten before): entity → what to do instead.
+COMMAND_LINE_ENTITIES = {
+    "subject": "pass --participant-label",
+    "task": "pass --task-id",
+    "suffix": "leave the suffix to the app",
+    "extension": "leave the extension to the app",
+}
 
 
 def check_writable(path: Path, what: str) -> None:
@@ -122,7 +152,13 @@ def make_config(args: Any) -> Config:
     OutputError
         OUTPUT_DIR or the work directory cannot be written (73).
     """
+    if args.contrast and not args.group_model:
+        raise UsageError("--contrast needs --group-model (the contrast weighs its columns)")
     bids_dir = Path(args.bids_dir).expanduser().resolve()
+    if bids_dir.exists() and not bids_dir.is_dir():
+        raise MissingInputError(
+            f"BIDS_DIR {args.bids_dir} is a file, not a folder; pass the fMRIPrep output folder"
+        )
     if not bids_dir.is_dir():
         raise MissingInputError(
             f"BIDS_DIR {args.bids_dir} does not exist; pass the fMRIPrep output folder"
@@ -143,6 +179,11 @@ def make_config(args: Any) -> Config:
     omp = args.omp_nthreads or max(1, (os.cpu_count() or 1) // nprocs)
     work_dir = Path(args.work_dir or Path.cwd() / "work").expanduser().resolve()
 
+    filters = read_bids_filters(args.bids_filter_file) if args.bids_filter_file else {}
+    if args.session_label and any("session" in f for f in filters.values()):
+        raise UsageError(f"--session-label and 'session' in --bids-filter-file "
+                         f"{args.bids_filter_file} both select sessions; keep one")
+
     check_writable(output_dir, "OUTPUT_DIR")
     check_writable(work_dir, "work directory")
     return Config(
@@ -156,7 +197,7 @@ def make_config(args: Any) -> Config:
         session_labels=tuple(dict.fromkeys(
             strip_label(x, "ses-") for x in args.session_label or ())),
         task_id=strip_label(args.task_id, "task-"),
-        bids_filters=read_bids_filters(args.bids_filter_file) if args.bids_filter_file else {},
+        bids_filters=filters,
         space=args.space,
         skip_bids_validation=args.skip_bids_validation,
         model=args.model,
@@ -179,4 +220,8 @@ def make_config(args: Any) -> Config:
         overwrite=args.overwrite,
         report=not args.no_report,
         verbose=args.verbose,
+        group_model=args.group_model,
+        contrast=args.contrast,
+        include_flagged=args.include_flagged,
+        n_modes=args.n_modes,
     )

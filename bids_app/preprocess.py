@@ -113,3 +113,13 @@ def residualise(y: np.ndarray, tr: float, spec: Preprocessing = Preprocessing(),
             conf = lowpass_filter(conf.T, tr, spec.lowpass).T
         regressors = orthonormal_basis(np.column_stack([regressors, conf]))
     return y - (y @ regressors) @ regressors.T
+
+
+def usable_rows(y: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows with finite, non-constant series (not the medial wall), and counts of each
+    exclusion reason."""
+    finite = np.isfinite(y).all(axis=1)
+    constant = np.zeros(len(y), dtype=bool)
+    constant[finite] = np.ptp(y[finite], axis=1) <= 1e-6 * (np.abs(y[finite]).max(axis=1) + 1e-12)
+    return finite & ~constant, {"NonFinite": int((~finite).sum()),
+                                "Constant": int(constant.sum())}

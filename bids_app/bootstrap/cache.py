@@ -16,16 +16,9 @@ from pathlib import Path
 import joblib
 import numpy as np
 
+from bids_app.digest import array_digest
 from bids_app.errors import OutputError
 from bids_app.io.atomic import write_with
-
-
-def array_digest(x: np.ndarray) -> str:
-    """sha256 of an array's dtype, shape and bytes."""
-    x = np.ascontiguousarray(x)
-    h = hashlib.sha256(f"{x.dtype.str}{x.shape}".encode())
-    h.update(memoryview(x).cast("B"))
-    return h.hexdigest()
 
 
 def refit_token(refit: object) -> str:

@@ -11,13 +11,14 @@ import argparse
 from pathlib import Path
 
 from bids_app import __version__
+from bids_app.config import default
 from bids_app.errors import UsageError
+from bids_app.io.spaces import SPACE_LABELS
+from bids_app.models import MODELS, models_help
 
-SPACES = ("fsaverage5", "fsaverage6", "fsaverage", "fsnative", "fsLR_den-32k", "fsLR_den-91k")
 CONFOUND_STRATEGIES = ("24P", "36P", "acompcor", "none")
 BOOTSTRAP_LEVELS = ("none", "single", "double")
 BIAS_CORRECTIONS = ("simulation", "none")
-MODELS = ("1p", "2p")
 
 
 class BidsAppArgumentParser(argparse.ArgumentParser):
@@ -82,24 +83,26 @@ def build_parser() -> BidsAppArgumentParser:
                       help="subjects to process (with or without 'sub-'); default all")
     bids.add_argument("--session-label", "--session_label", dest="session_label", nargs="+",
                       metavar="LABEL", help="sessions to process (with or without 'ses-')")
-    bids.add_argument("--task-id", "--task_id", dest="task_id", default="rest",
+    bids.add_argument("--task-id", "--task_id", dest="task_id", default=default("task_id"),
                       help="task label of the resting-state runs (default: rest)")
     bids.add_argument("--bids-filter-file", dest="bids_filter_file", type=Path, metavar="FILE",
                       help="JSON of pybids entity filters, key 'bold' (fMRIPrep format)")
     bids.add_argument("--derivatives", nargs="+", type=_derivative, metavar="NAME=PATH",
                       help="fMRIPrep outputs when BIDS_DIR is raw BIDS, e.g. fmriprep=PATH")
-    bids.add_argument("--space", choices=SPACES,
+    bids.add_argument("--space", choices=SPACE_LABELS,
                       help="surface space when several exist (default: first of "
-                           + ", ".join(SPACES) + " found)")
+                           + ", ".join(SPACE_LABELS) + " found)")
     bids.add_argument("--skip-bids-validation", "--skip_bids_validation",
                       dest="skip_bids_validation", action="store_true",
                       help="do not validate BIDS_DIR with pybids")
 
     model = parser.add_argument_group("Model and denoising")
-    model.add_argument("--model", choices=MODELS, default="1p",
-                       help="1p: double-gamma time scale θ; 2p: canonical amplitude + latency")
-    model.add_argument("--confounds", choices=CONFOUND_STRATEGIES, default="24P",
-                       help="confound regressors from desc-confounds_timeseries.tsv (default 24P)")
+    model.add_argument("--model", choices=tuple(MODELS), default=default("model"),
+                       help=models_help())
+    model.add_argument("--confounds", choices=CONFOUND_STRATEGIES,
+                       default=default("confounds"),
+                       help="confound regressors from desc-confounds_timeseries.tsv "
+                            "(default %(default)s)")
     model.add_argument("--fd-threshold", dest="fd_threshold", type=_positive_float, metavar="MM",
                        help="censor frames with framewise displacement above MM; the longest "
                             "contiguous low-motion segment is kept (default: no censoring)")
@@ -115,21 +118,37 @@ def build_parser() -> BidsAppArgumentParser:
                        help="SPDE precision scale(s) τ² to search; one value fixes it")
 
     boot = parser.add_argument_group("Uncertainty")
-    boot.add_argument("--bootstrap", choices=BOOTSTRAP_LEVELS, default="double",
+    boot.add_argument("--bootstrap", choices=BOOTSTRAP_LEVELS,
+                      default=default("bootstrap"),
                       help="none: no intervals; single: bootstrap SE and normal intervals; "
                            "double: calibrated intervals (default)")
-    boot.add_argument("--n-boot", dest="n_boot", type=_positive_int, default=100, metavar="B",
-                      help="outer bootstrap resamples (default 100)")
-    boot.add_argument("--n-inner", dest="n_inner", type=_positive_int, default=10, metavar="R",
-                      help="inner resamples per outer resample (default 10)")
-    boot.add_argument("--block-length", dest="block_length", type=_positive_float, default=72.0,
+    boot.add_argument("--n-boot", dest="n_boot", type=_positive_int, default=default("n_boot"),
+                      metavar="B", help="outer bootstrap resamples (default %(default)s)")
+    boot.add_argument("--n-inner", dest="n_inner", type=_positive_int,
+                      default=default("n_inner"), metavar="R",
+                      help="inner resamples per outer resample (default %(default)s)")
+    boot.add_argument("--block-length", dest="block_length", type=_positive_float,
+                      default=default("block_length"),
                       metavar="SECONDS", help="mean block length of the stationary bootstrap "
-                                              "in seconds (default 72)")
+                                              "in seconds (default %(default)s)")
     boot.add_argument("--bias-correction", dest="bias_correction", choices=BIAS_CORRECTIONS,
-                      default="simulation",
+                      default=default("bias_correction"),
                       help="simulation: remove the estimate's bias under the run's own noise "
                            "regime, fitted to its spectrum (1p; default); none: "
                            "report the MAP as it is")
+
+    group = parser.add_argument_group("Group level")
+    group.add_argument("--group-model", dest="group_model", metavar="FORMULA",
+                       help="random-effects model on participants.tsv columns, e.g. "
+                            "'~ age + sex' (default: '~ 1', the group mean)")
+    group.add_argument("--contrast", metavar="WEIGHTS",
+                       help="extra map of a combination of --group-model columns: one weight "
+                            "per column ('0,1,0') or COLUMN=WEIGHT pairs ('age=1')")
+    group.add_argument("--include-flagged", dest="include_flagged", action="store_true",
+                       help="keep participants whose maps failed quality control or are "
+                            "weakly identified (default: excluded and listed)")
+    group.add_argument("--n-modes", dest="n_modes", type=_positive_int, default=5, metavar="K",
+                       help="population modes (functional PCA components) to write (default 5)")
 
     perf = parser.add_argument_group("Resources and outputs")
     perf.add_argument("-w", "--work-dir", dest="work_dir", type=Path,
@@ -140,8 +159,9 @@ def build_parser() -> BidsAppArgumentParser:
                       help="BLAS/torch threads per process (default: CPUs / workers)")
     perf.add_argument("--dask-scheduler", dest="dask_scheduler", metavar="ADDRESS",
                       help="run bootstrap refits on this dask.distributed scheduler")
-    perf.add_argument("--random-seed", dest="random_seed", type=_nonnegative_int, default=0,
-                      help="seed of every random draw (default 0)")
+    perf.add_argument("--random-seed", dest="random_seed", type=_nonnegative_int,
+                      default=default("random_seed"),
+                      help="seed of every random draw (default %(default)s)")
     perf.add_argument("--write-deconvolved", dest="write_deconvolved", action="store_true",
                       help="also write Wiener-deconvolved neural time series")
     perf.add_argument("--overwrite", action="store_true",

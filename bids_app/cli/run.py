@@ -10,7 +10,9 @@ import json
 import logging
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -20,6 +22,7 @@ from bids_app import __version__
 from bids_app.cli.parser import build_parser
 from bids_app.config import Config, make_config
 from bids_app.errors import HemocouplingError
+from bids_app.io.refit_progress import refits_kept
 
 LOGGER = logging.getLogger("hemocoupling")
 LOGGER.addHandler(logging.NullHandler())  # errors before logging starts go to stderr once
@@ -27,8 +30,37 @@ _VERSIONED = ("numpy", "scipy", "torch", "nflows", "nibabel", "pybids", "templat
               "nilearn", "pandas", "scikit-sparse")
 
 
+# Exit status of a job ended by SIGTERM (128 + 15), as a shell reports a killed one.
+EXIT_SIGTERM = 143
+
+
+class Interrupted(BaseException):
+    """SIGTERM arrived (a BaseException, so no ``except Exception`` swallows it; the
+    workflows' cleanup — staging folder, half-written maps — runs on the way out)."""
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; return the documented exit code (see ``bids_app.errors``)."""
+    """Run the command; return the documented exit code (see ``bids_app.errors``), or 143
+    after SIGTERM (logged with the bootstrap refits kept for a resume)."""
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    else:  # handlers can only be set from the main thread (e.g. main() in a worker)
+        previous = None
+    try:
+        return _main(argv)
+    except Interrupted:  # while an error was being reported
+        return interrupted(None, time.time())
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    started, config = time.time(), None
     try:
         args = build_parser().parse_args(argv)
         config = make_config(args)
@@ -37,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         LOGGER.info("hemocoupling %s, %s level; log %s",
                     __version__, config.analysis_level, log_file)
         run_workflow(config)
+    except Interrupted:
+        return interrupted(config, started)
     except HemocouplingError as err:
         LOGGER.error("%s", err)
         print(f"hemocoupling: error: {err}", file=sys.stderr)
@@ -49,6 +83,16 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def interrupted(config: Config | None, started: float) -> int:
+    """Log and print how much bootstrap work was kept for a resume; return 143."""
+    kept, planned = (0, 0) if config is None else refits_kept(
+        config.work_dir, config.bootstrap, config.n_boot, config.n_inner, started)
+    LOGGER.error("interrupted, %d of %d refits kept", kept, planned)
+    print(f"hemocoupling: interrupted (SIGTERM), {kept} of {planned} refits kept; run the "
+          "same command to resume", file=sys.stderr)
+    return EXIT_SIGTERM
 
 
 def run_workflow(config: Config) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 from bids_app import __version__
 from bids_app.cli.parser import BidsAppArgumentParser
 from bids_app.errors import HemocouplingError
+from bids_app.io.spaces import SIMULATOR_MESHES
+from bids_app.models import DEFAULT_MODEL, MODELS, models_help
 
 
 def build_parser() -> BidsAppArgumentParser:
@@ -33,13 +35,13 @@ def build_parser() -> BidsAppArgumentParser:
                "missing (set TEMPLATEFLOW_HOME), 73 cannot create output.",
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="dataset root to write")
-    parser.add_argument("--mesh", choices=("fsaverage5", "fsLR32k"), default="fsaverage5",
+    parser.add_argument("--mesh", choices=tuple(SIMULATOR_MESHES), default="fsaverage5",
                         help="template surface the data live on (default fsaverage5)")
     parser.add_argument("--subjects", type=int, default=1, help="number of subjects")
     parser.add_argument("--tr", type=float, default=0.72, help="repetition time in s")
     parser.add_argument("--frames", type=int, default=300, help="frames per run")
-    parser.add_argument("--model", choices=("1p", "2p"), default="1p",
-                        help="HRF model: 1p double-gamma rate, 2p canonical + derivative")
+    parser.add_argument("--model", choices=tuple(MODELS), default=DEFAULT_MODEL,
+                        help=f"HRF model: {models_help()}")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     parser.add_argument("--kappa", type=float, default=5e-3,
                         help="SPDE range parameter of the truth field in 1/mm (default 5e-3)")

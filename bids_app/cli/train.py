@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bids_app.errors import HemocouplingError, UsageError
+from bids_app.models import MODELS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="hemocoupling-train", description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=("1p", "2p"), required=True)
+    p.add_argument("--model", choices=tuple(MODELS), required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", type=Path,
@@ -60,16 +61,15 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     from threadpoolctl import threadpool_limits
 
-    from bids_app.surrogate.registry import write_surrogate
-    from bids_app.surrogate.training import AR1_PRIORS, TRAINING_PRIORS, Trainer, TrainingConfig
+    from bids_app.surrogate.cards import write_surrogate
+    from bids_app.surrogate.training import Trainer, TrainingConfig, training_prior
 
     config = TrainingConfig(
         model=args.model, seed=args.seed, tr_range=tuple(args.tr_range),
         frames_range=tuple(args.frames_range), lowpass_range=tuple(args.lowpass_range),
         n_train=args.n_train, n_val=args.n_val, epochs_summary=args.epochs,
         epochs_flow=args.flow_epochs or args.epochs, threads=args.threads,
-        noise_context=args.noise_context,
-        prior=(TRAINING_PRIORS if args.nuisance == "real" else AR1_PRIORS)[args.model].to_dict())
+        noise_context=args.noise_context, prior=training_prior(args.model, args.nuisance))
     try:
         with threadpool_limits(args.threads):
             trainer = Trainer(config, args.work_dir or args.out / "work")

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bids_app import config
 from bids_app.inference.map import LogLik, MapResult, fit_map
 from bids_app.prior.cholesky import SparseCholesky
 from bids_app.prior.spde import SPDEPrior
 
-DEFAULT_KAPPAS = np.geomspace(5e-4, 5e-1, 4)  # 1/mm (DESIGN.md §4)
-DEFAULT_TAU2S = np.geomspace(1e2, 1e6, 5)
+DEFAULT_KAPPAS = np.asarray(config.DEFAULT_KAPPAS)  # 1/mm
+DEFAULT_TAU2S = np.asarray(config.DEFAULT_TAU2S)
 # Newton tolerance (nats) while scanning the grid: neighbouring grid points differ by
 # far more than this, and the selected point is refined to the caller's ftol.
 SEARCH_FTOL = 1e-2
@@ -122,9 +123,9 @@ def select_hyperparameters(loglik: LogLik, prior: SPDEPrior, theta_t0: np.ndarra
         middle κ and the best τ² of the neighbouring line, and stops a line, or the
         walk over κ lines in one direction, once the newest value falls
         :data:`SEARCH_MARGIN` nats below the best so far: about half the grid on the
-        studies of issue 7, assuming the evidence is unimodal along each axis up to that
-        margin (unvisited points stay NaN). "grid" evaluates every point (in an order
-        where each MAP starts from a neighbour's); "ascent" climbs from the grid centre
+        studies of benchmarks/bench_map.py, assuming the evidence is unimodal along each
+        axis up to that margin (unvisited points stay NaN). "grid" evaluates every point
+        (in an order where each MAP starts from a neighbour's); "ascent" climbs from the grid centre
         to the best of the 8 neighbours until none is better.
     **map_options
         Passed to :func:`fit_map` (``max_iter``, ``gtol``, ``ftol``...); each MAP may

@@ -8,11 +8,15 @@ with :func:`os.replace`, which is atomic on POSIX and Windows.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from bids_app.errors import OutputError
 
@@ -70,17 +74,27 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: object) -> Path:
-    """Atomically write JSON (indented, keys in insertion order, trailing newline)."""
-    return write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Atomically write JSON (indented, keys in insertion order, trailing newline; NaN and
+    infinities as null, since JSON has neither)."""
+    return write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _json_default(obj: object) -> object:
-    """Serialise numpy scalars/arrays and paths that ``json`` does not know."""
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+def jsonable(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars/arrays → Python, NaN/inf → None (JSON has neither)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def save_image(path: str | os.PathLike, image: object) -> Path:

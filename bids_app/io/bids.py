@@ -19,13 +19,9 @@ import numpy as np
 
 from bids_app.config import Config
 from bids_app.errors import InputValidationError, MissingInputError, NothingSelectedError
+from bids_app.io.spaces import SPACE_LABELS, SPACES, space_label, template_of
 
 LOGGER = logging.getLogger(__name__)
-# Preference order when a participant has several spaces and --space is not given.
-SPACE_PREFERENCE = ("fsaverage5", "fsaverage6", "fsaverage", "fsLR_den-32k", "fsLR_den-91k",
-                    "fsnative")
-TEMPLATE_OF_SPACE = {"fsaverage5": "fsaverage5", "fsaverage6": "fsaverage6",
-                     "fsaverage": "fsaverage", "fsLR_den-32k": "fsLR", "fsLR_den-91k": "fsLR"}
 SURFACE_EXTENSIONS = (".func.gii", ".dtseries.nii")
 _DROP_FROM_PREFIX = re.compile(r"_(hemi|space|den|res|desc)-[0-9A-Za-z]+")
 
@@ -79,12 +75,18 @@ class SurfaceRun:
 
 
 def open_layout(root: Path):
-    """pybids layout of a derivatives folder (never validated: GIFTIs are not raw BIDS)."""
-    from bids import BIDSLayout
+    """pybids layout of a derivatives folder (never validated: GIFTIs are not raw BIDS).
+
+    JSON metadata is not indexed: the app reads the few sidecars it needs itself
+    (:mod:`bids_app.io.metadata`), so one malformed JSON elsewhere is reported by that
+    reader, naming the file and the fix, and only when the run needs it.
+    """
+    from bids import BIDSLayout, BIDSLayoutIndexer
     from bids.exceptions import BIDSValidationError
 
     try:
-        return BIDSLayout(root, validate=False, is_derivative=True)
+        return BIDSLayout(root, validate=False, is_derivative=True,
+                          indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
     except (BIDSValidationError, ValueError) as err:
         raise MissingInputError(
             f"{root} is not a BIDS derivatives dataset ({err}); pass fMRIPrep's output folder "
@@ -162,13 +164,6 @@ def subject_runs(layout, subject: str, config: Config) -> list[SurfaceRun]:
     return runs
 
 
-def space_label(entities: dict) -> str:
-    """``fsaverage5``, ``fsLR_den-32k``, ``fsLR_den-91k``; no space entity means fsnative."""
-    space = entities.get("space", "fsnative")
-    den = entities.get("density") or entities.get("den")
-    return f"{space}_den-{den}" if den else space
-
-
 def choose_space(by_space: dict, wanted: str | None, subject: str) -> str:
     if wanted:
         if wanted not in by_space:
@@ -176,7 +171,7 @@ def choose_space(by_space: dict, wanted: str | None, subject: str) -> str:
                 f"sub-{subject} has no surface BOLD in space {wanted} (found: "
                 f"{', '.join(sorted(by_space))}); choose another --space")
         return wanted
-    for space in SPACE_PREFERENCE:
+    for space in SPACE_LABELS:
         if space in by_space:
             if len(by_space) > 1:
                 LOGGER.warning("sub-%s: spaces %s found; using %s (set --space to choose)",
@@ -184,7 +179,7 @@ def choose_space(by_space: dict, wanted: str | None, subject: str) -> str:
             return space
     raise MissingInputError(f"sub-{subject}: unsupported surface space(s) "
                             f"{', '.join(sorted(by_space))}; supported: "
-                            f"{', '.join(SPACE_PREFERENCE)}")
+                            f"{', '.join(SPACE_LABELS)}")
 
 
 def run_prefix(name: str) -> str:
@@ -207,8 +202,6 @@ def group_runs(files: list, space: str, layout, config: Config) -> list[SurfaceR
         gifti = {f.get_entities()["hemi"]: Path(f.path) for f in members
                  if f.path.endswith(".func.gii") and "hemi" in f.get_entities()}
         cifti = next((Path(f.path) for f in members if f.path.endswith(".dtseries.nii")), None)
-        if cifti is None and len(gifti) == 1:
-            LOGGER.warning("%s: only hemisphere %s present", prefix, next(iter(gifti)))
         series = [cifti] if cifti is not None else list(gifti.values())
         runs.append(SurfaceRun(
             subject=entities["subject"], prefix=prefix, entities=entities, space=space,
@@ -296,11 +289,11 @@ def load_mesh(run: SurfaceRun, hemi: str, n_vertices: int
             raise InputValidationError(
                 f"{path} has {len(vertices)} vertices but the hemi-{hemi} BOLD of "
                 f"{run.prefix} has {n_vertices}; pass the mesh of the data's space")
-    if run.space not in TEMPLATE_OF_SPACE:
+    if template_of(run.space) is None:
         raise MissingInputError(
             f"no hemi-{hemi} midthickness.surf.gii for sub-{run.subject} ({run.space}); "
             "fMRIPrep writes it in anat/, copy it into the derivatives")
-    template = TEMPLATE_OF_SPACE[run.space]
+    template = SPACES[SPACE_LABELS.index(run.space)].entity
     vertices, faces = template_mesh(template, hemi)
     if len(vertices) != n_vertices:
         raise InputValidationError(

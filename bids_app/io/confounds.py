@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,9 @@ class FrameSelection:
         Initial non-steady-state frames dropped.
     n_high_motion : int
         Frames above the FD threshold in the run (after the dummy frames).
+    interpolated : dict
+        Column → how many of its ``n/a`` cells after the first row were filled by
+        linear interpolation (see :func:`fill_gaps`).
     """
 
     start: int
@@ -50,6 +53,7 @@ class FrameSelection:
     names: tuple[str, ...]
     n_dummy: int
     n_high_motion: int
+    interpolated: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -64,7 +68,9 @@ class FrameSelection:
         """JSON-ready description for sidecars and the report."""
         return {"FirstFrame": self.start, "NumberOfFrames": self.n_frames,
                 "DummyScans": self.n_dummy, "HighMotionFrames": self.n_high_motion,
-                "Confounds": list(self.names), "NumberOfRegressors": self.n_regressors}
+                "Confounds": list(self.names), "NumberOfRegressors": self.n_regressors,
+                **({"InterpolatedConfounds": dict(self.interpolated)} if self.interpolated
+                   else {})}
 
 
 def select_frames(
@@ -104,10 +110,11 @@ def select_frames(
         start = dummy_scans or 0
         return FrameSelection(start, n_frames, None, (), start, 0)
 
-    table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    table = read_confounds(path)
     if len(table) != n_frames:
         raise InputValidationError(
-            f"{path} has {len(table)} rows but its BOLD run has {n_frames} frames"
+            f"{path} has {len(table)} rows but its BOLD run has {n_frames} frames; "
+            "pass the confounds fMRIPrep wrote for this run"
         )
     dummy = dummy_scans if dummy_scans is not None else _non_steady_state(table)
     high = np.zeros(n_frames, dtype=bool)
@@ -119,10 +126,47 @@ def select_frames(
         LOGGER.info("%s: analysing frames %d-%d, the longest low-motion segment",
                     path.name, start, stop - 1)
     names, regressors = strategy_regressors(table, strategy, path)
+    read = [n for n in names if n in table and not n.endswith(_DERIVED)]
     return FrameSelection(
         start, stop, None if regressors is None else regressors[start:stop], names,
         dummy, int(high[dummy:].sum()),
+        {n: count for n in read if (count := len(_gaps(table[n].to_numpy(float))))},
     )
+
+
+_DERIVED = ("_derivative1", "_power2")  # computed here from the base columns, never read
+
+
+def read_confounds(path: Path) -> pd.DataFrame:
+    """The confounds TSV; a file pandas cannot parse is exit 16 naming it."""
+    try:
+        return pd.read_csv(path, sep="\t", na_values=["n/a"])
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputValidationError(
+            f"{path} is not a tab-separated table ({str(err).splitlines()[0]}); "
+            "re-export it from fMRIPrep"
+        ) from err
+
+
+def _gaps(values: np.ndarray) -> np.ndarray:
+    """Indices of NaN after the first finite value (a leading n/a is fMRIPrep's convention
+    for derivative-like columns and stays as it was)."""
+    finite = np.flatnonzero(np.isfinite(values))
+    if finite.size == 0:
+        return np.flatnonzero(np.isnan(values))
+    missing = np.flatnonzero(np.isnan(values))
+    return missing[missing > finite[0]]
+
+
+def fill_gaps(values: np.ndarray) -> np.ndarray:
+    """Linear interpolation over NaN after the first finite value (the last value held
+    after the last one); NaN in the leading rows are kept."""
+    values = np.array(values, dtype=np.float64)
+    gaps = _gaps(values)
+    finite = np.flatnonzero(np.isfinite(values))
+    if gaps.size and finite.size:
+        values[gaps] = np.interp(gaps, finite, values[finite])
+    return values
 
 
 def longest_run(good: np.ndarray, first: int = 0) -> tuple[int, int]:
@@ -145,13 +189,40 @@ def _non_steady_state(table: pd.DataFrame) -> int:
     return int(np.argmin(flagged)) if not flagged.all() else len(flagged)
 
 
+# n/a filled by interpolation, already reported: (file, column, count); the workflow
+# reads each table twice (validation, then the fit) and should say it once.
+_REPORTED: set[tuple[str, str, int]] = set()
+
+
 def _columns(table: pd.DataFrame, names: tuple[str, ...], path: Path) -> np.ndarray:
+    """The named columns as floats; a non-numeric cell is exit 16 naming it, and an ``n/a``
+    after the first row is interpolated (:func:`fill_gaps`) with a warning."""
     missing = [n for n in names if n not in table]
     if missing:
         raise MissingInputError(
             f"{path} lacks column(s) {', '.join(missing)}; choose another --confounds strategy"
         )
-    return table.loc[:, list(names)].to_numpy(dtype=np.float64)
+    columns = []
+    for name in names:
+        raw = table[name]
+        numbers = pd.to_numeric(raw, errors="coerce")
+        bad = numbers.isna() & raw.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise InputValidationError(
+                f"{path}: column {name} holds {raw.iloc[row]!r} on line {row + 2}, not a "
+                "number; fix the cell (write n/a for a missing value)"
+            )
+        values = numbers.to_numpy(dtype=np.float64)
+        gaps = _gaps(values)
+        if gaps.size:
+            if (str(path), name, gaps.size) not in _REPORTED:
+                _REPORTED.add((str(path), name, gaps.size))
+                LOGGER.warning("%s: %d n/a in column %s after the first row (line %d); filled "
+                               "by linear interpolation", path, gaps.size, name, gaps[0] + 2)
+            values = fill_gaps(values)
+        columns.append(values)
+    return np.column_stack(columns) if columns else np.empty((len(table), 0))
 
 
 def expand(base: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -19,8 +20,7 @@ from typing import Any
 
 from bids_app import __version__
 from bids_app.errors import OutputError
-from bids_app.io.atomic import write_text
-from bids_app.io.derivatives import write_json
+from bids_app.io.atomic import write_json, write_text
 
 LOGGER = logging.getLogger(__name__)
 
@@ -210,45 +210,128 @@ def mark_finished(
     subject: str,
     outputs: Sequence[Path | str],
     settings: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Record that participant ``subject`` finished, with its outputs and settings.
+    """Record that participant ``subject`` finished, with its outputs, settings and inputs.
 
     Write it last, after every map and the report: its presence means the participant's
-    outputs are complete. ``settings`` (model, space, bootstrap …) lets a re-run with
-    different settings redo the work instead of skipping it.
+    outputs are complete. ``settings`` (model, space, bootstrap …) and ``inputs`` (the
+    :func:`bids_app.io.input_fingerprint.input_fingerprint` of every file read) let a
+    re-run redo the work when either changed instead of skipping it. Each output's
+    sha256 lets the group level check that the maps on disk are the ones recorded.
     """
     output_dir = Path(output_dir)
-    rel = sorted(Path(p).resolve().relative_to(output_dir.resolve()).as_posix() for p in outputs)
+    root = output_dir.resolve()
+    rel = sorted(Path(p).resolve().relative_to(root).as_posix() for p in outputs)
     record = {
         "Subject": subject,
         "SoftwareVersion": __version__,
-        "Settings": dict(settings or {}),
+        "Settings": _as_json(settings or {}),
+        "Inputs": _as_json(inputs or {}),
         "Outputs": rel,
+        "OutputSha256": {name: file_sha256(root / name) for name in rel},
     }
     return write_json(finished_path(output_dir, subject), record)
+
+
+def _as_json(value: Mapping[str, Any]) -> Any:
+    """``value`` as it reads back from JSON (tuples as lists, paths as text)."""
+    return json.loads(json.dumps(dict(value), default=str))
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_finished(output_dir: Path | str, subject: str) -> dict[str, Any] | None:
+    """The participant's finished record, or None when absent or unreadable."""
+    try:
+        record = json.loads(finished_path(output_dir, subject).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def finished_state(
+    output_dir: Path | str,
+    subject: str,
+    settings: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, Any] | None = None,
+) -> tuple[bool, str]:
+    """Whether ``subject`` is finished with these settings and inputs, and in words what
+    matched (when finished) or what differs (when not), for the log.
+
+    The record must exist, list outputs that all still exist, and have been written
+    with equal ``settings`` and ``inputs`` when those are given (compared as JSON).
+    """
+    output_dir = Path(output_dir)
+    record = read_finished(output_dir, subject)
+    if record is None:
+        return False, "no finished record"
+    gone = [rel for rel in record.get("Outputs", []) if not (output_dir / rel).is_file()]
+    if gone:
+        return False, f"{len(gone)} recorded output(s) missing, e.g. {gone[0]}"
+    matched = []
+    if settings is not None:
+        if record.get("Settings") != _as_json(settings):
+            changed = sorted(k for k, v in _as_json(settings).items()
+                             if record.get("Settings", {}).get(k) != v)
+            return False, f"settings changed ({', '.join(changed) or 'keys'})"
+        matched.append("settings")
+    if inputs is not None:
+        wanted, recorded = _as_json(inputs), record.get("Inputs")
+        if not recorded:
+            return False, "the finished record does not list its inputs (older version)"
+        if recorded.get("BidsDir") != wanted.get("BidsDir"):
+            return False, f"BIDS_DIR changed ({recorded.get('BidsDir')} → {wanted.get('BidsDir')})"
+        old, new = recorded.get("Files", {}), wanted.get("Files", {})
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        if changed:
+            return False, f"{len(changed)} input file(s) changed, e.g. {changed[0]}"
+        hashed = sum("Sha256" in key for key in new.values())
+        how = ", ".join(part for part in (f"{hashed} by sha256" if hashed else "",
+                                          f"{len(new) - hashed} by size and mtime"
+                                          if len(new) > hashed else "") if part)
+        matched.append(f"the same {len(new)} input files under {wanted.get('BidsDir')} "
+                       f"({how})")
+    return True, " and ".join(matched) or "a finished record"
 
 
 def is_finished(
     output_dir: Path | str, subject: str, settings: Mapping[str, Any] | None = None
 ) -> bool:
-    """True when ``subject`` has a finished record whose outputs all still exist.
+    """True when ``subject`` has a finished record whose outputs all still exist (and,
+    with ``settings`` given, equal settings): :func:`finished_state` without the words."""
+    return finished_state(output_dir, subject, settings)[0]
 
-    With ``settings`` given, the record must also have been written with equal
-    settings (compared as JSON), so changed options are never silently skipped.
+
+def outputs_mismatch(output_dir: Path | str, subject: str, used: Sequence[str]) -> str | None:
+    """Why maps ``used`` (paths relative to OUTPUT_DIR) are not the recorded result of a
+    finished participant level, or None when every one is listed with its sha256.
+
+    A failed re-run, a copy from elsewhere or a hand edit leaves maps no record vouches
+    for; the group level must not average them.
     """
     output_dir = Path(output_dir)
-    path = finished_path(output_dir, subject)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    if settings is not None:
-        wanted = json.loads(json.dumps(dict(settings), default=str))
-        if record.get("Settings") != wanted:
-            return False
-    return all((output_dir / rel).is_file() for rel in record.get("Outputs", []))
+    name = finished_path(output_dir, subject).relative_to(output_dir)
+    record = read_finished(output_dir, subject)
+    if record is None:
+        return f"no finished record ({name}); run the participant level for sub-{subject}"
+    digests = record.get("OutputSha256", {})
+    for rel in used:
+        if rel not in digests:
+            return f"{rel} is not in {name}; rerun the participant level for sub-{subject}"
+        if not (output_dir / rel).is_file() or file_sha256(output_dir / rel) != digests[rel]:
+            return (f"{rel} differs from the map {name} records; rerun the participant "
+                    f"level for sub-{subject}")
+    return None
 
 
 def clear_finished(output_dir: Path | str, subject: str) -> None:
-    """Forget a finished record (``--overwrite``) before a participant is redone."""
+    """Forget a finished record before a participant's outputs are replaced."""
     finished_path(output_dir, subject).unlink(missing_ok=True)

@@ -11,7 +11,6 @@ leaves a half-written map.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -24,7 +23,7 @@ import numpy as np
 
 from bids_app import __version__
 from bids_app.errors import InputValidationError
-from bids_app.io.atomic import write_text
+from bids_app.io.atomic import jsonable, write_json
 from bids_app.io.surface_files import (
     CIFTI_STRUCTURE,
     HEMI_STRUCTURE,
@@ -382,24 +381,6 @@ def cortex_models(brain_models: nib.cifti2.BrainModelAxis) -> nib.cifti2.BrainMo
 # --------------------------------------------------------------------------- sidecars
 
 
-def _jsonable(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars/arrays → Python, NaN/inf → None (JSON has neither)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def sidecar(maps: ParameterMaps, param: str, stat: str) -> dict[str, Any]:
     """The JSON sidecar of one map: units, statistic, model and the fit's record."""
     meta = maps.metadata
@@ -438,22 +419,17 @@ def sidecar(maps: ParameterMaps, param: str, stat: str) -> dict[str, Any]:
     if meta.hyperparameter_selection is not None:
         record["HyperparameterSelection"] = dict(meta.hyperparameter_selection)
     if meta.bias_correction is not None:
-        record["BiasCorrection"] = dict(meta.bias_correction)
+        record["SimulatedBiasCorrection"] = dict(meta.bias_correction)
     if meta.quality_control is not None:
         record["QualityControl"] = dict(meta.quality_control)
     if stat in ("cilower", "ciupper"):
         record["NominalCoverage"] = 0.95
     for key, value in meta.extra.items():
         record.setdefault(key, value)
-    return _jsonable(record)
+    return jsonable(record)
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def write_json(path: Path | str, record: Mapping[str, Any]) -> Path:
-    """Atomically write a JSON file (indented, keys in insertion order, no NaN)."""
-    return write_text(path, json.dumps(_jsonable(record), indent=2, allow_nan=False) + "\n")
 
 
 def write_map(

@@ -1,4 +1,5 @@
-"""Template cortical meshes (fsaverage family, fsLR 32k) for the spatial prior.
+"""Template cortical meshes (fsaverage family, fsLR 32k) for the spatial prior, and the
+template parcellations the group level tabulates.
 
 The prior needs a midthickness mesh in mm. TemplateFlow serves fsLR 32k midthickness,
 but for fsaverage densities often only white and pial, so their vertex-wise mean (the
@@ -8,24 +9,25 @@ wheel, which serves as the offline fallback.
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from bids_app.errors import MissingInputError
+from bids_app.io.derivatives import parse_name
+from bids_app.io.spaces import template_names, template_of
 from bids_app.io.surface_files import load_surface
 
-# Space name → (TemplateFlow template, density label).
-TEMPLATE_DENSITY = {
-    "fsaverage5": ("fsaverage", "10k"),
-    "fsaverage6": ("fsaverage", "41k"),
-    "fsaverage": ("fsaverage", "164k"),
-    "fsLR": ("fsLR", "32k"),
-    "fsLR32k": ("fsLR", "32k"),
-}
+LOGGER = logging.getLogger(__name__)
 
+Parcellation = Mapping[str, tuple[np.ndarray, Mapping[int, str]]]
+"""Per hemisphere: (integer label per vertex, label → parcel name); 0 = unlabelled."""
 _INSTALL_HINT = ("set TEMPLATEFLOW_HOME to a TemplateFlow copy holding it, or allow "
                  "TemplateFlow to download (TEMPLATEFLOW_AUTOUPDATE=1, network)")
 
@@ -35,14 +37,16 @@ def template_mesh(space: str, hemi: str) -> tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    space : {"fsaverage5", "fsaverage6", "fsaverage", "fsLR", "fsLR32k"}
+    space : str
+        A template space by ``space`` entity, ``--space`` label or simulator mesh name
+        (:mod:`bids_app.io.spaces`), e.g. "fsaverage5", "fsLR", "fsLR_den-32k".
     hemi : {"L", "R"}
 
     Returns read-only arrays (cached: the same mesh is asked for per run).
     """
-    if space not in TEMPLATE_DENSITY:
+    if template_of(space) is None:
         raise MissingInputError(f"no template mesh for space '{space}'; supported: "
-                                f"{', '.join(TEMPLATE_DENSITY)} (or pass subject meshes)")
+                                f"{', '.join(template_names())} (or pass subject meshes)")
     if hemi not in ("L", "R"):
         raise ValueError(f"hemi must be 'L' or 'R', got {hemi!r}")
     return _cached_mesh(space, hemi)
@@ -50,7 +54,7 @@ def template_mesh(space: str, hemi: str) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=8)
 def _cached_mesh(space: str, hemi: str) -> tuple[np.ndarray, np.ndarray]:
-    template, density = TEMPLATE_DENSITY[space]
+    template, density = template_of(space)
     mesh = _templateflow_midthickness(template, density, hemi)
     if mesh is None and space == "fsaverage5":
         mesh = _nilearn_fsaverage5(hemi)
@@ -61,6 +65,45 @@ def _cached_mesh(space: str, hemi: str) -> tuple[np.ndarray, np.ndarray]:
     for array in mesh:
         array.flags.writeable = False
     return mesh
+
+
+def templateflow_parcellations(space: str, hemis: Sequence[str]) -> dict[str, Parcellation]:
+    """Surface parcellations (``*_dseg.label.gii``) TemplateFlow has for ``space``.
+
+    Returns ``{atlas: {hemi: (labels, names)}}`` for atlases covering every hemisphere;
+    empty when TemplateFlow has none locally and cannot download (offline).
+    """
+    if template_of(space) is None:
+        return {}
+    template, density = template_of(space)
+    found: dict[str, dict[str, tuple[np.ndarray, dict[int, str]]]] = defaultdict(dict)
+    try:
+        import templateflow.api as tflow
+
+        for hemi in hemis:
+            paths = tflow.get(
+                template,
+                hemi=hemi,
+                density=density,
+                suffix="dseg",
+                extension=".label.gii",
+                raise_empty=False,
+            )
+            for path in [paths] if isinstance(paths, (str, Path)) else paths:
+                path = Path(path)
+                if not path.is_file() or path.stat().st_size == 0:
+                    continue
+                ents = parse_name(path.name)[0]
+                # atlas alone is ambiguous (Yeo 7/17 networks, Schaefer scales, Desikan
+                # variants share it): key on every distinguishing entity.
+                atlas = "_".join(f"{key}-{ents[key]}" for key in ("atlas", "seg", "scale", "desc")
+                                 if key in ents) or path.name.split(".")[0]
+                img = nib.load(path)
+                labels = np.asarray(img.darrays[0].data, dtype=int)
+                found[atlas][hemi] = (labels, img.labeltable.get_labels_as_dict())
+    except Exception as exc:  # offline TemplateFlow raises network errors of many kinds
+        LOGGER.info("TemplateFlow parcellations for %s unavailable: %s", space, exc)
+    return {atlas: per for atlas, per in found.items() if set(per) == set(hemis)}
 
 
 def _templateflow_file(template: str, density: str, hemi: str, suffix: str) -> Path | None:

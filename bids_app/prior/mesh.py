@@ -137,6 +137,16 @@ def fem_matrices(vertices: np.ndarray, faces: np.ndarray,
     return FEM(C=C, G=G, vertex_index=vertex_index, n_input_vertices=n_in, faces=faces)
 
 
+def mesh_prior_support(vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray,
+                       n_vertices: int) -> tuple[FEM, np.ndarray]:
+    """FEM on the ``observed`` vertex indices, and which of them the prior keeps (those
+    in a triangle of observed vertices)."""
+    mask = np.zeros(n_vertices, dtype=bool)
+    mask[observed] = True
+    fem = fem_matrices(vertices, faces, mask)
+    return fem, np.isin(observed, fem.vertex_index)
+
+
 def _non_degenerate(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """True for faces with positive area relative to their size (and no repeated vertex)."""
     a, b, c = (vertices[faces[:, k]] for k in range(3))

@@ -14,8 +14,9 @@ from bids_app.errors import MissingInputError
 from bids_app.io.atomic import write_text
 from bids_app.io.derivatives import MapFile, find_group_maps, read_map, split_hemispheres
 from bids_app.models import DERIVED_UNITS
+from bids_app.report.figures import histogram_figure
 from bids_app.report.render import render
-from bids_app.report.surfaces import MeshLookup, find_meshes, map_figure
+from bids_app.report.surfaces import Figure, MeshLookup, find_meshes, map_figure
 
 _PARAM_MODEL = {param: model for model, units in DERIVED_UNITS.items() for param in units}
 _STAT_STYLE = {"mean": "viridis", "sd": "magma", "n": "Blues"}
@@ -33,8 +34,63 @@ def _per_hemisphere(files: list[MapFile]) -> dict[str, np.ndarray]:
     return values
 
 
+# desc of the maps other than per-term random-effects maps (workflows/group.py writes them)
+_MODEL_DESC, _RETEST_DESC, _MODES_DESC = "re", "retest", "modes"
+_Q_LEVEL = 0.05
+
+
+def _extra_rows(
+    by_desc: dict[str, dict[tuple[str, str], list[MapFile]]], units: dict[str, str]
+) -> tuple[list[list[str]], dict[str, Any]]:
+    """Table rows of the random-effects terms and the group-model record."""
+    rows, model = [], {}
+    for desc, by_stat in sorted(by_desc.items()):
+        if desc in (_MODEL_DESC, _RETEST_DESC, _MODES_DESC):
+            continue
+        for param in units:
+            if (param, "q") not in by_stat:
+                continue
+            q = np.concatenate(list(_per_hemisphere(by_stat[param, "q"]).values()))
+            effect = np.concatenate(list(_per_hemisphere(by_stat[param, "effect"]).values()))
+            meta = read_map(by_stat[param, "q"][0].path).metadata
+            model = meta.get("GroupModel") or model
+            finite = np.isfinite(q)
+            rows.append([
+                str(meta.get("Term", desc)), param,
+                f"{np.nanmedian(effect):.4g}" if np.isfinite(effect).any() else "–",
+                units[param] if desc in ("mean", "intercept") else f"{units[param]} per unit",
+                f"{int((q[finite] <= _Q_LEVEL).sum())} / {int(finite.sum())}",
+            ])
+    return rows, model
+
+
+def _figures(
+    by_stat: dict[tuple[str, str], list[MapFile]],
+    stats: list[str],
+    mesh_by_hemi: dict,
+    label: str,
+    units: dict[str, str],
+) -> list[Figure]:
+    figures = []
+    for (param, stat), files in sorted(by_stat.items()):
+        if stat not in stats:
+            continue
+        values = _per_hemisphere(files)
+        symmetric = stat in ("z", "effect") and label not in ("mean", "intercept")
+        unit = {"icc": "ICC", "z": "z", "q": "q"}.get(stat, units.get(param, ""))
+        figures.append(map_figure(mesh_by_hemi, values, f"{param} {label} {stat}", unit,
+                                  "RdBu_r" if symmetric else "viridis", symmetric))
+    return figures
+
+
 def _section(key: tuple, model: str, files: list[MapFile], meshes: MeshLookup | None) -> dict:
     entities = dict(key)
+    by_desc: dict[str, dict[tuple[str, str], list[MapFile]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for item in [f for f in files if "desc" in f.entities]:
+        by_desc[item.entities["desc"]][item.entities["param"], item.entities["stat"]].append(item)
+    files = [f for f in files if "desc" not in f.entities]
     title = " ".join([*(f"{k}-{v}" for k, v in key), f"model-{model}"])
     section: dict[str, Any] = {
         "title": title,
@@ -102,6 +158,32 @@ def _section(key: tuple, model: str, files: list[MapFile], meshes: MeshLookup | 
                 limits,
             )
             section["map_figures"].append(figure)
+    units_all = DERIVED_UNITS[model]
+    section["term_header"] = ["term", "parameter", "median effect", "units",
+                              f"vertices with q ≤ {_Q_LEVEL}"]
+    section["term_rows"], group_model = _extra_rows(by_desc, units_all)
+    section["group_model"] = group_model
+    for desc, by_stat in sorted(by_desc.items()):
+        if desc == _MODEL_DESC:
+            chosen = ["betweensd"]
+        elif desc == _RETEST_DESC:
+            chosen = ["icc", "cv"]
+        elif desc == _MODES_DESC:
+            chosen = ["mode1", "mode2", "mode3"]
+        else:
+            chosen = ["effect", "q"] if desc in ("mean", "intercept") else ["z"]
+        section["map_figures"] += _figures(by_stat, chosen, mesh_by_hemi, desc, units_all)
+        if desc == _MODES_DESC:
+            first = next(iter(by_stat.values()))[0]
+            ratio = read_map(first.path).metadata.get("ExplainedVarianceRatio") or []
+            section["notes"].append("Population modes explain " + ", ".join(
+                f"{r:.1%}" for r in ratio) + " of the between-participant variance.")
+        if desc == _RETEST_DESC:
+            first = next(iter(by_stat.values()))[0]
+            meta = read_map(first.path).metadata
+            section["notes"].append(
+                f"Test–retest: {meta.get('RetestParticipants')} participants with "
+                f"{meta.get('Repeats')} repeated maps each.")
     return section
 
 
@@ -118,7 +200,8 @@ def write_group_report(output_dir: Path | str, meshes: MeshLookup | None = None)
     for item in files:
         model = _PARAM_MODEL.get(item.entities["param"])
         if model:
-            groups[item.fit_key, model].append(item)
+            key = tuple((k, v) for k, v in item.fit_key if k != "desc")
+            groups[key, model].append(item)
     sections = [
         _section(key, model, group, meshes) for (key, model), group in sorted(groups.items())
     ]
@@ -130,11 +213,35 @@ def write_group_report(output_dir: Path | str, meshes: MeshLookup | None = None)
             reader = csv.reader(handle, delimiter="\t")
             header = next(reader, [])
             rows = list(reader)
+    identifiability = _column(header, rows, "identifiability")
+    histogram = None
+    if np.isfinite(identifiability).any():
+        histogram = Figure(
+            histogram_figure({"participants": identifiability},
+                             "participant identifiability", "regional information fraction"),
+            "Lowest regional information fraction of each participant's maps "
+            "(below 0.5: weakly identified).",
+        )
     html = render(
         "group.html.j2",
+        identifiability=histogram,
         output_dir=str(output_dir),
         sections=sections,
         participants=rows,
         participant_header=header,
     )
     return write_text(output_dir / GROUP_REPORT, html)
+
+
+def _column(header: list[str], rows: list[list[str]], name: str) -> np.ndarray:
+    """A numeric column of the participants table (NaN for n/a), empty when absent."""
+    if name not in header:
+        return np.array([])
+    k = header.index(name)
+    values = []
+    for row in rows:
+        try:
+            values.append(float(row[k]))
+        except (ValueError, IndexError):
+            values.append(np.nan)
+    return np.array(values)

@@ -25,7 +25,7 @@ from bids_app.io.derivatives import (
     read_map,
     split_hemispheres,
 )
-from bids_app.models import DERIVED_UNITS
+from bids_app.models import DEFAULT_MODEL, DERIVED_UNITS
 from bids_app.report.figures import evidence_figure, numeric_series, traces_figure
 from bids_app.report.render import format_value, render
 from bids_app.report.surfaces import Figure, MeshLookup, find_meshes, map_figure
@@ -271,6 +271,8 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
 def _quality_section(fit: LoadedFit, section: Section) -> None:
     """The quality gate's verdict per hemisphere (banner) and its checks (table)."""
     for label, record in hemisphere_records(fit.sidecars[fit.params[0]]):
+        if record.get("ModelCaveat") and record["ModelCaveat"] not in section.notes:
+            section.notes.append(record["ModelCaveat"])
         gate = record.get("QualityControl")
         if not isinstance(gate, Mapping) or "Pass" not in gate:
             continue
@@ -312,11 +314,11 @@ def methods_context(record: Mapping[str, Any]) -> dict[str, Any]:
     """Values the methods boilerplate quotes, from one estimate sidecar."""
     boot = record.get("Bootstrap") or {}
     alpha = boot.get("CalibratedAlpha")
-    bias = record.get("BiasCorrection") or {}
+    bias = record.get("SimulatedBiasCorrection") or {}
     if "Method" not in bias:  # CIFTI: {"L": ..., "R": ...}
         bias = next(iter(bias.values()), {})
     return {
-        "model": (record.get("Model") or {}).get("Name", "1p"),
+        "model": (record.get("Model") or {}).get("Name", DEFAULT_MODEL),
         "surrogate": (record.get("Surrogate") or {}).get("Id"),
         "bootstrap_mode": boot.get("Mode"),
         "block_length": format_value(boot.get("BlockLengthSeconds"))

@@ -31,6 +31,7 @@ import numpy as np
 from bids_app import __version__
 from bids_app.errors import UsageError
 from bids_app.io.atomic import write_json, write_text
+from bids_app.io.spaces import SIMULATOR_MESHES
 from bids_app.io.surface_files import (
     SurfaceBlock,
     save_cifti_series,
@@ -39,15 +40,16 @@ from bids_app.io.surface_files import (
     save_surface,
 )
 from bids_app.io.templates import template_mesh
-from bids_app.models import MODELS
+from bids_app.models import DEFAULT_MODEL, MODELS, ONE_PARAM, TWO_PARAM
 from bids_app.prior import SPDEPrior, fem_matrices
 from bids_app.simulate.bold import HCP_1P, HCP_2P, NuisancePrior, sample_nuisance, simulate_bold
 from bids_app.simulate.hrf import default_kernel_duration
 from bids_app.simulate.motion import confounds_table, contaminate, simulate_motion
 
 # Mesh option → BIDS space entities of the GIFTI series and meshes.
-SPACE_ENTITIES = {"fsaverage5": "space-fsaverage5", "fsLR32k": "space-fsLR_den-32k"}
-DEFAULT_NUISANCE = {"1p": HCP_1P, "2p": HCP_2P}
+SPACE_ENTITIES = {mesh: f"space-{label}" for mesh, label in SIMULATOR_MESHES.items()}
+# Model name → its published HCP calibration (the simulator's default nuisance).
+DEFAULT_NUISANCE = {ONE_PARAM.name: HCP_1P, TWO_PARAM.name: HCP_2P}
 BASELINE_RANGE = (800.0, 1200.0)  # scanner-like mean intensity per vertex
 SIGNAL_PERCENT = 1.0  # sd of the simulated fluctuation, % of baseline
 
@@ -65,7 +67,7 @@ class DatasetSpec:
     n_subjects: int = 1
     tr: float = 0.72
     n_frames: int = 300
-    model: str = "1p"
+    model: str = DEFAULT_MODEL
     seed: int = 0
     kappa: float = 5e-3
     tau2: float = 1e4

@@ -22,6 +22,26 @@ AMPLITUDE_WANDER = 0.3
 # Exponent range of the fluctuation shared by all series of one run (global-signal-like).
 SHARED_EXPONENT = (1.0, 2.0)
 
+# The fMRIPrep-grade family surrogates are trained on (``hemocoupling-train --nuisance
+# real``), as keyword arguments of NuisancePrior on top of a model's white/AR(1) prior.
+# Shares are of the noise variance; sources and the check against real spectra are in
+# the model card (benchmarks/bench_nuisance_envelope.py). Wider shares bias θ on white
+# noise and narrower ones under real nuisance (benchmarks/bench_real_nuisance.py).
+FMRIPREP_NUISANCE = dict(
+    # 1/f^β noise: β ≈ 0.5-1.5 over 0.01-0.1 Hz in resting BOLD (HCP regions).
+    powerlaw=(0.0, 0.6), powerlaw_exponent=(0.5, 1.5),
+    # Respiration and heart rhythms aliased at the run's TR.
+    physio=(0.0, 0.3),
+    # Drifts left after detrending and the 1/128 Hz high-pass.
+    drift=(0.0, 0.1),
+    # A global-signal-like fluctuation common to a run (removed by 36P's GSR).
+    shared=(0.0, 0.2),
+    # Up to 30 % of the neural drive's variance from 1/f^β fluctuations besides events.
+    neural_fluctuation=(0.0, 0.3), neural_exponent=(0.0, 1.0),
+    # Half the series keep the paper's white/AR(1) model.
+    clean_fraction=0.5,
+)
+
 
 def _standardize_rows(x: np.ndarray) -> np.ndarray:
     x = x - x.mean(axis=1, keepdims=True)

@@ -12,7 +12,6 @@ epoch's shuffle from (seed, stage, epoch), so a resumed run equals an uninterrup
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -27,47 +26,15 @@ import torch
 from scipy.stats import kstest, norm
 
 from bids_app.errors import UsageError
+from bids_app.models import MODELS
 from bids_app.preprocess import Preprocessing
 from bids_app.simulate.bold import NuisancePrior, simulate_training_set
 from bids_app.simulate.confounds import STRATEGIES, STRATEGY_WIDTHS, regressors_of_count
-from bids_app.simulate.nuisance import shared_fluctuation
+from bids_app.simulate.nuisance import FMRIPREP_NUISANCE, shared_fluctuation
 from bids_app.surrogate.features import N_BANDS, N_PROTOCOL, Protocol, feature_matrix
 from bids_app.surrogate.networks import SummaryNet, build_flow
 
 LOG = logging.getLogger(__name__)
-
-# Training nuisance priors: wider than the one-subject HCP calibration (docs/method.md §2)
-# so other scanners, subjects and preprocessing are covered (noise sd over a decade,
-# amplitudes and event rates spread log-uniformly, mild AR(1) noise), plus the nuisance
-# fMRIPrep outputs keep (REAL_NUISANCE). Ranges and their sources are in the model card;
-# benchmarks/bench_nuisance_envelope.py shows real spectra inside the simulated envelope.
-REAL_NUISANCE = dict(
-    # Power-law noise: exponents 0.5-2 span the 1/f^β of resting BOLD noise (β ≈ 0.5-1.5
-    # in HCP regions over 0.01-0.1 Hz, steeper for unfiltered volume runs).
-    powerlaw=(0.0, 0.6), powerlaw_exponent=(0.5, 1.5),
-    # Respiration 0.1-0.5 Hz and heart 0.8-1.5 Hz, aliased at the run's TR; up to 30 % of
-    # the noise (physiological share of grey-matter variance at 3 T).
-    physio=(0.0, 0.3),
-    # Residual drifts left after detrending and the 1/128 Hz high-pass.
-    drift=(0.0, 0.1),
-    # A global-signal-like fluctuation common to a run (removed by 36P's GSR).
-    shared=(0.0, 0.2),
-    # Neural drive: up to half its variance from 1/f^β fluctuations (β 0-1) besides events.
-    neural_fluctuation=(0.0, 0.3), neural_exponent=(0.0, 1.0),
-    # A quarter of the series keep the paper's white/AR(1) model.
-    clean_fraction=0.5,
-)
-# The paper's noise model only (white/AR(1) noise, events): ``hemocoupling-train
-# --nuisance ar1``, the prior the 1p-v3 surrogate was trained on.
-AR1_PRIORS: dict[str, NuisancePrior] = {
-    "1p": NuisancePrior(noise_sd=(0.05, 0.5), amplitude=(0.5, 1.0), rate=(0.003, 0.5),
-                        ar_coef=(0.0, 0.1), rate_log_uniform=True),
-    "2p": NuisancePrior(noise_sd=(0.12, 0.5), amplitude=(1.0, 1.0), rate=(0.005, 0.2),
-                        ar_coef=(0.0, 0.1), rate_log_uniform=True),
-}
-TRAINING_PRIORS: dict[str, NuisancePrior] = {
-    model: dataclasses.replace(prior, **REAL_NUISANCE) for model, prior in AR1_PRIORS.items()
-}
 
 # The flow's noise-colour input is φ times this, so that φ ∈ [0, 0.1] spans [0, 2], the
 # scale of the other context inputs.
@@ -77,10 +44,6 @@ NOISE_AR_SCALE = 20.0
 # prior's φ, and the evidence can prefer the marginal where conditioning does not help.
 NOISE_TOLD_FRACTION = 0.5
 
-# Flow depth and width per model. The 2p flow is evaluated by autograd at every Newton
-# step for every vertex, so it is kept small enough for < 1 s per 32k vertices.
-FLOW_SIZES: dict[str, tuple[int, int]] = {"1p": (4, 64), "2p": (3, 32)}
-
 
 @dataclass
 class TrainingConfig:
@@ -88,7 +51,9 @@ class TrainingConfig:
 
     Attributes
     ----------
-    model : {"1p", "2p"}
+    model : str
+        A name in :data:`bids_app.models.MODELS` (its training prior and flow size are
+        the defaults of ``prior``, ``flow_layers`` and ``flow_hidden``).
     seed : int
     tr_range : (s, s)
         TRs drawn log-uniformly.
@@ -143,8 +108,8 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if not self.prior:
-            self.prior = TRAINING_PRIORS[self.model].to_dict()
-        layers, hidden = FLOW_SIZES[self.model]
+            self.prior = training_prior(self.model)
+        layers, hidden = MODELS[self.model].flow_size
         self.flow_layers = self.flow_layers or layers
         self.flow_hidden = self.flow_hidden or hidden
         self.tr_range = tuple(self.tr_range)
@@ -155,7 +120,7 @@ class TrainingConfig:
     @property
     def n_context(self) -> int:
         """Flow context width: θ̃, then φ (if told), then the protocol vector."""
-        return (1 if self.model == "1p" else 2) + 2 * int(self.noise_context) + N_PROTOCOL
+        return MODELS[self.model].n_params + 2 * int(self.noise_context) + N_PROTOCOL
 
     def nuisance_prior(self) -> NuisancePrior:
         return NuisancePrior(**{k: tuple(v) if isinstance(v, list) else v
@@ -163,6 +128,14 @@ class TrainingConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def training_prior(model: str, nuisance: str = "real") -> dict:
+    """The nuisance prior a surrogate of ``model`` is trained under: the model's own
+    white/AR(1) prior (``ar1``, the paper's) plus, for ``real``, the fMRIPrep-grade
+    family of :data:`bids_app.simulate.nuisance.FMRIPREP_NUISANCE`."""
+    extra = FMRIPREP_NUISANCE if nuisance == "real" else {}
+    return NuisancePrior(**MODELS[model].training_prior, **extra).to_dict()
 
 
 def noise_context(phi: np.ndarray) -> np.ndarray:
@@ -252,7 +225,7 @@ class Trainer:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         n_features = 2 * config.n_bands + N_PROTOCOL
-        n_params = 1 if config.model == "1p" else 2
+        n_params = MODELS[config.model].n_params
         torch.manual_seed(config.seed)
         self.summary = SummaryNet(n_features, n_params, config.summary_hidden,
                                   config.summary_layers)

@@ -53,8 +53,8 @@ def surrogate_study(tr: float, n_frames: int, subdivisions: int, radius_mm: floa
 
     Returns (truth latent (V,), cleaned series (V, T), MapRefit, latent MAP (V, 1)).
     """
-    from bids_app.bootstrap.refit import MapRefit
     from bids_app.inference import fit_map
+    from bids_app.inference.refit import MapRefit
     from bids_app.models import ONE_PARAM
     from bids_app.preprocess import clean
     from bids_app.prior import SPDEPrior, fem_matrices, icosphere

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bids_app.bootstrap import double_bootstrap
-from bids_app.bootstrap.refit import MapRefit, clean_by_rows
+from bids_app.inference.refit import MapRefit, clean_by_rows
 from bids_app.preprocess import Preprocessing, clean
 
 from .refits import surrogate_study

@@ -5,13 +5,9 @@ prior) the MAP sits low, and removing the simulated shift brings it back."""
 import numpy as np
 import pytest
 
+from bids_app.bias.simulated import simulated_bias, skip_reason, smooth_in_estimate
 from bids_app.bootstrap import double_bootstrap
-from bids_app.bootstrap.simulated_bias import (
-    shift_result,
-    simulated_bias,
-    skip_reason,
-    smooth_in_estimate,
-)
+from bids_app.bootstrap.intervals import shift_result
 from bids_app.preprocess import clean, lowpass_filter
 
 from .refits import CountingRefit, simulate_ar1, surrogate_study

@@ -83,3 +83,30 @@ def test_unwritable_output_is_output_error(tmp_path):
     args = build_parser().parse_args([str(bids), str(blocker / "out"), "participant"])
     with pytest.raises(OutputError, match="OUTPUT_DIR"):
         make_config(args)
+
+
+@pytest.mark.parametrize(("key", "option"), [("subject", "--participant-label"),
+                                             ("task", "--task-id"),
+                                             ("extension", "extension")])
+def test_filter_file_may_not_set_what_the_command_line_decides(tmp_path, key, option):
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({"bold": {key: "x"}}))
+    with pytest.raises(UsageError, match=rf"f\.json.*'{key}'.*{option}"):
+        _config(tmp_path, "--bids-filter-file", str(path))
+
+
+def test_session_in_filter_file_and_on_the_command_line_conflict(tmp_path):
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps({"bold": {"session": "A"}}))
+    assert _config(tmp_path, "--bids-filter-file", str(path)).bids_filters["bold"] == {
+        "session": "A"}
+    with pytest.raises(UsageError, match="keep one"):
+        _config(tmp_path, "--bids-filter-file", str(path), "--session-label", "B")
+
+
+def test_bids_dir_that_is_a_file_says_so(tmp_path):
+    regular = tmp_path / "bids.zip"
+    regular.write_text("")
+    argv = [str(regular), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w")]
+    with pytest.raises(MissingInputError, match="is a file, not a folder"):
+        make_config(build_parser().parse_args(argv))

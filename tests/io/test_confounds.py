@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from bids_app.errors import InputValidationError, MissingInputError
-from bids_app.io.confounds import MOTION, TISSUE, longest_run, select_frames
+from bids_app.io.confounds import MOTION, TISSUE, fill_gaps, longest_run, select_frames
 
 N = 40
 
@@ -81,3 +81,38 @@ def test_missing_columns_and_wrong_length_are_user_errors(tmp_path):
     with pytest.raises(MissingInputError, match=r"found for sub-01_task-rest.*--confounds none"):
         select_frames(None, N, "24P", run="sub-01_task-rest")
     assert select_frames(None, N, "none", dummy_scans=2).start == 2
+
+
+def test_non_numeric_cell_names_file_column_and_line(tmp_path):
+    path = _tsv(tmp_path)
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    table.loc[7, "rot_x"] = "0,01"
+    table.to_csv(path, sep="\t", index=False)
+    with pytest.raises(InputValidationError, match=r"timeseries\.tsv: column rot_x holds "
+                                                   r"'0,01' on line 9.*fix the cell"):
+        select_frames(path, N, "24P")
+
+
+def test_unparseable_table_is_a_validation_error(tmp_path):
+    path = tmp_path / "sub-01_task-rest_desc-confounds_timeseries.tsv"
+    path.write_bytes(b"\x00\xff\xfe" * 200)
+    with pytest.raises(InputValidationError, match="tab-separated"):
+        select_frames(path, N, "24P")
+
+
+def test_na_inside_a_column_is_interpolated_and_recorded(tmp_path, caplog):
+    trans_x = np.arange(N, dtype=float)
+    trans_x[[10, 11]] = np.nan
+    trans_x[-1] = np.nan
+    path = _tsv(tmp_path, trans_x=trans_x)
+    selection = select_frames(path, N, "24P")
+    expected = np.arange(N, dtype=float)
+    expected[-1] = N - 2  # held after the last value
+    np.testing.assert_allclose(selection.regressors[:, 0], expected)
+    assert selection.summary()["InterpolatedConfounds"] == {"trans_x": 3}
+    assert "3 n/a in column trans_x" in caplog.text and "interpolation" in caplog.text
+
+
+def test_leading_na_stays_as_fmriprep_writes_it():
+    values = np.array([np.nan, 1.0, np.nan, 3.0])
+    np.testing.assert_allclose(fill_gaps(values), [np.nan, 1.0, 2.0, 3.0])

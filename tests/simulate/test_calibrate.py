@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from bids_app.models import ONE_PARAM
-from bids_app.preprocess import Preprocessing, clean
-from bids_app.simulate import NuisancePrior, sample_nuisance, simulate_bold
-from bids_app.simulate.calibrate import (
+from bids_app.bias.noise_match import (
     NoiseMatch,
     match_nuisance,
     passband,
     unit_ar1,
     vertex_rates,
 )
+from bids_app.models import ONE_PARAM
+from bids_app.preprocess import Preprocessing, clean
+from bids_app.simulate import NuisancePrior, sample_nuisance, simulate_bold
 
 TR, N_FRAMES = 0.72, 600
 

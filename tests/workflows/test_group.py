@@ -22,6 +22,7 @@ from bids_app.io.derivatives import (
     read_map,
     write_parameter_maps,
 )
+from bids_app.report.group import write_group_report
 from bids_app.workflows.group import group_level, subject_maps, vertex_stats
 
 N = 80
@@ -57,7 +58,13 @@ def _write(root, sub, theta_by_hemi, run=None, space="tiny"):
     for hemi, theta in theta_by_hemi.items():
         ents = {"sub": sub, "task": "rest", "run": run, "hemi": hemi, "space": space}
         paths += write_parameter_maps(root, ParameterMaps(ents, "1p", _theta_maps(theta), META))
+    finish(root, sub)
     return paths
+
+
+def finish(root, sub):
+    """The finished record the participant level writes last, over all the subject's maps."""
+    mark_finished(root, sub, [item.path for item in find_maps(root, sub)])
 
 
 @pytest.fixture
@@ -114,10 +121,11 @@ def test_group_maps_table_and_report(study):
     columns = json.loads((root / "group_participants.json").read_text())
     assert set(columns) == {"participant_id", *table.columns}
     assert list(table["status"]) == ["included"] * 3 + ["excluded"]
-    assert table.loc["sub-01", "reason"] == "combined map"
-    assert table.loc["sub-03", "reason"] == "mean of 2 per-run maps (no combined map)"
+    no_se = "; no theta SE or interval maps (no bootstrap): not in the random-effects maps"
+    assert table.loc["sub-01", "reason"] == "combined map" + no_se
+    assert table.loc["sub-03", "reason"] == "mean of 2 per-run maps (no combined map)" + no_se
     assert table.loc["sub-04", "reason"] == "no theta map for hemi-R"
-    assert table.loc["sub-01", "finished"] == "yes" and table.loc["sub-03", "finished"] == "no"
+    assert (table["finished"] == "yes").all()
     both = np.concatenate([truth["02"]["L"], truth["02"]["R"]])
     assert table.loc["sub-02", "theta_median"] == pytest.approx(np.nanmedian(both), rel=1e-5)
     assert np.isnan(table.loc["sub-04", "theta_median"])
@@ -128,7 +136,9 @@ def test_group_maps_table_and_report(study):
     assert row["theta_mean"].item() == pytest.approx(truth["02"]["R"][N // 2 :].mean(), rel=1e-5)
 
     html = (root / "group.html").read_text()
-    assert html.count("data:image/png;base64,") == 6  # 2 params x mean/SD/N
+    # 2 params x mean/SD/N + 2 population modes of theta (3 participants; no SE, so no
+    # random-effects maps)
+    assert html.count("data:image/png;base64,") == 8
     assert "sub-04" in html and "no theta map for hemi-R" in html
     hidden = {p.name for p in root.rglob(".*")}
     assert hidden == {".bidsignore"}  # no temporary files left behind
@@ -157,6 +167,7 @@ def test_cifti_group(tmp_path):
         merged = merge_hemispheres(_theta_maps(theta["L"]), _theta_maps(theta["R"]), axis)
         ents = {"sub": sub, "task": "rest", "space": "fsLR", "den": "91k"}
         write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", merged, META, axis))
+        finish(tmp_path, sub)
     group_level(tmp_path, space="fsLR_den-91k", parcellations={}, report=False)
     mean = read_map(
         tmp_path / "task-rest_space-fsLR_den-91k_param-theta_stat-mean_boldmap.dscalar.nii"
@@ -195,6 +206,7 @@ def test_two_parameter_model_groups_separately(study):
             }
             ents = {"sub": sub, "task": "rest", "hemi": hemi, "space": "tiny"}
             write_parameter_maps(root, ParameterMaps(ents, "2p", params, META))
+        finish(root, sub)
     results = group_level(root, parcellations={})
     assert sorted(r.key.model for r in results) == ["1p", "2p"]
     latency = read_map(
@@ -224,3 +236,189 @@ def test_subject_maps_prefer_the_most_combined_fit(tmp_path):
     overall = subject_maps("01", files, tmp_path)
     assert overall.how == "combined map"
     np.testing.assert_allclose(overall.values["theta"]["R"], theta["all"]["R"], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- group model
+
+
+def _meta(identified=True, qc_pass=True):
+    ident = {"Identified": identified, "RegionalInformationFraction": 0.9 if identified else 0.3}
+    qc = {"Pass": qc_pass, "Reasons": [] if qc_pass else ["tSNR 12 below 20"], "Checks": {}}
+    return FitMetadata(
+        surrogate=META.surrogate, kappa=1e-2, tau2=1e2, log_evidence=-3.0,
+        convergence={"Converged": True}, random_seed=0, sources=META.sources,
+        bootstrap={"Mode": "double"},
+        identifiability={"theta": ident, "timetopeak": ident},
+        extra={"QualityControl": {"L": qc, "R": qc}},
+    )
+
+
+def _with_intervals(theta_latent: np.ndarray, se_latent: np.ndarray) -> dict[str, StatArrays]:
+    """θ maps whose 95% interval is the latent normal interval mapped to θ."""
+    from bids_app.group.latent import Z975, to_natural
+
+    theta = to_natural("1p", "theta", theta_latent)
+    lower = to_natural("1p", "theta", theta_latent - Z975 * se_latent)
+    upper = to_natural("1p", "theta", theta_latent + Z975 * se_latent)
+    return {
+        "theta": StatArrays(theta, (upper - lower) / (2 * Z975), lower, upper),
+        "timetopeak": StatArrays(5 / theta, None, 5 / upper, 5 / lower),
+    }
+
+
+@pytest.fixture
+def model_study(tmp_path):
+    """Six participants with intervals; sub-05 fails quality control, sub-06 is weakly
+    identified; participants.tsv has age (with a copy ``age2``) and sex."""
+    rng = np.random.default_rng(3)
+    out, bids = tmp_path / "out", tmp_path / "bids"
+    bids.mkdir()
+    truth = {}
+    for k, sub in enumerate(["01", "02", "03", "04", "05", "06"]):
+        meta = _meta(identified=sub != "06", qc_pass=sub != "05")
+        truth[sub] = {}
+        for hemi in "LR":
+            latent = -0.5 + 0.02 * (20 + 5 * k) + rng.normal(0, 0.1, N)
+            se = rng.uniform(0.05, 0.2, N)
+            truth[sub][hemi] = (latent, se)
+            ents = {"sub": sub, "task": "rest", "hemi": hemi, "space": "tiny"}
+            write_parameter_maps(out, ParameterMaps(ents, "1p", _with_intervals(latent, se), meta))
+        finish(out, sub)
+    ages = [20 + 5 * k for k in range(6)]
+    pd.DataFrame({
+        "participant_id": [f"sub-0{k + 1}" for k in range(6)],
+        "age": ages, "age2": [2 * a for a in ages], "sex": list("FMFMFM"),
+    }).to_csv(bids / "participants.tsv", sep="\t", index=False)
+    return bids, out, truth
+
+
+def _run(bids, out, *extra):
+    from bids_app.cli.run import main
+
+    return main([str(bids), str(out), "group", "-w", str(out.parent / "work"), "--no-report",
+                 *extra])
+
+
+def test_random_effects_maps_match_the_model_and_flagged_are_excluded(model_study):
+    from bids_app.group.random_effects import random_effects
+
+    bids, out, truth = model_study
+    assert _run(bids, out) == 0
+    table = pd.read_csv(out / "group_participants.tsv", sep="\t").set_index("participant_id")
+    assert list(table["status"]) == ["included"] * 4 + ["excluded"] * 2
+    assert "failed quality control in hemi-L (tSNR 12 below 20)" in table.loc["sub-05", "reason"]
+    assert "theta weakly identified" in table.loc["sub-06", "reason"]
+    assert table.loc["sub-06", "identifiability"] == pytest.approx(0.3)
+    for hemi in "LR":
+        y = np.stack([truth[s][hemi][0] for s in ("01", "02", "03", "04")])
+        v = np.stack([truth[s][hemi][1] for s in ("01", "02", "03", "04")]) ** 2
+        first = random_effects(y, v, np.ones((4, 1)))
+        both = np.concatenate([random_effects(
+            np.stack([truth[s][h][0] for s in ("01", "02", "03", "04")]),
+            np.stack([truth[s][h][1] for s in ("01", "02", "03", "04")]) ** 2,
+            np.ones((4, 1))).tau2 for h in "LR"])  # the median is over both hemispheres
+        fit = random_effects(y, v, np.ones((4, 1)), 0.5 * first.tau2 + 0.5 * np.median(both))
+        stem = f"task-rest_hemi-{hemi}_space-tiny_desc-mean_param-theta_stat-"
+        effect = read_map(out / f"{stem}effect_boldmap.func.gii")
+        from bids_app.group.latent import to_natural
+
+        np.testing.assert_allclose(effect.values, to_natural("1p", "theta", fit.beta[0]),
+                                   rtol=1e-4)
+        assert effect.metadata["GroupModel"]["Formula"] == "1"
+        between = read_map(out / f"task-rest_hemi-{hemi}_space-tiny_desc-re_param-theta_"
+                                 "stat-betweensd_boldmap.func.gii")
+        assert np.isfinite(between.values).all() and (between.values >= 0).all()
+        ttp = read_map(out / f"task-rest_hemi-{hemi}_space-tiny_desc-mean_param-timetopeak_"
+                             "stat-effect_boldmap.func.gii")
+        np.testing.assert_allclose(ttp.values, 5 / effect.values, rtol=1e-4)
+    scores = pd.read_csv(out / "task-rest_space-tiny_desc-modes_param-theta_boldmodes.tsv",
+                         sep="\t")
+    assert list(scores["participant_id"]) == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    assert "*_boldmodes.tsv" in (out / ".bidsignore").read_text()
+    html = write_group_report(out, meshes=lambda s, h: sphere_mesh()).read_text()
+    assert "Random-effects model <code>1</code>" in html
+    assert "Lowest regional information fraction of each participant" in html  # histogram
+    assert "theta mean effect" in html and "theta re betweensd" in html
+    assert "sub-05" in html and "failed quality control" in html
+
+    assert _run(bids, out, "--include-flagged", "--group-model", "~ age",
+                "--contrast", "age=2") == 0
+    table = pd.read_csv(out / "group_participants.tsv", sep="\t").set_index("participant_id")
+    assert (table["status"] == "included").all() and "flagged" in table.loc["sub-05", "reason"]
+    stem = "task-rest_hemi-L_space-tiny_desc-{}_param-theta_stat-{}_boldmap.func.gii"
+    age_z = read_map(out / stem.format("age", "z"))
+    contrast_z = read_map(out / stem.format("contrast", "z"))
+    np.testing.assert_allclose(contrast_z.values, age_z.values, rtol=1e-4)
+    # latent mean rises 0.02 per year: in θ at the average participant (age 32.5) that is
+    # 0.02 · dθ/dθ̃(−0.5 + 0.02 · 32.5); t with 4 df gives a modest z
+    from bids_app.group.latent import slope_factor
+
+    age_effect = read_map(out / stem.format("age", "effect")).values
+    expected = 0.02 * slope_factor("1p", "theta", np.array(-0.5 + 0.02 * 32.5))
+    assert np.median(age_effect) == pytest.approx(expected, rel=0.2)
+    assert np.median(age_z.values) > 1.5
+    assert age_z.metadata["GroupModel"]["Columns"] == ["Intercept", "age"]
+
+
+def test_group_model_errors_exit_16(model_study, capsys):
+    bids, out, _ = model_study
+    assert _run(bids, out, "--group-model", "~ age + weight") == 16
+    assert "has no column weight used by --group-model" in capsys.readouterr().err
+    assert _run(bids, out, "--group-model", "~ age + age2") == 16
+    assert "is rank-deficient over the 4 participants" in capsys.readouterr().err
+
+
+def test_all_excluded_exits_18_and_lists_why(model_study, capsys):
+    bids, out, _ = model_study
+    assert _run(bids, out, "--participant-label", "05", "06") == 18
+    assert "no participant could be included" in capsys.readouterr().err
+    table = pd.read_csv(out / "group_participants.tsv", sep="\t")
+    assert list(table["status"]) == ["excluded", "excluded"]
+
+
+def test_one_participant_gives_its_own_map(model_study, capsys):
+    bids, out, truth = model_study
+    assert _run(bids, out, "--participant-label", "02") == 0
+    assert "1 participant(s) for 1 design column(s): the between-participant SD is not " \
+        "estimable" in capsys.readouterr().err
+    stem = "task-rest_hemi-R_space-tiny_desc-{}_param-theta_stat-{}_boldmap.func.gii"
+    between = read_map(out / stem.format("re", "betweensd"))
+    assert np.isnan(between.values).all()
+    se = read_map(out / stem.format("mean", "se"))
+    from bids_app.group.latent import slope_factor
+
+    latent, se_latent = truth["02"]["R"]
+    np.testing.assert_allclose(se.values, se_latent * slope_factor("1p", "theta", latent),
+                               rtol=1e-4)
+
+
+def test_fsnative_only_participants_get_an_error_naming_space(tmp_path, capsys):
+    bids, out = tmp_path / "bids", tmp_path / "out"
+    bids.mkdir()
+    _write(out, "01", {"L": np.full(N, 1.2), "R": np.full(N, 1.1)}, space="fsnative")
+    assert _run(bids, out) == 16
+    err = capsys.readouterr().err
+    assert "sub-01" in err and "fsnative" in err and "--space" in err and err.count("\n") == 1
+
+
+def test_sessions_give_test_retest_maps(tmp_path):
+    rng = np.random.default_rng(8)
+    for sub in ("01", "02", "03", "04", "05"):
+        level = rng.uniform(0.9, 1.5)
+        for ses in ("A", "B"):
+            for hemi in "LR":
+                theta = level + rng.normal(0, 0.02, N)
+                ents = {"sub": sub, "ses": ses, "task": "rest", "hemi": hemi, "space": "tiny"}
+                maps = ParameterMaps(ents, "1p", _with_intervals(
+                    np.full(N, 0.0) + (theta - 1.0), np.full(N, 0.05)), META)
+                write_parameter_maps(tmp_path, maps)
+        finish(tmp_path, sub)
+    atlas = {h: (np.repeat([1, 2], N // 2), {1: "front", 2: "back"}) for h in "LR"}
+    group_level(tmp_path, parcellations={"toy": atlas}, report=False)
+    stem = "task-rest_hemi-L_space-tiny_desc-retest_param-theta_stat-{}_boldmap.func.gii"
+    icc = read_map(tmp_path / stem.format("icc"))
+    assert np.median(icc.values) > 0.9 and icc.metadata["Repeats"] == 2
+    assert (read_map(tmp_path / stem.format("n")).values == 5).all()
+    parcels = pd.read_csv(tmp_path / "task-rest_space-tiny_seg-toy_desc-retest_boldparcels.tsv",
+                          sep="\t")
+    assert len(parcels) == 8 and (parcels["icc"] > 0.9).all()  # 2 hemis x 2 parcels x 2 params

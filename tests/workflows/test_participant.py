@@ -176,9 +176,10 @@ def test_simulated_bias_correction_is_recorded_and_can_be_turned_off(dataset, tm
         assert run(dataset, out, "--bias-correction", mode) == 0
         func = out / "sub-01" / "func"
         sidecar = json.loads((func / f"{name}.json").read_text())
-        record = sidecar["BiasCorrection"]
+        record = sidecar["SimulatedBiasCorrection"]
         assert record["Method"] == mode
-        assert sidecar["RandomSeed"] == (0 if mode == "simulation" else None)
+        assert sidecar["RandomSeed"] == 0  # the quality gate's simulations are seeded too
+        assert sidecar["QualityControl"]["Pass"] in (True, False)
         maps[mode] = nib.load(func / f"{name}.func.gii").agg_data()
     assert set(record) == {"Method", "Reason"} and "none" in record["Reason"]
     moved = maps["simulation"] - maps["none"]
@@ -245,24 +246,21 @@ def test_noise_colour_candidates_are_selected_and_recorded(tmp_path, caplog):
     """With one likelihood per noise candidate (here Gaussian ones that differ in noise
     level, the data's being the third), the workflow keeps the best by evidence, records
     every candidate's evidence and (κ, τ²), and warns when the most coloured one wins."""
-    from bids_app.config import Config
     from bids_app.inference.analytic import GaussianLoglik
+    from bids_app.inference.hemisphere import fit_map_with_evidence
     from bids_app.prior import SPDEPrior, fem_matrices, icosphere
-    from bids_app.workflows.participant import fit_map_with_evidence
 
     vertices, faces = icosphere(3, 50.0)
     fem = fem_matrices(vertices, faces)
     rng = np.random.default_rng(3)
     truth = SPDEPrior(fem).sample(0.1, 100.0, rng, 1)
     S = truth + rng.normal(0.0, 0.5, truth.shape)
-    config = Config(tmp_path, tmp_path / "out", "participant", tmp_path / "work", tmp_path,
-                    kappas=(0.01, 0.1, 1.0), tau2s=(1.0, 100.0, 1e4))
     candidates = [None, 0.0, 0.1]
     logliks = [GaussianLoglik(S, p) for p in (1.0, 16.0, 4.0)]
-    _, record = fit_map_with_evidence(logliks, fem, S, config, where="test",
-                                      noise_ars=candidates)
-    noise = record["hyperparameter_selection"]["NoiseAR"]
-    assert record["candidate"] == 2 and noise["Selected"] == 0.1
+    fit = fit_map_with_evidence(logliks, fem, S, (0.01, 0.1, 1.0), (1.0, 100.0, 1e4),
+                                where="test", noise_ars=candidates)
+    noise = fit.hyperparameter_selection["NoiseAR"]
+    assert fit.candidate == 2 and noise["Selected"] == 0.1
     assert noise["Candidates"] == candidates and int(np.argmax(noise["LogEvidence"])) == 2
-    assert (noise["Kappa"][2], noise["Tau2"][2]) == (record["kappa"], record["tau2"])
+    assert (noise["Kappa"][2], noise["Tau2"][2]) == (fit.kappa, fit.tau2)
     assert "at least as autocorrelated" in caplog.text

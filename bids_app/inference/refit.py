@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from bids_app.bootstrap.cache import array_digest
+from bids_app.digest import array_digest
 from bids_app.inference import fit_map
 from bids_app.preprocess import Preprocessing, clean
 from bids_app.prior import SparseCholesky

@@ -3,7 +3,7 @@
 Block resampling cannot reproduce an error every resample shares: the learned likelihood's
 bias in the narrow nuisance regime of one run (README, Known limitations; −0.12 latent
 units on the HCP-calibrated fsLR study, four bootstrap SEs). A parametric step can. The
-run's regime is fitted (:mod:`bids_app.simulate.calibrate`: the noise colour from the
+run's regime is fitted (:mod:`bids_app.bias.noise_match`: the noise colour from the
 mean spectrum, each vertex's signal-to-noise ratio from its own), runs are simulated at
 the estimated field under it and refitted exactly as the resamples are (κ, τ² and any φ
 fixed, warm-started), and the mean shift θ̃_sim − θ̃̂, averaged over vertices with similar
@@ -20,25 +20,24 @@ from the training prior (where the surrogate is nearly right) −0.031 → +0.01
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import logging
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from bids_app.bootstrap.double import BootstrapResult
+from bids_app.bias.noise_match import NoiseMatch, match_nuisance, vertex_rates
+from bids_app.models import MODELS
 from bids_app.preprocess import clean
 from bids_app.simulate.bold import sample_nuisance, simulate_bold
-from bids_app.simulate.calibrate import NoiseMatch, match_nuisance, vertex_rates
 
 # Simulated runs averaged per vertex: each carries the run's own random error, so the
 # shift of one is noisy; two halve its variance for twice the cost of one refit.
 N_SIMULATIONS = 2
 # Quantile bins of the estimate the shift is averaged in (smooth_in_estimate).
 N_BINS = 20
-# Models the correction helps, as measured. Not 2p: its bias is large and varies with θ,
-# so the shift simulated at the estimate is not the shift at the truth (fsaverage5, TR
-# 0.72 s, κ 0.05, τ² 100, HCP 2p calibration, φ matched at −0.002: amplitude offset
-# −0.85 → −0.71 but r 0.89 → 0.80; latency offset −0.62 → +0.26, MSE 0.24 → 0.43).
-MODELS = ("1p",)
+
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,8 +63,9 @@ class SimulatedBias:
 
 
 def skip_reason(model: str) -> str | None:
-    """Why the correction cannot run for this model, or None when it can."""
-    if model not in MODELS:
+    """Why the correction cannot run for this model (``HRFModel.simulated_bias``: where
+    it is validated), or None when it can."""
+    if not MODELS[model].simulated_bias:
         return f"not validated for the {model} model"
     return None
 
@@ -112,6 +112,29 @@ def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
                          n_simulations, seed, rates=nuisance["rate"])
 
 
+def correct_bias(refit, theta_t: np.ndarray, y_clean: np.ndarray,
+                 confounds: np.ndarray | None, method: str, seed: int, where: str
+                 ) -> tuple[np.ndarray, dict[str, Any]]:
+    """The simulated bias of the MAP (``method`` "simulation") and its sidecar record; a
+    zero shift where it is off ("none") or cannot run."""
+    reason = ("--bias-correction none" if method == "none" else
+              skip_reason(refit.surrogate.model.name))
+    if reason is not None:
+        LOGGER.info("%s: no simulation bias correction (%s)", where, reason)
+        return np.zeros_like(theta_t, dtype=float), {"Method": "none", "Reason": reason}
+    bias = simulated_bias(refit, theta_t, y_clean, confounds, seed)
+    noise = bias.match.prior
+    if bias.skipped is not None:
+        LOGGER.warning("%s: no simulation bias correction: %s (matched noise AR(1) %.3f, "
+                       "event rate %.3g-%.3g /s)", where, bias.skipped, noise.ar_coef[0],
+                       *noise.rate)
+        return bias.shift, bias.sidecar()
+    LOGGER.info("%s: simulation bias correction: matched noise sd %.3g, AR(1) %.3f, event "
+                "rate %.3g-%.3g /s; mean latent shift %+.3f", where, noise.noise_sd[0],
+                noise.ar_coef[0], *noise.rate, float(bias.shift.mean()))
+    return bias.shift, bias.sidecar()
+
+
 def smooth_in_estimate(theta_t_hat: np.ndarray, shift: np.ndarray, n_bins: int = N_BINS
                        ) -> np.ndarray:
     """The shift as a smooth function of each parameter's estimate, pooled over vertices.
@@ -131,9 +154,3 @@ def smooth_in_estimate(theta_t_hat: np.ndarray, shift: np.ndarray, n_bins: int =
         means = np.bincount(which, shift[:, k], n_bins)[full] / counts[full]
         out[:, k] = np.interp(x, centres, means)
     return out
-
-
-def shift_result(result: BootstrapResult, shift: np.ndarray) -> BootstrapResult:
-    """Bootstrap intervals and draws moved by −shift (the SEs are unchanged)."""
-    return replace(result, lower=result.lower - shift, upper=result.upper - shift,
-                   draws=(result.draws - shift[None]).astype(result.draws.dtype))

@@ -1,0 +1,47 @@
+"""Disk-backed participant × vertex arrays, so the group level's memory does not grow with N.
+
+Each participant's row is written once as it is read; the statistics then read blocks of
+vertices (all participants, a few thousand vertices) back. The files live in a temporary
+folder removed when the store is closed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+class SpillStore:
+    """Named float32 arrays of shape (rows, columns) memory-mapped from a temporary folder."""
+
+    def __init__(self, rows: int, columns: int, folder: Path | str | None = None) -> None:
+        self.rows, self.columns = rows, columns
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        self._dir = Path(tempfile.mkdtemp(prefix="group_", dir=folder))
+        self._arrays: dict[str, np.memmap] = {}
+
+    def array(self, name: str) -> np.memmap:
+        """The array ``name`` (created NaN-filled on first use)."""
+        if name not in self._arrays:
+            arr = np.memmap(self._dir / f"{name}.f32", dtype=np.float32, mode="w+",
+                            shape=(max(self.rows, 1), self.columns))
+            arr[:] = np.nan
+            self._arrays[name] = arr
+        return self._arrays[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._arrays
+
+    def close(self) -> None:
+        self._arrays.clear()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> SpillStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,70 @@
+"""The file-free API: a simulated hemisphere (arrays only, no BIDS) fitted by
+:func:`bids_app.fit.fit_hemisphere`, and two runs combined by :func:`combine_runs`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bids_app.bootstrap.intervals import BootstrapOptions
+from bids_app.fit import FitOptions, combine_runs, fit_hemisphere
+from bids_app.models import ONE_PARAM
+from bids_app.prior import SPDEPrior, fem_matrices, icosphere
+from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold
+from bids_app.surrogate import load_surrogate
+
+TR, N_FRAMES = 1.0, 400
+OPTIONS = FitOptions(kappas=(0.05,), tau2s=(10.0, 100.0), bias_correction="none",
+                     bootstrap=BootstrapOptions(mode="single", n_boot=4))
+
+
+def simulated_run(mesh, truth_t: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    theta = ONE_PARAM.to_theta(truth_t[:, None])
+    return simulate_bold(ONE_PARAM, theta, TR, N_FRAMES,
+                         sample_nuisance(HCP_1P, len(theta), rng), rng)
+
+
+@pytest.fixture(scope="module")
+def hemisphere():
+    mesh = icosphere(3, 60.0)
+    truth_t = SPDEPrior(fem_matrices(*mesh)).sample(0.05, 100.0, np.random.default_rng(1))[:, 0]
+    truth_t -= truth_t.mean()
+    series = simulated_run(mesh, truth_t, 2)
+    series[:5] = np.nan  # a "medial wall": rows the fit must leave out
+    surrogate = load_surrogate("1p", TR, N_FRAMES)
+    return mesh, truth_t, series, surrogate
+
+
+def test_a_simulated_hemisphere_is_fitted_from_arrays(hemisphere):
+    mesh, truth_t, series, surrogate = hemisphere
+    result = fit_hemisphere(series, mesh, TR, surrogate, OPTIONS)
+    n = len(mesh[0])
+    assert result.n_vertices == n and np.array_equal(result.fitted, np.arange(5, n))
+    assert result.extra["ExcludedVertices"]["NonFinite"] == 5
+    maps = result.maps()
+    assert set(maps) == {"theta", "timetopeak"}
+    assert np.isnan(maps["theta"][:5]).all() and np.isfinite(maps["theta"][5:]).all()
+    truth = ONE_PARAM.to_theta(truth_t[5:, None])[:, 0]
+    assert np.corrcoef(maps["theta"][5:], truth)[0, 1] > 0.5
+    assert result.kappa == 0.05 and result.tau2 in (10.0, 100.0)
+    assert result.bias_correction["Method"] == "none"
+    assert not np.any(result.bias_shift)
+    interval = result.intervals["theta"]
+    assert np.all(interval.lower <= interval.estimate)
+    assert np.all(interval.estimate <= interval.upper)
+    assert result.bootstrap["Mode"] == "single"
+
+
+def test_two_runs_combine_on_the_vertices_both_fitted(hemisphere):
+    mesh, truth_t, series, surrogate = hemisphere
+    options = FitOptions(kappas=(0.05,), tau2s=(100.0,), bias_correction="none",
+                         bootstrap=BootstrapOptions(mode="none"))
+    other = simulated_run(mesh, truth_t, 3)
+    other[3:8] = np.nan
+    runs = [fit_hemisphere(y, mesh, TR, surrogate, options) for y in (series, other)]
+    combined = combine_runs(runs, options)
+    assert np.array_equal(combined.fitted, np.arange(8, len(mesh[0])))
+    assert combined.intervals is None and combined.likelihood is None
+    single_error = np.abs(runs[0].theta_t[3:, 0] - truth_t[8:]).mean()
+    assert np.abs(combined.theta_t[:, 0] - truth_t[8:]).mean() < single_error
