@@ -17,6 +17,7 @@ SPACES = ("fsaverage5", "fsaverage6", "fsaverage", "fsnative", "fsLR_den-32k", "
 CONFOUND_STRATEGIES = ("24P", "36P", "acompcor", "none")
 BOOTSTRAP_LEVELS = ("none", "single", "double")
 BIAS_CORRECTIONS = ("simulation", "none")
+RESAMPLING = ("local", "block")
 MODELS = ("1p", "2p")
 
 
@@ -124,7 +125,11 @@ def build_parser() -> BidsAppArgumentParser:
                       help="inner resamples per outer resample (default 10)")
     boot.add_argument("--block-length", dest="block_length", type=_positive_float, default=72.0,
                       metavar="SECONDS", help="mean block length of the stationary bootstrap "
-                                              "in seconds (default 72)")
+                                              "in seconds, --resampling block (default 72)")
+    boot.add_argument("--resampling", choices=RESAMPLING, default="local",
+                      help="local: local periodogram bootstrap, the same frequency draws for "
+                           "every vertex (default); block: stationary block bootstrap of the "
+                           "cleaned series in time (--block-length)")
     boot.add_argument("--bias-correction", dest="bias_correction", choices=BIAS_CORRECTIONS,
                       default="simulation",
                       help="simulation: remove the estimate's bias under the run's own noise "

@@ -113,7 +113,8 @@ def settings(config: Config) -> dict[str, Any]:
     """Options that change the outputs: a finished participant is redone when they differ."""
     keys = ("model", "space", "confounds", "fd_threshold", "dummy_scans", "lowpass", "kappas",
             "tau2s", "bootstrap", "n_boot", "n_inner", "block_length", "bias_correction",
-            "random_seed", "task_id", "session_labels", "bids_filters", "write_deconvolved")
+            "random_seed", "task_id", "session_labels", "bids_filters", "write_deconvolved",
+            "resampling")
     full = config.to_dict()
     return {key: full[key] for key in keys}
 
@@ -389,7 +390,8 @@ def bootstrap_intervals(y_clean: np.ndarray, refit: MapRefit, shift: np.ndarray,
 
     theta_t, tr = refit.theta_t0, refit.tr
     options = dict(mode=config.bootstrap, B=config.n_boot, R=config.n_inner,
-                   block_s=config.block_length, seed=config.random_seed, n_jobs=config.nprocs,
+                   block_s=config.block_length, resampling=config.resampling,
+                   seed=config.random_seed, n_jobs=config.nprocs,
                    cache_dir=cache, progress=config.verbose > 0)
     if config.dask_scheduler:
         from distributed import Client
