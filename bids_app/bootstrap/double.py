@@ -299,14 +299,8 @@ def double_bootstrap(
             f"{y_clean.shape} and {theta_t_hat.shape}"
         )
     mean_block = to_block_frames(block_s, tr)
-    fade = to_fade_frames(fade_s, tr)
-    n_frames = y_clean.shape[1]
-    if resampling == "local":
-        band = passband(n_frames, tr, *cleaning_passband(refit))
-        plan: Plan = LocalPlan(LocalPeriodogramBootstrap(n_frames, band, int(half_width)))
-        refit = periodogram_refit(refit, n_frames)
-    else:
-        plan = BlockPlan(mean_block, fade)
+    plan, refit = resampling_plan(refit, y_clean.shape[1], tr, resampling, block_s, fade_s,
+                                  half_width)
     n_inner = R if mode == "double" else 0
     tasks = [(b, r) for b in range(B) for r in range(n_inner + 1)]
 
@@ -459,6 +453,17 @@ def cleaning_passband(refit: Refit) -> tuple[float | None, float | None]:
 
 
 Plan = BlockPlan | LocalPlan
+
+
+def resampling_plan(refit: Refit, n_frames: int, tr: float, resampling: str = "local",
+                    block_s: float = 72.0, fade_s: float = 6.0, half_width: int = HALF_WIDTH):
+    """(plan, refit) of a scheme: how resamples are drawn and the refit that takes them
+    (:func:`double_bootstrap`'s arguments; the key of its cache is built from both)."""
+    if resampling == "local":
+        band = passband(n_frames, tr, *cleaning_passband(refit))
+        return (LocalPlan(LocalPeriodogramBootstrap(n_frames, band, int(half_width))),
+                periodogram_refit(refit, n_frames))
+    return BlockPlan(to_block_frames(block_s, tr), to_fade_frames(fade_s, tr)), refit
 
 
 def _refit_task(plan: Plan, refit, data: np.ndarray, seed: int, b: int, r: int
