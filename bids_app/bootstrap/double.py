@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bids_app.bootstrap.cache import RefitCache, cache_key
+from bids_app.bootstrap.cache import RefitCache, array_digest, cache_key
 from bids_app.bootstrap.calibration import (
     ALPHA0,
     XI,
@@ -61,7 +61,11 @@ from bids_app.bootstrap.calibration import (
     normal_quantile,
     pooled_level,
 )
-from bids_app.bootstrap.periodogram import HALF_WIDTH, LocalPeriodogramBootstrap, passband
+from bids_app.bootstrap.periodogram import (
+    HALF_WIDTH,
+    LocalPeriodogramBootstrap,
+    cleaning_gain,
+)
 from bids_app.bootstrap.resample import block_frames as to_block_frames
 from bids_app.bootstrap.resample import crossfade_resample, stationary_indices
 from bids_app.bootstrap.resample import fade_frames as to_fade_frames
@@ -416,8 +420,8 @@ class LocalPlan:
 
     @property
     def token(self) -> str:
-        band = self.plan.band
-        return f"local-periodogram-v1|{band.start}:{band.stop}|h{self.plan.half_width}"
+        gain = array_digest(np.asarray(self.plan.gain))
+        return f"local-periodogram-v2|{gain}|h{self.plan.half_width}"
 
     def prepare(self, y_clean: np.ndarray) -> np.ndarray:
         return self.plan.periodogram(y_clean)
@@ -445,11 +449,10 @@ def periodogram_refit(refit: Refit, n_frames: int):
     return PeriodogramRefit(refit, n_frames)
 
 
-def cleaning_passband(refit: Refit) -> tuple[float | None, float | None]:
-    """(high-pass, low-pass) in Hz of the cleaning behind the series: the refit's
-    surrogate recipe when it has one, else no filter."""
-    spec = getattr(getattr(refit, "surrogate", None), "preprocessing", None)
-    return (spec.highpass, spec.lowpass) if spec is not None else (None, None)
+def cleaning_recipe(refit: Refit):
+    """The cleaning behind the series: the refit's surrogate recipe when it has one
+    (``refit.surrogate.preprocessing``), else None (no filter)."""
+    return getattr(getattr(refit, "surrogate", None), "preprocessing", None)
 
 
 Plan = BlockPlan | LocalPlan
@@ -460,8 +463,8 @@ def resampling_plan(refit: Refit, n_frames: int, tr: float, resampling: str = "l
     """(plan, refit) of a scheme: how resamples are drawn and the refit that takes them
     (:func:`double_bootstrap`'s arguments; the key of its cache is built from both)."""
     if resampling == "local":
-        band = passband(n_frames, tr, *cleaning_passband(refit))
-        return (LocalPlan(LocalPeriodogramBootstrap(n_frames, band, int(half_width))),
+        gain = cleaning_gain(n_frames, tr, cleaning_recipe(refit))
+        return (LocalPlan(LocalPeriodogramBootstrap(n_frames, gain, int(half_width))),
                 periodogram_refit(refit, n_frames))
     return BlockPlan(to_block_frames(block_s, tr), to_fade_frames(fade_s, tr)), refit
 

@@ -14,12 +14,18 @@ dependence that the MAP's prior acts on. The resample is then rescaled to unit v
 as :func:`bids_app.preprocess.clean` z-scores every series: the features are read from
 a z-scored series, so their bootstrap variation must not include the run's total power.
 
-Two details make the finite-sample variance right (tests/bootstrap: a known AR(1)
-spectrum's band log-power variance against Monte Carlo):
+Three details make the finite-sample variance right (tests/bootstrap: a known AR(1)
+spectrum's band log-power variance against Monte Carlo; benchmarks/bench_bootstrap.py):
 
-- Only ordinates the cleaning kept are resampled (above the high-pass, below a low-pass
-  cut-off); the few it removed stay as they are. A window reaching across the filter
-  edge would divide near-zero ordinates by a passband average and blow up their ratios.
+- The cleaning's power gain H(f_j) is known (:func:`cleaning_gain`: the drift and
+  high-pass projection, the low-pass), so the window smooths I/H, the spectrum before
+  cleaning, and Ŝ = H · smooth(I/H). Smoothing I itself across the high-pass edge
+  (H rises from 0.001 to 0.9 over four ordinates at TR 2 s, 300 frames) gave ratios
+  biased the same way at every vertex (0.45 at the edge ordinate, 1.26 next to it), and
+  the shared draws then moved every vertex's low bands together: spatially coherent
+  noise that the prior cannot average away (bootstrap SE 2.5× the error's SD).
+- Only ordinates the cleaning kept (H ≥ ``GAIN_FLOOR``) are resampled; the few it
+  removed stay as they are (rescaled with the rest).
 - The ratio's own ordinate gets the weight w₀ in Ŝ that makes ratios of χ²₂ ordinates
   unit-variance (:func:`centre_weight`): with the plain Daniell weight 1/(2h + 1) a
   ratio shrinks towards 1 (its variance is (2h)/(2h + 2)), and the bootstrap would
@@ -41,11 +47,14 @@ from scipy.optimize import brentq
 from scipy.special import roots_genlaguerre, roots_laguerre
 
 from bids_app.errors import UsageError
+from bids_app.preprocess import Preprocessing, nuisance_basis
 from bids_app.surrogate.features import periodogram
 
 # Ordinates each side of the one resampled (the window of the local spectrum and of the
 # draws). Checked on the AR(1) variance test and benchmarks/bench_bootstrap.py.
 HALF_WIDTH = 3
+# Ordinates whose power the cleaning kept less of than this are not resampled.
+GAIN_FLOOR = 0.1
 
 
 @lru_cache(maxsize=32)
@@ -70,21 +79,33 @@ def centre_weight(half_width: int, nodes: int = 80) -> float:
     return float(brentq(excess, 0.0, 1.0 / (m + 1)))
 
 
-def passband(n_frames: int, tr: float, highpass: float | None, lowpass: float | None
-             ) -> slice:
-    """Ordinates (indices into ordinates 1 … ⌊T/2⌋) the cleaning kept: strictly above
-    the high-pass and below the low-pass cut-off (Hz; None: no such filter)."""
-    freqs = np.arange(1, n_frames // 2 + 1) / (n_frames * tr)
-    keep = np.ones(freqs.size, dtype=bool)
-    if highpass:
-        keep &= freqs > highpass
-    if lowpass and lowpass < 0.5 / tr:
-        keep &= freqs < lowpass
-    idx = np.flatnonzero(keep)
+def cleaning_gain(n_frames: int, tr: float, spec: Preprocessing | None) -> np.ndarray:
+    """Power gain (⌊T/2⌋,) of :func:`bids_app.preprocess.clean`'s linear part at each
+    ordinate: the share of a sinusoid's energy left by the drift and high-pass
+    projection, times the zero-phase low-pass |H|⁴; ones without a recipe."""
+    n_ord = n_frames // 2
+    if spec is None:
+        return np.ones(n_ord)
+    basis = nuisance_basis(n_frames, tr, spec)
+    phase = 2.0 * np.pi * np.outer(np.arange(1, n_ord + 1), np.arange(n_frames)) / n_frames
+    cos, sin = np.cos(phase), np.sin(phase)
+    removed = ((cos @ basis) ** 2).sum(1) + ((sin @ basis) ** 2).sum(1)
+    gain = 1.0 - removed / ((cos ** 2).sum(1) + (sin ** 2).sum(1))
+    if spec.lowpass and spec.lowpass < 0.5 / tr:
+        from scipy.signal import butter, sosfreqz
+
+        sos = butter(4, spec.lowpass / (0.5 / tr), btype="low", output="sos")
+        _, response = sosfreqz(sos, worN=np.arange(1, n_ord + 1) / n_frames, fs=1.0)
+        gain = gain * np.abs(response) ** 4
+    return np.clip(gain, 0.0, 1.0)
+
+
+def passband(gain: np.ndarray) -> slice:
+    """The ordinates resampled: from the first to the last with gain ≥ ``GAIN_FLOOR``."""
+    idx = np.flatnonzero(np.asarray(gain) >= GAIN_FLOOR)
     if idx.size < 2 * HALF_WIDTH + 1:
-        raise UsageError(f"a run of {n_frames} frames at TR {tr:g} s keeps {idx.size} "
-                         "periodogram ordinates after filtering, too few to resample; "
-                         "use --resampling block")
+        raise UsageError(f"the cleaning keeps {idx.size} periodogram ordinates of this run, "
+                         "too few to resample; use --resampling block")
     return slice(int(idx[0]), int(idx[-1]) + 1)
 
 
@@ -125,24 +146,30 @@ class LocalPeriodogramBootstrap:
     ----------
     n_frames : int
         Frames T of the run (the periodogram has ⌊T/2⌋ ordinates).
-    band : slice
-        Ordinates resampled (:func:`passband`).
+    gain : array (⌊T/2⌋,)
+        The cleaning's power gain (:func:`cleaning_gain`).
     half_width : int
         h, ordinates each side.
     """
 
     n_frames: int
-    band: slice
+    gain: np.ndarray
     half_width: int = HALF_WIDTH
+
+    @property
+    def band(self) -> slice:
+        """Ordinates resampled (:func:`passband`)."""
+        return passband(self.gain)
 
     def resample(self, power: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One resample (V, J) of periodograms (V, J), unit-variance."""
         power = np.asarray(power, dtype=np.float64)
-        inside = power[:, self.band]
-        smooth, ratio = local_spectrum(inside, self.half_width)
-        k = local_draws(inside.shape[1], self.half_width, rng)
+        band = self.band
+        gain = self.gain[band]
+        smooth, ratio = local_spectrum(power[:, band] / gain, self.half_width)
+        k = local_draws(gain.size, self.half_width, rng)
         out = power.copy()
-        out[:, self.band] = smooth * ratio[:, k]
+        out[:, band] = gain * smooth * ratio[:, k]
         return unit_variance(out, self.n_frames)
 
     def periodogram(self, y_clean: np.ndarray) -> np.ndarray:

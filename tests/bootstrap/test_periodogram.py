@@ -4,8 +4,8 @@ import pytest
 from bids_app.bootstrap.periodogram import (
     LocalPeriodogramBootstrap,
     centre_weight,
+    cleaning_gain,
     local_spectrum,
-    passband,
     unit_variance,
 )
 from bids_app.preprocess import Preprocessing, clean
@@ -41,7 +41,7 @@ def test_resampled_band_log_power_has_the_ar1_sampling_variance():
     on average, a window across the high-pass edge 1.4–9 in the lowest bands."""
     rng = np.random.default_rng(0)
     truth = band_powers(periodogram(ar1(3000, 0.6, rng))).var(axis=0)
-    plan = LocalPeriodogramBootstrap(T, passband(T, TR, 1.0 / 128.0, None))
+    plan = LocalPeriodogramBootstrap(T, cleaning_gain(T, TR, Preprocessing()))
     power = periodogram(ar1(60, 0.6, rng))
     boot = np.stack([band_powers(plan.resample(power, np.random.default_rng(b)))
                      for b in range(60)]).var(axis=0).mean(axis=0)
@@ -58,7 +58,7 @@ def test_the_same_draws_serve_every_vertex():
     y = ar1(1, 0.3, rng)
     y = y.astype(np.float64)
     power = periodogram(np.vstack([y, 3.0 * y]))
-    plan = LocalPeriodogramBootstrap(T, passband(T, TR, 1.0 / 128.0, None))
+    plan = LocalPeriodogramBootstrap(T, cleaning_gain(T, TR, Preprocessing()))
     out = plan.resample(power, np.random.default_rng(5))
     np.testing.assert_allclose(out[0], out[1], rtol=1e-10)
     again = plan.resample(power, np.random.default_rng(5))
@@ -68,15 +68,27 @@ def test_the_same_draws_serve_every_vertex():
 def test_resamples_are_unit_variance_and_keep_the_stopband():
     rng = np.random.default_rng(2)
     power = periodogram(ar1(5, 0.5, rng))
-    band = passband(T, TR, 1.0 / 128.0, None)
+    plan = LocalPeriodogramBootstrap(T, cleaning_gain(T, TR, Preprocessing()))
+    band = plan.band
     assert band.start == 4  # ordinates 1-4 (≤ 1/150 Hz) are below the 1/128 Hz high-pass
-    out = LocalPeriodogramBootstrap(T, band).resample(power, rng)
+    out = plan.resample(power, rng)
     np.testing.assert_allclose(unit_variance(out, T), out, rtol=1e-12)
     # Parseval: the unit-variance scaling of a z-scored series' periodogram is 1.
     np.testing.assert_allclose(unit_variance(power, T), power, rtol=1e-5)
     # The ordinates the high-pass removed are kept, only rescaled with the rest.
     kept = out[:, :band.start] / power[:, :band.start]
     np.testing.assert_allclose(kept, kept[:, :1] * np.ones_like(kept), rtol=1e-10)
+
+
+def test_cleaning_gain_is_the_spectrum_the_cleaning_leaves_of_white_noise():
+    rng = np.random.default_rng(6)
+    spec = Preprocessing(lowpass=0.1)
+    mean_power = periodogram(clean(rng.standard_normal((4000, T)), TR, spec)).mean(axis=0)
+    gain = cleaning_gain(T, TR, spec)
+    kept = gain > 0.5  # where the gain falls steeply, leakage from next door adds power
+    ratio = mean_power[kept] / gain[kept]
+    np.testing.assert_allclose(ratio / ratio.mean(), 1.0, atol=0.08)
+    assert gain[:4].max() < 0.01 and gain[20:40].min() > 0.9 and gain[-1] < 1e-3
 
 
 def test_centre_weight_makes_chi2_ratios_unit_variance():
