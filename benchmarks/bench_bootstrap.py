@@ -445,7 +445,7 @@ def _inner_refits(cache_dir, y_clean, theta_t_hat, tr, args, refit) -> np.ndarra
 
     plan, fit = resampling_plan(refit, y_clean.shape[1], tr, args.resampling, args.block_s,
                                 args.fade_s)
-    cache = RefitCache(cache_dir, cache_key(y_clean, theta_t_hat, tr, args.seed, fit,
+    cache = RefitCache(cache_dir, cache_key([y_clean, tr], theta_t_hat, args.seed, fit,
                                             plan.token))
     return np.array([[cache.load(b, r)[:, 0] for r in range(1, args.R + 1)]
                      for b in range(args.B)], dtype=float)

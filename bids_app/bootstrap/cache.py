@@ -35,14 +35,14 @@ def refit_token(refit: object) -> str:
     return str(token) if token is not None else joblib.hash(refit)
 
 
-def cache_key(
-    y: np.ndarray, theta_t_hat: np.ndarray, tr: float, seed: int, refit: object, scheme: str,
-) -> str:
-    """Hex key of one bootstrap problem; ``scheme`` identifies the resampling and its
-    settings (B, R, the mode and the bias correction are left out on purpose: they do
-    not change any refit)."""
-    parts = [array_digest(y), array_digest(theta_t_hat), repr(float(tr)), repr(int(seed)),
-             refit_token(refit), scheme]
+def cache_key(key: list, theta_t_hat: np.ndarray, seed: int, refit: object, scheme: str
+              ) -> str:
+    """Hex key of one bootstrap problem: ``key`` lists the data and protocol (arrays and
+    scalars), ``scheme`` identifies the resampling and its settings (B, R, the mode and
+    the bias correction are left out on purpose: they do not change any refit)."""
+    parts = [array_digest(np.asarray(x)) if np.ndim(x) else repr(np.asarray(x).item())
+             for x in key]
+    parts += [array_digest(theta_t_hat), repr(int(seed)), refit_token(refit), scheme]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

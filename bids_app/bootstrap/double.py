@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 
@@ -289,12 +289,8 @@ def double_bootstrap(
     BootstrapResult
     """
     start = time.perf_counter()
-    if mode not in ("single", "double"):
-        raise UsageError(f"bootstrap mode must be 'single' or 'double', got {mode!r}")
     if resampling not in RESAMPLING:
         raise UsageError(f"bootstrap resampling must be 'local' or 'block', got {resampling!r}")
-    if B < 2 or (mode == "double" and R < 2):
-        raise UsageError(f"bootstrap needs B >= 2 and R >= 2, got B={B}, R={R}")
     y_clean = np.asarray(y_clean)
     theta_t_hat = np.asarray(theta_t_hat, dtype=float)
     if y_clean.ndim != 2 or theta_t_hat.ndim != 2 or theta_t_hat.shape[0] != y_clean.shape[0]:
@@ -305,13 +301,37 @@ def double_bootstrap(
     mean_block = to_block_frames(block_s, tr)
     plan, refit = resampling_plan(refit, y_clean.shape[1], tr, resampling, block_s, fade_s,
                                   half_width)
+    result = run_plan(plan, refit, y_clean, theta_t_hat, key=[y_clean, tr], mode=mode, B=B,
+                      R=R, seed=seed, bias_correct=bias_correct, n_jobs=n_jobs,
+                      cache_dir=cache_dir, client=client, progress=progress)
+    return replace(result, block_frames=mean_block, block_s=float(block_s),
+                   fade_s=float(fade_s), seconds=time.perf_counter() - start)
+
+
+def run_plan(
+    plan: Plan, refit, source, theta_t_hat: np.ndarray, key: list, mode: str = "double",
+    B: int = 100, R: int = 10, seed: int = 0, bias_correct: bool = False, n_jobs: int = 1,
+    cache_dir: str | PathLike | None = None, client: object | None = None,
+    progress: bool = True,
+) -> BootstrapResult:
+    """The bootstrap of any resampling plan: refits (cached, in parallel), SE, calibrated
+    level and intervals. ``source`` is what ``plan.prepare`` turns into the resampled
+    data (only called when a refit is missing); ``key`` lists what, besides the estimate,
+    seed, refit and plan, identifies the problem in the cache (arrays and scalars).
+    Arguments otherwise as in :func:`double_bootstrap`."""
+    start = time.perf_counter()
+    if mode not in ("single", "double"):
+        raise UsageError(f"bootstrap mode must be 'single' or 'double', got {mode!r}")
+    if B < 2 or (mode == "double" and R < 2):
+        raise UsageError(f"bootstrap needs B >= 2 and R >= 2, got B={B}, R={R}")
+    resampling = "block" if isinstance(plan, BlockPlan) else "local"
+    theta_t_hat = np.asarray(theta_t_hat, dtype=float)
     n_inner = R if mode == "double" else 0
     tasks = [(b, r) for b in range(B) for r in range(n_inner + 1)]
 
     cache = None
     if cache_dir is not None:
-        cache = RefitCache(cache_dir, cache_key(y_clean, theta_t_hat, tr, seed, refit,
-                                                   plan.token))
+        cache = RefitCache(cache_dir, cache_key(key, theta_t_hat, seed, refit, plan.token))
     fits: dict[Task, np.ndarray] = {}
     if cache is not None:
         for task in tasks:
@@ -323,7 +343,7 @@ def double_bootstrap(
     if fits:
         log.info("bootstrap: reusing %d of %d refits from %s", len(fits), len(tasks), cache.folder)
 
-    data = plan.prepare(y_clean) if missing else None
+    data = plan.prepare(source) if missing else None
     results = _run(missing, plan, refit, data, seed, n_jobs, client)
     for b, r, theta_t in _report(results, len(missing), progress):
         if theta_t.shape != theta_t_hat.shape:
@@ -374,18 +394,17 @@ def double_bootstrap(
         vertex_levels=levels,
         B=B,
         R=n_inner,
-        block_frames=mean_block,
-        block_s=float(block_s),
+        block_frames=float("nan"),
+        block_s=float("nan"),
         mode=mode,
         seed=int(seed),
         n_refits=len(missing),
         seconds=time.perf_counter() - start,
         shift=shift,
         bias_correct=bool(bias_correct),
-        fade_s=float(fade_s),
         floor_fraction=at_floor,
         resampling=resampling,
-        half_width=int(half_width),
+        half_width=plan.plan.half_width if resampling == "local" else HALF_WIDTH,
     )
 
 
