@@ -404,7 +404,7 @@ def run_plan(
         bias_correct=bool(bias_correct),
         floor_fraction=at_floor,
         resampling=resampling,
-        half_width=plan.plan.half_width if resampling == "local" else HALF_WIDTH,
+        half_width=getattr(plan, "half_width", HALF_WIDTH),
     )
 
 
@@ -438,6 +438,10 @@ class LocalPlan:
     plan: LocalPeriodogramBootstrap
 
     @property
+    def half_width(self) -> int:
+        return self.plan.half_width
+
+    @property
     def token(self) -> str:
         gain = array_digest(np.asarray(self.plan.gain))
         return f"local-periodogram-v2|{gain}|h{self.plan.half_width}"
@@ -454,8 +458,9 @@ class LocalPlan:
         return refit.fit_periodogram(sample)
 
 
-def _rng(seed: int, b: int, key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(b, key)))
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """The generator of (seed, b, r[, run]): one stream per resample, whatever runs it."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
 def periodogram_refit(refit: Refit, n_frames: int):
