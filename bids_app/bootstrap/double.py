@@ -450,12 +450,27 @@ class LocalPlan:
         return self.plan.periodogram(y_clean)
 
     def resample(self, data: np.ndarray, seed: int, b: int, r: int) -> np.ndarray:
-        """Outer resample ``b`` (r = 0) or inner resample ``r`` drawn from it."""
-        out = self.plan.resample(data, _rng(seed, b, 0))
-        return self.plan.resample(out, _rng(seed, b, r)) if r else out
+        """Outer resample ``b`` (r = 0) or inner resample ``r`` drawn from it. A worker
+        keeps its last outer resample: tasks come b by b, so the R inner resamples of
+        an outer one reuse it (the result is the same either way)."""
+        # A memory map is named by its file (joblib reopens it for every task); any other
+        # array by its identity, kept alive here so that no new array can take its id.
+        source = data.filename if isinstance(data, np.memmap) else data
+        key = (self.token, seed, b)
+        stored = _LAST_OUTER.get("source")
+        same = (isinstance(stored, str) and stored == source if isinstance(source, str)
+                else stored is source)
+        if not same or _LAST_OUTER.get("key") != key:
+            _LAST_OUTER.update(key=key, source=source,
+                               value=self.plan.resample(data, _rng(seed, b, 0)))
+        out = _LAST_OUTER["value"]
+        return self.plan.resample(out, _rng(seed, b, r)) if r else out.copy()
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:
         return refit.fit_periodogram(sample)
+
+
+_LAST_OUTER: dict = {}
 
 
 def _rng(seed: int, *key: int) -> np.random.Generator:

@@ -107,3 +107,19 @@ def test_features_from_the_periodogram_equal_the_time_domain_features():
     proto = Protocol(TR, T, None, 24)
     np.testing.assert_array_equal(feature_matrix(y, proto),
                                   feature_matrix_from_periodogram(periodogram(y), proto))
+
+
+def test_kept_outer_resample_never_serves_other_data():
+    """Inner resamples reuse the worker's last outer resample; other data of the same
+    shape (a new array, possibly at a freed one's address) must not get it."""
+    from bids_app.bootstrap.double import LocalPlan
+
+    rng = np.random.default_rng(7)
+    plan = LocalPlan(LocalPeriodogramBootstrap(T, cleaning_gain(T, TR, Preprocessing())))
+    first, second = (periodogram(ar1(4, 0.5, rng)) for _ in range(2))
+    alone = plan.resample(second.copy(), 3, 1, 2)
+    plan.resample(first, 3, 1, 0)
+    np.testing.assert_array_equal(plan.resample(second, 3, 1, 2), alone)
+    outer = plan.resample(first, 3, 1, 0)
+    outer[:] = 0.0  # the caller's copy, not the kept one
+    assert plan.resample(first, 3, 1, 0).any()
