@@ -18,6 +18,12 @@ Two resampling schemes (``resampling``):
   (:func:`bids_app.bootstrap.resample.crossfade_resample`), refitted from the series;
   calibrated as DESIGN.md §5 (centred on the estimate, ξ-quantile of per-vertex levels).
 
+Measured (benchmarks/bench_bootstrap.py --study fsaverage5, white noise, seed 0, with the
+workflow's simulated bias correction): local, B = 40, R = 5: coverage of θ 0.947, median
+width 1.33× the oracle width (α̂ 0.19, z 1.31); block, B = 30, R = 5: coverage 1.000,
+width 5.95× (α̂ on the 1e-15 floor, z 8.0); single local 0.980 at 1.98×, single block
+0.982 at 1.62×.
+
 With ``bias_correct`` (off by
 default) the bootstrap estimate of the estimator's bias is removed, per vertex and
 parameter, at both levels (Efron's bias-corrected bootstrap):
@@ -36,7 +42,8 @@ shift is not the estimator's bias here. It is +0.22 (fsaverage5) and +0.07 (fsLR
 latent units while the estimate's actual mean error is +0.11 and −0.11, and the inner
 shift is only +0.04 on fsaverage5, uncorrelated with the outer one, so correcting made
 the centre worse (RMSE 0.197 → 0.218, 0.115 → 0.184) and the fsLR coverage collapsed
-(0.57 → 0.07 at B = 8, R = 3).
+(0.57 → 0.07 at B = 8, R = 3). Under the local scheme the outer shift is the spectrum
+smoothing's (−0.10 on fsaverage5), and correcting worsens the RMSE too (0.139 → 0.155).
 """
 
 from __future__ import annotations
