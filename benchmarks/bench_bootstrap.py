@@ -1,26 +1,29 @@
 """Coverage, width and wall time of the bootstrap intervals on a synthetic study.
 
-The study (as in ``bench_map.py --part study``): the left fsLR 32k
+The study (issue 7's design, as in ``bench_map.py --part study``): the left fsLR 32k
 midthickness without the medial wall (or the whole fsaverage5 midthickness), the
 one-parameter model, the published HCP calibration, a true latent field drawn from the
 SPDE prior with κ = 5e-3 /mm, τ² = 1e4. The point estimate is the evidence-selected
-MAP; every bootstrap resample is refitted by
-:class:`bids_app.inference.refit.MapRefit` (κ, τ² fixed).
+MAP; every bootstrap resample is refitted with κ, τ² fixed: ``--resampling local`` (the
+default) resamples the periodogram (:mod:`bids_app.bootstrap.periodogram`) and refits
+from it, ``--resampling block`` resamples the series in time and refits through
+:class:`bids_app.inference.refit.MapRefit`.
 
 Printed per study: the diagnosis of the interval's error budget (the estimate's error
 θ̂ − θ split into its mean offset and spatially varying part, against the bootstrap SE;
 the per-vertex maximum of the surrogate likelihood alone, which tells a likelihood bias
 from the prior's smoothing; the outer and inner resampling shifts and their
 correlation; where the per-vertex calibrated levels β̂(v) fall and how many sit on the
-level grid's floor); the mean periodogram of resampled (re-cleaned) series relative to
-the original's, in five frequency bands, with and without the cross-fade at block
-joins; coverage of the true θ by the calibrated (double) and the uncalibrated (single)
+level grid's floor); the mean periodogram of resamples relative to the original's, in
+five frequency bands (block: re-cleaned series, with and without the cross-fade at
+block joins); coverage of the true θ by the calibrated (double) and the uncalibrated (single)
 intervals, each with and without the bootstrap bias correction (same refits), and, as
 the workflow reports them by default, moved by the simulated bias
 (:mod:`bids_app.bias.simulated`; "sim" rows, with the matched regime and the
 corrected estimate's error and MSE), their
-mean widths in θ (1/s) and time-to-peak (s), the calibrated level α̂, the per-refit
-cost and the wall time and CPU seconds (this process and its workers) of
+mean and median widths in θ (1/s) and time-to-peak (s) against the oracle width (twice
+the 95th percentile of |estimate − truth|), the calibrated level α̂, the per-refit
+cost split into its steps and the wall time and CPU seconds (this process and its workers) of
 B × (R + 1) refits, extrapolated to B = 100, R = 10 on two idle cores.
 
 A killed run resumes from ``--cache-dir``; rerunning with a smaller ``--B`` reports the
@@ -29,6 +32,7 @@ outer resamples that finished (with all their inner ones) without refitting.
 Examples
 --------
     .venv/bin/python benchmarks/bench_bootstrap.py --study fsaverage5 --B 20 --R 5
+    .venv/bin/python benchmarks/bench_bootstrap.py --study fsaverage5 --resampling block
     .venv/bin/python benchmarks/bench_bootstrap.py --study fslr32k --B 100 --R 10 --n-jobs 2
 """
 
@@ -48,11 +52,11 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bids_app.bias.simulated import simulated_bias, skip_reason  # noqa: E402
-from bids_app.bootstrap import block_frames, double_bootstrap, natural_intervals  # noqa: E402
-from bids_app.bootstrap.double import resample_indices, resample_series  # noqa: E402
-from bids_app.bootstrap.intervals import BootstrapOptions, shift_result  # noqa: E402
+from bids_app.bootstrap import double_bootstrap, natural_intervals  # noqa: E402
+from bids_app.bootstrap.double import resample_series, resampling_plan  # noqa: E402
+from bids_app.bootstrap.intervals import shift_result  # noqa: E402
 from bids_app.bootstrap.resample import fade_frames  # noqa: E402
-from bids_app.fit import FitOptions, HemisphereResult, fit_hemisphere  # noqa: E402
+from bids_app.inference.likelihood_choice import select_likelihood  # noqa: E402
 from bids_app.inference.refit import MapRefit  # noqa: E402
 from bids_app.io.templates import template_mesh  # noqa: E402
 from bids_app.models import ONE_PARAM  # noqa: E402
@@ -74,8 +78,7 @@ TAU2S = np.geomspace(1e2, 1e6, 5)
 
 def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: bool = True,
                     nuisance_prior: NuisancePrior = HCP_1P):
-    """Mesh, prior, true latent field (V,) and raw series (V, T) of one hemisphere (the
-    prior's vertices: ``prior.fem.vertex_index`` of the mesh).
+    """Mesh prior, true latent field (V,) and raw series (V, T) of one hemisphere.
 
     A hemisphere is smaller than the prior's range √8/κ ≈ 570 mm, so a draw is mostly
     a near-constant offset (at seed 0 about +3 latent units on fsLR: θ pinned at the
@@ -94,64 +97,93 @@ def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: boo
     theta = ONE_PARAM.to_theta(truth_t[:, None])
     nuisance = sample_nuisance(nuisance_prior, theta.shape[0], rng)
     y = simulate_bold(ONE_PARAM, theta, tr, n_frames, nuisance, rng)
-    return (vertices, faces), prior, truth_t, y
+    return prior, truth_t, y
 
 
-def point_estimate(mesh: tuple, prior: SPDEPrior, surrogate, y: np.ndarray, tr: float
-                   ) -> HemisphereResult:
-    """Evidence-selected MAP through the workflow's API; no bias correction or bootstrap
-    (the study runs and compares those itself)."""
-    options = FitOptions(kappas=tuple(KAPPAS), tau2s=tuple(TAU2S), bias_correction="none",
-                         bootstrap=BootstrapOptions(mode="none"))
-    return fit_hemisphere(y, mesh, tr, surrogate, options, vertex_index=prior.fem.vertex_index)
+def point_estimate(prior: SPDEPrior, surrogate, y_clean: np.ndarray, tr: float):
+    """Evidence-selected MAP, as the participant workflow computes it."""
+    summaries = surrogate.summarize(y_clean, tr)
+    noise_ars, logliks = surrogate.candidate_logliks(summaries, tr, y_clean.shape[1])
+    theta_t0 = np.asarray(summaries, dtype=float).reshape(y_clean.shape[0], -1)
+    choice = select_likelihood(logliks, prior, theta_t0, KAPPAS, TAU2S)
+    evidence = choice.evidence
+    precision = prior.precision(evidence.kappa, evidence.tau2)
+    return np.asarray(evidence.map.theta_t), precision, evidence, noise_ars[choice.index]
 
 
-def refit_cost(refit: MapRefit, y_clean: np.ndarray, tr: float, n: int = 3) -> tuple[float, float]:
-    """Mean wall and CPU seconds of one refit, run in this process on ``n`` resamples.
+def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 3) -> dict[str, float]:
+    """Mean CPU seconds of one refit and of its steps, run in this process on ``n``
+    outer resamples of the scheme (``plan``, ``fit`` from :func:`resampling_plan`).
 
     CPU time is what extrapolates on a shared machine: an idle 2-core box runs two
     single-threaded refits at once, so B·(R+1) refits take ≈ B·(R+1)·cpu/2 seconds.
+    Steps: drawing the resample; the summary (local: features from the periodogram and
+    the summary network; block: re-cleaning, FFT, features, network); the likelihood's
+    binding; the MAP. The block refit's steps are not split (its cleaning runs inside).
     """
-    mean_block = block_frames(72.0, tr)
-    walls, cpus = [], []
+    from bids_app.inference import fit_map
+
+    data = plan.prepare(y_clean)
+    steps = {"resample": [], "summary": [], "loglik": [], "map": [], "total": []}
     for b in range(n):
-        y_star = y_clean[:, resample_indices(999, b, 0, y_clean.shape[1], mean_block)]
-        w, c = time.perf_counter(), time.process_time()
-        refit(y_star)
-        walls.append(time.perf_counter() - w)
-        cpus.append(time.process_time() - c)
-    return float(np.mean(walls)), float(np.mean(cpus))
+        c0 = time.process_time()
+        sample = plan.resample(data, 999, b, 0)
+        c1 = time.process_time()
+        if hasattr(fit, "fit_periodogram"):
+            m = fit.refit
+            summaries = fit.summaries(sample)
+            c2 = time.process_time()
+            loglik = m.surrogate.loglik(summaries, m.tr, y_clean.shape[1], m.n_regressors,
+                                        noise_ar=m.noise_ar)
+            c3 = time.process_time()
+            fit_map(loglik, m.precision, m.theta_t0, laplace=False, observed=m.observed,
+                    **m.map_options)
+        else:
+            c2 = c3 = c1
+            fit(sample)
+        c4 = time.process_time()
+        for key, value in (("resample", c1 - c0), ("summary", c2 - c1), ("loglik", c3 - c2),
+                           ("map", c4 - c3), ("total", c4 - c0)):
+            steps[key].append(value)
+    return {key: float(np.mean(v)) for key, v in steps.items()}
 
 
-def periodogram_check(y_clean: np.ndarray, surrogate, tr: float, block_s: float,
-                      fade_s: float, n: int = 10, n_vertices: int = 2000) -> None:
-    """Mean periodogram of resampled series over the original's, per frequency band.
+def periodogram_check(y_clean: np.ndarray, surrogate, refit, tr: float, args,
+                      n: int = 10, n_vertices: int = 2000) -> None:
+    """Mean periodogram of resamples over the original's, per frequency band.
 
-    The refit re-cleans every resample (without the low-pass), so both sides are
-    re-cleaned the same way; a ratio of 1 means resampling kept the spectrum that
-    the summary network reads.
+    Block: the refit re-cleans every resample (without the low-pass), so both sides are
+    re-cleaned the same way. Local: the resampled periodograms as the refit reads them.
+    A ratio of 1 means resampling kept the spectrum that the summary network reads.
     """
     from dataclasses import replace
+
+    from bids_app.surrogate.features import periodogram
 
     spec = replace(surrogate.preprocessing, lowpass=None)
     y = y_clean[:: max(1, y_clean.shape[0] // n_vertices)]
     n_frames = y.shape[1]
-
-    def periodogram(x: np.ndarray) -> np.ndarray:
-        x = clean(x, tr, spec)
-        return (np.abs(np.fft.rfft(x, axis=1)) ** 2).mean(axis=0) / n_frames
-
-    original = periodogram(y)
-    freqs = np.fft.rfftfreq(n_frames, tr)
-    bands = np.array_split(np.arange(1, freqs.size), 5)
+    freqs = np.fft.rfftfreq(n_frames, tr)[1: n_frames // 2 + 1]
+    bands = np.array_split(np.arange(freqs.size), 5)
     edges = " ".join(f"{freqs[b[0]]:.3f}-{freqs[b[-1]]:.3f}" for b in bands)
-    print(f"mean periodogram resampled/original, bands (Hz) {edges}:")
-    for fade in sorted({0, fade_frames(fade_s, tr)}):
-        for level, r in (("outer", 0), ("inner", 1)):
-            mean = np.mean([periodogram(resample_series(y, 123, b, r, block_s / tr, fade))
-                            for b in range(n)], axis=0)
-            ratios = " ".join(f"{mean[b].sum() / original[b].sum():.3f}" for b in bands)
-            print(f"  fade {fade} frames, {level}: {ratios}")
+    print(f"mean periodogram resampled/original ({args.resampling}), bands (Hz) {edges}:")
+    if args.resampling == "block":
+        original = periodogram(clean(y, tr, spec)).mean(axis=0)
+        for fade in sorted({0, fade_frames(args.fade_s, tr)}):
+            for level, r in (("outer", 0), ("inner", 1)):
+                mean = np.mean([periodogram(clean(resample_series(
+                    y, 123, b, r, args.block_s / tr, fade), tr, spec)).mean(axis=0)
+                    for b in range(n)], axis=0)
+                ratios = " ".join(f"{mean[b].sum() / original[b].sum():.3f}" for b in bands)
+                print(f"  fade {fade} frames, {level}: {ratios}")
+        return
+    plan, _ = resampling_plan(refit, n_frames, tr, "local")
+    data = plan.prepare(y)
+    original = data.mean(axis=0)
+    for level, r in (("outer", 0), ("inner", 1)):
+        mean = np.mean([plan.resample(data, 123, b, r).mean(axis=0) for b in range(n)], axis=0)
+        ratios = " ".join(f"{mean[b].sum() / original[b].sum():.3f}" for b in bands)
+        print(f"  {level}: {ratios}")
 
 
 def likelihood_mle(surrogate, y_clean: np.ndarray, tr: float, noise_ar: float | None
@@ -205,8 +237,9 @@ def diagnose(result, theta_t_hat, truth_t, mle_t, inner: np.ndarray) -> None:
     print(f"  calibration: {k}-th of {n_outer} |θ̂ - θ̃*_b| / sd*_b per vertex, quantiles "
           f"5/50/95 %: {z5:.2f} / {z50:.2f} / {z95:.2f}; unclipped beta(v) at the "
           f"xi = 0.05 quantile: {2 * ndtr(-z95):.3g} (z {z95:.2f}); grid floor "
-          f"{LEVEL_FLOOR:g} (z {float(normal_quantile(LEVEL_FLOOR)):.2f}), vertices on it "
-          f"{floor_fraction(result.vertex_levels[:, 0]):.3f}")
+          f"{LEVEL_FLOOR:g} (z {float(normal_quantile(LEVEL_FLOOR)):.2f})"
+          + ("" if result.vertex_levels is None else
+             f", vertices on it {floor_fraction(result.vertex_levels[:, 0]):.3f}"))
     # The same check with each vertex's mean resampling shift removed from the outer
     # refits: it calibrates the spread only (what the inner level can see).
     centred = outer - outer_shift.mean(axis=0)
@@ -219,14 +252,19 @@ def diagnose(result, theta_t_hat, truth_t, mle_t, inner: np.ndarray) -> None:
 
 
 def interval_summary(label: str, result, theta_t_hat, truth_t) -> None:
-    """Coverage of the truth and mean widths, in θ and in time-to-peak."""
+    """Coverage of the truth, mean and median widths and the oracle width (twice the
+    95th percentile of |estimate − truth| over vertices: the narrowest width that would
+    cover 95 % with one half-width everywhere), in θ and in time-to-peak."""
     maps = natural_intervals(result, theta_t_hat, ONE_PARAM)
     truth = ONE_PARAM.derived(ONE_PARAM.to_theta(truth_t[:, None]))
     for name, unit in (("theta", "1/s"), ("timetopeak", "s")):
         m = maps[name]
         covered = (m.lower <= truth[name]) & (truth[name] <= m.upper)
+        width = m.upper - m.lower
+        oracle = 2.0 * np.quantile(np.abs(m.estimate - truth[name]), 0.95)
         print(f"  {label:<10} {name:<10} coverage {covered.mean():.3f}  "
-              f"mean width {np.mean(m.upper - m.lower):.4f} {unit}  "
+              f"mean width {np.mean(width):.4f} {unit}  median width {np.median(width):.4f} "
+              f"(oracle {oracle:.4f}, ratio {np.median(width) / oracle:.2f})  "
               f"median SE {np.median(m.se):.4f} {unit}")
 
 
@@ -235,6 +273,9 @@ def main() -> None:
     parser.add_argument("--study", choices=sorted(STUDIES), default="fsaverage5")
     parser.add_argument("--B", type=int, default=100)
     parser.add_argument("--R", type=int, default=10)
+    parser.add_argument("--resampling", choices=("local", "block"), default="local",
+                        help="local periodogram bootstrap (the default) or stationary block "
+                             "bootstrap in time")
     parser.add_argument("--block-s", type=float, default=72.0)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -261,34 +302,36 @@ def main() -> None:
     t0 = time.perf_counter()
     surrogate = load_surrogate("1p", tr, n_frames, card_path=args.card)
     nuisance = HCP_1P if args.nuisance == "hcp" else surrogate.config.nuisance_prior()
-    mesh, prior, truth_t, y = synthetic_study(study["space"], tr, n_frames, args.seed,
-                                              center=not args.no_center,
-                                              nuisance_prior=nuisance)
+    prior, truth_t, y = synthetic_study(study["space"], tr, n_frames, args.seed,
+                                        center=not args.no_center, nuisance_prior=nuisance)
     y_clean = clean(y, tr, surrogate.preprocessing)
     t1 = time.perf_counter()
-    fit = point_estimate(mesh, prior, surrogate, y, tr)
-    theta_t_hat, refit, noise_ar = fit.theta_t, fit.refit, fit.likelihood.noise_ar
+    theta_t_hat, precision, evidence, noise_ar = point_estimate(prior, surrogate, y_clean, tr)
     t2 = time.perf_counter()
     print(f"study {args.study} ({args.nuisance} nuisance): {y.shape[0]} vertices, "
           f"TR {tr} s, {n_frames} frames; "
           f"simulate+clean {t1 - t0:.1f} s, point estimate {t2 - t1:.1f} s "
-          f"(kappa {fit.kappa:.3g}, tau2 {fit.tau2:.3g}, noise AR {noise_ar})",
+          f"(kappa {evidence.kappa:.3g}, tau2 {evidence.tau2:.3g}, noise AR {noise_ar})",
           flush=True)
 
+    refit = MapRefit(surrogate, precision, theta_t_hat, tr, noise_ar=noise_ar)
     if not args.report_only:
-        periodogram_check(y_clean, surrogate, tr, args.block_s, args.fade_s)
+        periodogram_check(y_clean, surrogate, refit, tr, args)
+        plan, fit = resampling_plan(refit, n_frames, tr, args.resampling, args.block_s,
+                                    args.fade_s)
         refit(y_clean)  # first call builds the sparse analysis, as each worker does once
-        wall, cpu = refit_cost(refit, y_clean, tr)
-        print(f"per refit ({y.shape[0]} vertices, in-process): {wall:.2f} s wall, "
-              f"{cpu:.2f} CPU-s; B=100, R=10 (1100 refits) on 2 idle cores ~ "
-              f"{1100 * cpu / 2 / 60:.1f} min", flush=True)
+        cost = refit_cost(plan, fit, y_clean)
+        split = ", ".join(f"{k} {v:.3f}" for k, v in cost.items() if k != "total")
+        print(f"per refit ({args.resampling}, {y.shape[0]} vertices, in-process): "
+              f"{cost['total']:.2f} CPU-s ({split}); B=100, R=10 (1100 refits) on 2 idle "
+              f"cores ~ {1100 * cost['total'] / 2 / 60:.1f} min", flush=True)
     sim_bias = simulation_bias(refit, theta_t_hat, y_clean, surrogate, tr, args.seed)
     mle_t = likelihood_mle(surrogate, y_clean, tr, noise_ar)
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = args.cache_dir or tmp
         cpu_before = _cpu_seconds()
         common = dict(B=args.B, block_s=args.block_s, seed=args.seed, fade_s=args.fade_s,
-                      cache_dir=cache_dir)
+                      resampling=args.resampling, cache_dir=cache_dir)
         double = double_bootstrap(y_clean, refit, theta_t_hat, tr, mode="double", R=args.R,
                                   n_jobs=args.n_jobs, bias_correct=True, **common)
         # The same refits (from the cache), other interval constructions.
@@ -301,8 +344,9 @@ def main() -> None:
         cpu_boot = _cpu_seconds() - cpu_before
         inner = _inner_refits(cache_dir, y_clean, theta_t_hat, tr, args, refit)
     n_fits = args.B * (args.R + 1)
-    print(f"bootstrap B={args.B} R={args.R} block {args.block_s} s "
-          f"({double.block_frames:.1f} frames), n_jobs={args.n_jobs}: "
+    scheme = (f"block {args.block_s} s ({double.block_frames:.1f} frames)"
+              if args.resampling == "block" else f"local, half-width {double.half_width}")
+    print(f"bootstrap B={args.B} R={args.R} {scheme}, n_jobs={args.n_jobs}: "
           f"{double.n_refits} refits in {double.seconds:.1f} s wall, {cpu_boot:.0f} CPU-s "
           f"(this process and its workers); load average {os.getloadavg()[0]:.1f}")
     if double.n_refits:
@@ -396,9 +440,10 @@ def _inner_refits(cache_dir, y_clean, theta_t_hat, tr, args, refit) -> np.ndarra
     """(B, R, V) inner refits, read back from the resume cache."""
     from bids_app.bootstrap.cache import RefitCache, cache_key
 
-    key = cache_key(y_clean, theta_t_hat, tr, args.block_s, args.seed, refit,
-                    fade_frames=fade_frames(args.fade_s, tr))
-    cache = RefitCache(cache_dir, key)
+    plan, fit = resampling_plan(refit, y_clean.shape[1], tr, args.resampling, args.block_s,
+                                args.fade_s)
+    cache = RefitCache(cache_dir, cache_key([y_clean, tr], theta_t_hat, args.seed, fit,
+                                            plan.token))
     return np.array([[cache.load(b, r)[:, 0] for r in range(1, args.R + 1)]
                      for b in range(args.B)], dtype=float)
 

@@ -53,6 +53,7 @@ class Config:
     n_boot: int = 100
     n_inner: int = 10
     block_length: float = 72.0
+    resampling: str = "local"
     bias_correction: str = "simulation"
     nprocs: int = 1
     omp_nthreads: int = 1
@@ -211,6 +212,7 @@ def make_config(args: Any) -> Config:
         n_boot=args.n_boot,
         n_inner=args.n_inner,
         block_length=args.block_length,
+        resampling=args.resampling,
         bias_correction=args.bias_correction,
         nprocs=nprocs,
         omp_nthreads=omp,

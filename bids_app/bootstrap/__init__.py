@@ -1,4 +1,5 @@
-"""Double stationary-bootstrap confidence intervals with Hall–Horowitz calibration."""
+"""Double-bootstrap confidence intervals (local periodogram or stationary block resampling)
+with Hall–Horowitz calibration."""
 
 from bids_app.bootstrap.calibration import calibrate_level
 from bids_app.bootstrap.double import BootstrapResult, double_bootstrap

@@ -2,9 +2,9 @@
 
 A double bootstrap is hundreds of MAP fits; a crash or a pre-empted cluster job must
 not throw the finished ones away. Each refit is written under a directory named by a
-hash of everything that determines it (data, estimate, TR, block length, seed and the
-refit's own settings), so a changed input can never reuse a stale result, while a
-larger B or R reuses every resample already computed.
+hash of everything that determines it (data, estimate, TR, resampling scheme and its
+settings, seed and the refit's own settings), so a changed input can never reuse a stale
+result, while a larger B or R reuses every resample already computed.
 """
 
 from __future__ import annotations
@@ -28,16 +28,14 @@ def refit_token(refit: object) -> str:
     return str(token) if token is not None else joblib.hash(refit)
 
 
-def cache_key(
-    y: np.ndarray, theta_t_hat: np.ndarray, tr: float, block_s: float, seed: int, refit: object,
-    fade_frames: int = 0,
-) -> str:
-    """Hex key of one bootstrap problem (B, R, the mode and the bias correction are left
-    out on purpose: they do not change any refit)."""
-    parts = [array_digest(y), array_digest(theta_t_hat), repr(float(tr)),
-             repr(float(block_s)), repr(int(seed)), refit_token(refit), "stationary-v1"]
-    if fade_frames:
-        parts.append(f"crossfade-{int(fade_frames)}")
+def cache_key(key: list, theta_t_hat: np.ndarray, seed: int, refit: object, scheme: str
+              ) -> str:
+    """Hex key of one bootstrap problem: ``key`` lists the data and protocol (arrays and
+    scalars), ``scheme`` identifies the resampling and its settings (B, R, the mode and
+    the bias correction are left out on purpose: they do not change any refit)."""
+    parts = [array_digest(np.asarray(x)) if np.ndim(x) else repr(np.asarray(x).item())
+             for x in key]
+    parts += [array_digest(theta_t_hat), repr(int(seed)), refit_token(refit), scheme]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 

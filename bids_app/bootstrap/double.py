@@ -1,13 +1,30 @@
-"""Single and double stationary bootstrap of the latent MAP map (DESIGN.md §5).
+"""Single and double bootstrap of the latent MAP map (DESIGN.md §5).
 
-Outer level: B block resamples of the cleaned series, each refitted, give θ̃*_b and the
-bootstrap SE. Inner level (``mode='double'``): R block resamples of each y*_b give
-sd*_b, from which :mod:`bids_app.bootstrap.calibration` picks the nominal level α̂ that
-makes the intervals cover. Every resample is seeded from (seed, b, r) alone, so the
-answer does not depend on the number of workers, their order, or on resuming.
+Outer level: B resamples of the run, each refitted, give θ̃*_b and the bootstrap SE.
+Inner level (``mode='double'``): R resamples of each outer resample give sd*_b, from
+which :mod:`bids_app.bootstrap.calibration` picks the nominal level α̂ that makes the
+intervals cover. Every resample is seeded from (seed, b, r) alone, so the answer does
+not depend on the number of workers, their order, or on resuming.
 
-Resamples cross-fade every block join over ``fade_s`` seconds
-(:func:`bids_app.bootstrap.resample.crossfade_resample`). With ``bias_correct`` (off by
+Two resampling schemes (``resampling``):
+
+- ``'local'`` (default): the local periodogram bootstrap
+  (:mod:`bids_app.bootstrap.periodogram`), refitted from the resampled periodogram
+  (:class:`bids_app.bootstrap.periodogram_refit.PeriodogramRefit`); calibrated by
+  :func:`bids_app.bootstrap.calibration.pooled_level` (centred on the outer mean,
+  pooled over vertices).
+- ``'block'``: the reference's stationary block bootstrap of the cleaned series, every
+  block join cross-faded over ``fade_s`` seconds
+  (:func:`bids_app.bootstrap.resample.crossfade_resample`), refitted from the series;
+  calibrated as DESIGN.md §5 (centred on the estimate, ξ-quantile of per-vertex levels).
+
+Measured (benchmarks/bench_bootstrap.py --study fsaverage5, white noise, seed 0, with the
+workflow's simulated bias correction): local, B = 40, R = 5: coverage of θ 0.947, median
+width 1.33× the oracle width (α̂ 0.19, z 1.31); block, B = 30, R = 5: coverage 1.000,
+width 5.95× (α̂ on the 1e-15 floor, z 8.0); single local 0.980 at 1.98×, single block
+0.982 at 1.62×.
+
+With ``bias_correct`` (off by
 default) the bootstrap estimate of the estimator's bias is removed, per vertex and
 parameter, at both levels (Efron's bias-corrected bootstrap):
 
@@ -25,7 +42,8 @@ shift is not the estimator's bias here. It is +0.22 (fsaverage5) and +0.07 (fsLR
 latent units while the estimate's actual mean error is +0.11 and −0.11, and the inner
 shift is only +0.04 on fsaverage5, uncorrelated with the outer one, so correcting made
 the centre worse (RMSE 0.197 → 0.218, 0.115 → 0.184) and the fsLR coverage collapsed
-(0.57 → 0.07 at B = 8, R = 3).
+(0.57 → 0.07 at B = 8, R = 3). Under the local scheme the outer shift is the spectrum
+smoothing's (−0.10 on fsaverage5), and correcting worsens the RMSE too (0.139 → 0.155).
 """
 
 from __future__ import annotations
@@ -35,19 +53,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
-from bids_app.bootstrap.cache import RefitCache, cache_key
+from bids_app.bootstrap.cache import RefitCache, array_digest, cache_key
 from bids_app.bootstrap.calibration import (
     ALPHA0,
     XI,
     calibrate_level,
     floor_fraction,
     normal_quantile,
+    pooled_level,
+)
+from bids_app.bootstrap.periodogram import (
+    HALF_WIDTH,
+    LocalPeriodogramBootstrap,
+    cleaning_gain,
 )
 from bids_app.bootstrap.resample import block_frames as to_block_frames
 from bids_app.bootstrap.resample import crossfade_resample, stationary_indices
@@ -58,6 +82,7 @@ log = logging.getLogger(__name__)
 
 Refit = Callable[[np.ndarray], np.ndarray]
 Task = tuple[int, int]  # (b, r): r = 0 is outer resample b, r ≥ 1 its inner resamples
+RESAMPLING = ("local", "block")
 
 
 @dataclass
@@ -98,7 +123,11 @@ class BootstrapResult:
         Cross-fade at block joins, seconds (0: plain stationary bootstrap).
     floor_fraction : array (P,) or None
         Fraction of vertices whose calibrated level β̂(v) sits on the smallest level
-        offered (double mode); above ξ, α̂ itself is clipped there.
+        offered (block double mode); above ξ, α̂ itself is clipped there.
+    resampling : str
+        ``'local'`` (periodogram) or ``'block'`` (stationary, time).
+    half_width : int
+        Local scheme: ordinates each side of the resampled one.
     """
 
     se: np.ndarray
@@ -119,27 +148,56 @@ class BootstrapResult:
     bias_correct: bool = False
     fade_s: float = 0.0
     floor_fraction: np.ndarray | None = None
+    resampling: str = "block"
+    half_width: int = HALF_WIDTH
 
     def sidecar(self) -> dict:
         """The ``bootstrap`` record of :class:`bids_app.io.derivatives.FitMetadata`
         (the seed goes in its own ``random_seed`` field)."""
         alpha = [float(a) for a in self.alpha_hat]
-        return {
+        z = [float(v) for v in normal_quantile(self.alpha_hat)]
+        record = {
             "Mode": self.mode,
             "B": self.B,
             "R": self.R,
-            "BlockLengthSeconds": self.block_s,
-            "BlockLengthFrames": self.block_frames,
+            "Resampling": self.resampling,
             "CalibratedAlpha": alpha[0] if len(alpha) == 1 else alpha,
-            "BlockJoinCrossfadeSeconds": self.fade_s,
-            "CalibrationAtFloor": (None if self.floor_fraction is None else
-                                   [float(f) for f in self.floor_fraction]),
+            "CalibratedZ": z[0] if len(z) == 1 else z,
+            "Calibration": _CALIBRATION[self.mode, self.resampling],
+        }
+        if self.resampling == "local":
+            record["LocalHalfWidthOrdinates"] = self.half_width
+        else:
+            record.update({
+                "BlockLengthSeconds": self.block_s,
+                "BlockLengthFrames": self.block_frames,
+                "BlockJoinCrossfadeSeconds": self.fade_s,
+                "CalibrationAtFloor": (None if self.floor_fraction is None else
+                                       [float(f) for f in self.floor_fraction]),
+            })
+        return {
+            **record,
             "BiasCorrection": (
                 "interval centred on estimate - (mean of outer refits - estimate), per "
                 "vertex; calibration checks the estimate against each outer refit minus "
                 "(mean of its inner refits - outer refit)"
                 if self.bias_correct else "none"),
         }
+
+
+_CALIBRATION = {
+    ("single", "local"): "none: estimate +/- z(0.975) SE",
+    ("single", "block"): "none: estimate +/- z(0.975) SE",
+    ("double", "local"): (
+        "Hall-Horowitz, pooled over vertices and outer resamples: the 95th percentile c "
+        "of |outer refit - mean of outer refits| / SD of its inner refits, read as a "
+        "level on Student's t with R - 1 degrees of freedom; interval estimate +/- "
+        "CalibratedZ SE"),
+    ("double", "block"): (
+        "Hall-Horowitz per vertex (estimate within outer refit +/- z SD of its inner "
+        "refits for 95 % of outer refits), the 5th percentile of the per-vertex levels; "
+        "interval estimate +/- CalibratedZ SE"),
+}
 
 
 def _draw(seed: int, b: int, key: int, n_frames: int, mean_block: float) -> np.ndarray:
@@ -170,13 +228,6 @@ def resample_series(
     return np.ascontiguousarray(out)
 
 
-def _refit_task(
-    refit: Refit, y: np.ndarray, seed: int, b: int, r: int, mean_block: float, fade: int
-) -> tuple[int, int, np.ndarray]:
-    """Refit one resample (runs in a worker; module-level so it pickles)."""
-    return b, r, np.asarray(refit(resample_series(y, seed, b, r, mean_block, fade)))
-
-
 def double_bootstrap(
     y_clean: np.ndarray,
     refit: Refit,
@@ -189,6 +240,8 @@ def double_bootstrap(
     seed: int = 0,
     fade_s: float = 6.0,
     bias_correct: bool = False,
+    resampling: str = "local",
+    half_width: int = HALF_WIDTH,
     n_jobs: int = 1,
     cache_dir: str | PathLike | None = None,
     client: object | None = None,
@@ -203,7 +256,10 @@ def double_bootstrap(
     refit : callable
         Picklable ``refit(y (V, T)) -> theta_t (V, P)``: the same cleaning, summary
         and warm-started MAP (κ, τ² fixed) that produced ``theta_t_hat``. An optional
-        ``cache_token`` attribute identifies its settings in the cache key.
+        ``cache_token`` attribute identifies its settings in the cache key. The local
+        scheme calls ``refit.fit_periodogram(power (V, ⌊T/2⌋))`` instead, or wraps a
+        MapRefit (:func:`periodogram_refit`); its surrogate's cleaning recipe sets
+        which ordinates are resampled.
     theta_t_hat : array (V, P)
         Latent MAP estimate on the original data.
     tr : float
@@ -213,14 +269,19 @@ def double_bootstrap(
     B, R : int
         Outer and inner resample counts.
     block_s : float
-        Mean block length of the stationary bootstrap, seconds.
+        Mean block length of the stationary bootstrap, seconds (block scheme).
     seed : int
         Every resample's randomness is derived from (seed, b, r).
     fade_s : float
-        Cross-fade at every block join, seconds (rounded to frames; 0 disables it).
+        Cross-fade at every block join, seconds (rounded to frames; 0 disables it;
+        block scheme).
     bias_correct : bool
         Remove the bootstrap bias estimate before calibration and from the interval
         centre (module docstring); single mode uses the outer shift only.
+    resampling : {'local', 'block'}
+        Local periodogram bootstrap or stationary block bootstrap (module docstring).
+    half_width : int
+        Local scheme: ordinates each side of the resampled one.
     n_jobs : int
         Local worker processes (joblib/loky); -1 uses every core.
     cache_dir : path, optional
@@ -235,10 +296,8 @@ def double_bootstrap(
     BootstrapResult
     """
     start = time.perf_counter()
-    if mode not in ("single", "double"):
-        raise UsageError(f"bootstrap mode must be 'single' or 'double', got {mode!r}")
-    if B < 2 or (mode == "double" and R < 2):
-        raise UsageError(f"bootstrap needs B >= 2 and R >= 2, got B={B}, R={R}")
+    if resampling not in RESAMPLING:
+        raise UsageError(f"bootstrap resampling must be 'local' or 'block', got {resampling!r}")
     y_clean = np.asarray(y_clean)
     theta_t_hat = np.asarray(theta_t_hat, dtype=float)
     if y_clean.ndim != 2 or theta_t_hat.ndim != 2 or theta_t_hat.shape[0] != y_clean.shape[0]:
@@ -247,14 +306,39 @@ def double_bootstrap(
             f"{y_clean.shape} and {theta_t_hat.shape}"
         )
     mean_block = to_block_frames(block_s, tr)
-    fade = to_fade_frames(fade_s, tr)
+    plan, refit = resampling_plan(refit, y_clean.shape[1], tr, resampling, block_s, fade_s,
+                                  half_width)
+    result = run_plan(plan, refit, y_clean, theta_t_hat, key=[y_clean, tr], mode=mode, B=B,
+                      R=R, seed=seed, bias_correct=bias_correct, n_jobs=n_jobs,
+                      cache_dir=cache_dir, client=client, progress=progress)
+    return replace(result, block_frames=mean_block, block_s=float(block_s),
+                   fade_s=float(fade_s), seconds=time.perf_counter() - start)
+
+
+def run_plan(
+    plan: Plan, refit, source, theta_t_hat: np.ndarray, key: list, mode: str = "double",
+    B: int = 100, R: int = 10, seed: int = 0, bias_correct: bool = False, n_jobs: int = 1,
+    cache_dir: str | PathLike | None = None, client: object | None = None,
+    progress: bool = True,
+) -> BootstrapResult:
+    """The bootstrap of any resampling plan: refits (cached, in parallel), SE, calibrated
+    level and intervals. ``source`` is what ``plan.prepare`` turns into the resampled
+    data (only called when a refit is missing); ``key`` lists what, besides the estimate,
+    seed, refit and plan, identifies the problem in the cache (arrays and scalars).
+    Arguments otherwise as in :func:`double_bootstrap`."""
+    start = time.perf_counter()
+    if mode not in ("single", "double"):
+        raise UsageError(f"bootstrap mode must be 'single' or 'double', got {mode!r}")
+    if B < 2 or (mode == "double" and R < 2):
+        raise UsageError(f"bootstrap needs B >= 2 and R >= 2, got B={B}, R={R}")
+    resampling = "block" if isinstance(plan, BlockPlan) else "local"
+    theta_t_hat = np.asarray(theta_t_hat, dtype=float)
     n_inner = R if mode == "double" else 0
     tasks = [(b, r) for b in range(B) for r in range(n_inner + 1)]
 
     cache = None
     if cache_dir is not None:
-        cache = RefitCache(cache_dir, cache_key(y_clean, theta_t_hat, tr, block_s, seed, refit,
-                                                   fade_frames=fade))
+        cache = RefitCache(cache_dir, cache_key(key, theta_t_hat, seed, refit, plan.token))
     fits: dict[Task, np.ndarray] = {}
     if cache is not None:
         for task in tasks:
@@ -266,7 +350,8 @@ def double_bootstrap(
     if fits:
         log.info("bootstrap: reusing %d of %d refits from %s", len(fits), len(tasks), cache.folder)
 
-    results = _run(missing, refit, y_clean, seed, mean_block, fade, n_jobs, client)
+    data = plan.prepare(source) if missing else None
+    results = _run(missing, plan, refit, data, seed, n_jobs, client)
     for b, r, theta_t in _report(results, len(missing), progress):
         if theta_t.shape != theta_t_hat.shape:
             raise InputValidationError(
@@ -288,13 +373,18 @@ def double_bootstrap(
         inner = inner.astype(float)  # (B, R, V, P)
         inner_sd = inner.std(axis=1, ddof=1)  # (B, V, P)
         outer_centre = 2.0 * draws - inner.mean(axis=1) if bias_correct else draws
-        calibrated = [calibrate_level(theta_t_hat[:, p], outer_centre[:, :, p],
-                                      inner_sd[:, :, p])
-                      for p in range(n_params)]
-        alpha_hat = np.array([a for a, _ in calibrated])
-        levels = np.stack([beta for _, beta in calibrated], axis=1)
-        at_floor = np.array([floor_fraction(levels[:, p]) for p in range(n_params)])
-        if np.any(at_floor > XI):
+        if resampling == "local":
+            alpha_hat = np.array([pooled_level(outer_centre[:, :, p], inner_sd[:, :, p], R)
+                                  for p in range(n_params)])
+            levels = at_floor = None
+        else:
+            calibrated = [calibrate_level(theta_t_hat[:, p], outer_centre[:, :, p],
+                                          inner_sd[:, :, p])
+                          for p in range(n_params)]
+            alpha_hat = np.array([a for a, _ in calibrated])
+            levels = np.stack([beta for _, beta in calibrated], axis=1)
+            at_floor = np.array([floor_fraction(levels[:, p]) for p in range(n_params)])
+        if at_floor is not None and np.any(at_floor > XI):
             log.warning("bootstrap calibration: %s of the vertices wanted intervals wider "
                         "than the smallest level offered; the calibrated intervals are a "
                         "lower bound", ", ".join(f"{f:.0%}" for f in at_floor))
@@ -311,66 +401,165 @@ def double_bootstrap(
         vertex_levels=levels,
         B=B,
         R=n_inner,
-        block_frames=mean_block,
-        block_s=float(block_s),
+        block_frames=float("nan"),
+        block_s=float("nan"),
         mode=mode,
         seed=int(seed),
         n_refits=len(missing),
         seconds=time.perf_counter() - start,
         shift=shift,
         bias_correct=bool(bias_correct),
-        fade_s=float(fade_s),
         floor_fraction=at_floor,
+        resampling=resampling,
+        half_width=getattr(plan, "half_width", HALF_WIDTH),
     )
 
 
+@dataclass(frozen=True)
+class BlockPlan:
+    """Stationary block bootstrap of the cleaned series; the refit takes series."""
+
+    mean_block: float
+    fade: int
+
+    @property
+    def token(self) -> str:
+        """Identifies the resamples in the cache key."""
+        return (f"stationary-v1|{self.mean_block!r}"
+                + (f"|crossfade-{self.fade}" if self.fade else ""))
+
+    def prepare(self, y_clean: np.ndarray) -> np.ndarray:
+        return y_clean
+
+    def resample(self, data: np.ndarray, seed: int, b: int, r: int) -> np.ndarray:
+        return resample_series(data, seed, b, r, self.mean_block, self.fade)
+
+    def fit(self, refit: Refit, sample: np.ndarray) -> np.ndarray:
+        return refit(sample)
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """Local periodogram bootstrap; the refit takes periodograms (``fit_periodogram``)."""
+
+    plan: LocalPeriodogramBootstrap
+
+    @property
+    def half_width(self) -> int:
+        return self.plan.half_width
+
+    @property
+    def token(self) -> str:
+        gain = array_digest(np.asarray(self.plan.gain))
+        return f"local-periodogram-v2|{gain}|h{self.plan.half_width}"
+
+    def prepare(self, y_clean: np.ndarray) -> np.ndarray:
+        return self.plan.periodogram(y_clean)
+
+    def resample(self, data: np.ndarray, seed: int, b: int, r: int) -> np.ndarray:
+        """Outer resample ``b`` (r = 0) or inner resample ``r`` drawn from it. A worker
+        keeps its last outer resample: tasks come b by b, so the R inner resamples of
+        an outer one reuse it (the result is the same either way)."""
+        # A memory map is named by its file (joblib reopens it for every task); any other
+        # array by its identity, kept alive here so that no new array can take its id.
+        source = data.filename if isinstance(data, np.memmap) else data
+        key = (self.token, seed, b)
+        stored = _LAST_OUTER.get("source")
+        same = (isinstance(stored, str) and stored == source if isinstance(source, str)
+                else stored is source)
+        if not same or _LAST_OUTER.get("key") != key:
+            _LAST_OUTER.update(key=key, source=source,
+                               value=self.plan.resample(data, _rng(seed, b, 0)))
+        out = _LAST_OUTER["value"]
+        return self.plan.resample(out, _rng(seed, b, r)) if r else out.copy()
+
+    def fit(self, refit, sample: np.ndarray) -> np.ndarray:
+        return refit.fit_periodogram(sample)
+
+
+_LAST_OUTER: dict = {}
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """The generator of (seed, b, r[, run]): one stream per resample, whatever runs it."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+def periodogram_refit(refit: Refit, n_frames: int):
+    """The refit as a fit of periodograms: itself when it has ``fit_periodogram``, else
+    (a MapRefit) wrapped in :class:`bids_app.bootstrap.periodogram_refit.PeriodogramRefit`."""
+    if hasattr(refit, "fit_periodogram"):
+        return refit
+    from bids_app.bootstrap.periodogram_refit import PeriodogramRefit
+
+    return PeriodogramRefit(refit, n_frames)
+
+
+def cleaning_recipe(refit: Refit):
+    """The cleaning behind the series: the refit's surrogate recipe when it has one
+    (``refit.surrogate.preprocessing``), else None (no filter)."""
+    return getattr(getattr(refit, "surrogate", None), "preprocessing", None)
+
+
+Plan = BlockPlan | LocalPlan
+
+
+def resampling_plan(refit: Refit, n_frames: int, tr: float, resampling: str = "local",
+                    block_s: float = 72.0, fade_s: float = 6.0, half_width: int = HALF_WIDTH):
+    """(plan, refit) of a scheme: how resamples are drawn and the refit that takes them
+    (:func:`double_bootstrap`'s arguments; the key of its cache is built from both)."""
+    if resampling == "local":
+        gain = cleaning_gain(n_frames, tr, cleaning_recipe(refit))
+        return (LocalPlan(LocalPeriodogramBootstrap(n_frames, gain, int(half_width))),
+                periodogram_refit(refit, n_frames))
+    return BlockPlan(to_block_frames(block_s, tr), to_fade_frames(fade_s, tr)), refit
+
+
+def _refit_task(plan: Plan, refit, data: np.ndarray, seed: int, b: int, r: int
+                ) -> tuple[int, int, np.ndarray]:
+    """Refit one resample (runs in a worker; module-level so it pickles)."""
+    return b, r, np.asarray(plan.fit(refit, plan.resample(data, seed, b, r)))
+
+
 def _run(
-    tasks: list[Task],
-    refit: Refit,
-    y: np.ndarray,
-    seed: int,
-    mean_block: float,
-    fade: int,
-    n_jobs: int,
+    tasks: list[Task], plan: Plan, refit, data: np.ndarray, seed: int, n_jobs: int,
     client: object | None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Yield (b, r, θ̃*) as refits finish, in any order."""
     if not tasks:
         return iter(())
     if client is not None:
-        return _run_dask(tasks, refit, y, seed, mean_block, fade, client)
+        return _run_dask(tasks, plan, refit, data, seed, client)
     if n_jobs == 1:
-        return (_refit_task(refit, y, seed, b, r, mean_block, fade) for b, r in tasks)
-    return _run_joblib(tasks, refit, y, seed, mean_block, fade, n_jobs)
+        return (_refit_task(plan, refit, data, seed, b, r) for b, r in tasks)
+    return _run_joblib(tasks, plan, refit, data, seed, n_jobs)
 
 
 def _run_joblib(
-    tasks: list[Task], refit: Refit, y: np.ndarray, seed: int, mean_block: float, fade: int,
-    n_jobs: int,
+    tasks: list[Task], plan: Plan, refit, data: np.ndarray, seed: int, n_jobs: int,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Local worker processes (loky). The series go to the workers as one memory map
+    """Local worker processes (loky). The data go to the workers as one memory map
     written once; joblib would otherwise hash and copy them for every task."""
     from joblib import Parallel, delayed
 
     with tempfile.TemporaryDirectory(prefix="hemocoupling-bootstrap-") as tmp:
-        path = Path(tmp) / "y.npy"
-        np.save(path, y)
+        path = Path(tmp) / "data.npy"
+        np.save(path, data)
         shared = np.load(path, mmap_mode="r")
         parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
-        yield from parallel(delayed(_refit_task)(refit, shared, seed, b, r, mean_block, fade)
+        yield from parallel(delayed(_refit_task)(plan, refit, shared, seed, b, r)
                             for b, r in tasks)
 
 
 def _run_dask(
-    tasks: list[Task], refit: Refit, y: np.ndarray, seed: int, mean_block: float, fade: int,
-    client,
+    tasks: list[Task], plan: Plan, refit, data: np.ndarray, seed: int, client,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Submit every refit to a Dask ``Client``; data and refit are broadcast once."""
     from distributed import as_completed
 
-    y_future, refit_future = client.scatter([y, refit], broadcast=True, hash=False)
-    futures = [client.submit(_refit_task, refit_future, y_future, seed, b, r, mean_block,
-                             fade, pure=False)
+    data_future, refit_future = client.scatter([data, refit], broadcast=True, hash=False)
+    futures = [client.submit(_refit_task, plan, refit_future, data_future, seed, b, r,
+                             pure=False)
                for b, r in tasks]
     for future in as_completed(futures):
         yield future.result()

@@ -16,12 +16,14 @@ from bids_app.config import default
 @dataclass(frozen=True)
 class BootstrapOptions:
     """How to resample: ``mode`` "none", "single" or "double"; ``n_boot`` outer and
-    ``n_inner`` inner resamples; mean block length in s; workers (or a Dask scheduler
+    ``n_inner`` inner resamples; ``resampling`` "local" (periodogram) or "block" (time)
+    and the block scheme's mean block length in s; workers (or a Dask scheduler
     address); whether to show progress."""
 
     mode: str = default("bootstrap")
     n_boot: int = default("n_boot")
     n_inner: int = default("n_inner")
+    resampling: str = default("resampling")
     block_length: float = default("block_length")
     n_jobs: int = 1
     dask_scheduler: str | None = None
@@ -31,15 +33,16 @@ class BootstrapOptions:
 def bootstrap_intervals(y_clean: np.ndarray, refit, shift: np.ndarray,
                         options: BootstrapOptions, seed: int, cache_dir: Path | None
                         ) -> tuple[dict[str, MapInterval], dict[str, Any]]:
-    """Single or double block bootstrap of the latent map, mapped to reported parameters,
-    and its sidecar record.
+    """Single or double bootstrap of the latent map (local periodogram or block scheme),
+    mapped to reported parameters, and its sidecar record.
 
     Every resample is refitted by ``refit`` (κ, τ² and any noise colour fixed at the
     point estimate's), around its warm start, the MAP; the intervals are then moved by
     −``shift`` with the estimate (the simulated bias)."""
     theta_t, tr = refit.theta_t0, refit.tr
     kwargs = dict(mode=options.mode, B=options.n_boot, R=options.n_inner,
-                  block_s=options.block_length, seed=seed, n_jobs=options.n_jobs,
+                  block_s=options.block_length, resampling=options.resampling, seed=seed,
+                  n_jobs=options.n_jobs,
                   cache_dir=cache_dir, progress=options.progress)
     if options.dask_scheduler:
         from distributed import Client

@@ -19,6 +19,7 @@ from bids_app.models import MODELS, models_help
 CONFOUND_STRATEGIES = ("24P", "36P", "acompcor", "none")
 BOOTSTRAP_LEVELS = ("none", "single", "double")
 BIAS_CORRECTIONS = ("simulation", "none")
+RESAMPLING = ("local", "block")
 
 
 class BidsAppArgumentParser(argparse.ArgumentParser):
@@ -130,7 +131,12 @@ def build_parser() -> BidsAppArgumentParser:
     boot.add_argument("--block-length", dest="block_length", type=_positive_float,
                       default=default("block_length"),
                       metavar="SECONDS", help="mean block length of the stationary bootstrap "
-                                              "in seconds (default %(default)s)")
+                                              "in seconds, --resampling block "
+                                              "(default %(default)s)")
+    boot.add_argument("--resampling", choices=RESAMPLING, default=default("resampling"),
+                      help="local: local periodogram bootstrap, the same frequency draws for "
+                           "every vertex (default); block: stationary block bootstrap of the "
+                           "cleaned series in time (--block-length)")
     boot.add_argument("--bias-correction", dest="bias_correction", choices=BIAS_CORRECTIONS,
                       default=default("bias_correction"),
                       help="simulation: remove the estimate's bias under the run's own noise "

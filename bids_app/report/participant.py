@@ -321,6 +321,7 @@ def methods_context(record: Mapping[str, Any]) -> dict[str, Any]:
         "model": (record.get("Model") or {}).get("Name", DEFAULT_MODEL),
         "surrogate": (record.get("Surrogate") or {}).get("Id"),
         "bootstrap_mode": boot.get("Mode"),
+        "resampling": boot.get("Resampling", "block"),
         "block_length": format_value(boot.get("BlockLengthSeconds"))
         if boot.get("BlockLengthSeconds") is not None
         else None,

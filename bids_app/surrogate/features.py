@@ -78,6 +78,17 @@ def _ordinate_frequencies(protocol: Protocol) -> np.ndarray:
     return np.arange(1, n // 2 + 1) / (n * protocol.tr)
 
 
+def periodogram(y: np.ndarray) -> np.ndarray:
+    """Periodogram |FFT|²/T of (V, T) series at ordinates 1 … ⌊T/2⌋, (V, ⌊T/2⌋) float64.
+
+    The one place the features' periodogram is computed; the bootstrap's frequency-domain
+    resampling starts from it too (:mod:`bids_app.bootstrap.periodogram`).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    n = y.shape[-1]
+    return np.abs(np.fft.rfft(y, axis=-1)[:, 1: n // 2 + 1]) ** 2 / n
+
+
 def band_log_power(y_clean: np.ndarray, protocol: Protocol, n_bands: int = N_BANDS
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Log band-averaged periodogram of cleaned (z-scored) series.
@@ -96,15 +107,24 @@ def band_log_power(y_clean: np.ndarray, protocol: Protocol, n_bands: int = N_BAN
         ordinate, dimensionless since series are z-scored); 0 where masked.
     mask : array (n_bands,) bool
     """
-    y = np.asarray(y_clean, dtype=np.float64)
-    n = y.shape[-1]
+    n = np.shape(y_clean)[-1]
     if n != protocol.n_frames:
         raise ValueError(f"series have {n} frames, protocol says {protocol.n_frames}")
+    return band_log_power_from_periodogram(periodogram(y_clean), protocol, n_bands)
+
+
+def band_log_power_from_periodogram(power: np.ndarray, protocol: Protocol,
+                                    n_bands: int = N_BANDS) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`band_log_power` of a periodogram (V, ⌊T/2⌋) as from :func:`periodogram`
+    (T = ``protocol.n_frames``): the same features, bit for bit, without the series."""
+    power = np.asarray(power, dtype=np.float64)
+    if power.shape[-1] != protocol.n_frames // 2:
+        raise ValueError(f"periodogram has {power.shape[-1]} ordinates, a run of "
+                         f"{protocol.n_frames} frames has {protocol.n_frames // 2}")
     edges = band_edges(n_bands)
     mask = band_mask(protocol, n_bands)
-    power = np.abs(np.fft.rfft(y, axis=-1)[:, 1: n // 2 + 1]) ** 2 / n
     which = np.digitize(_ordinate_frequencies(protocol), edges) - 1
-    out = np.zeros((y.shape[0], n_bands), dtype=np.float32)
+    out = np.zeros((power.shape[0], n_bands), dtype=np.float32)
     for band in np.flatnonzero(mask):
         mean_power = power[:, which == band].mean(axis=1)
         out[:, band] = np.log(mean_power + 1e-8)
@@ -134,9 +154,21 @@ def feature_matrix(y_clean: np.ndarray, protocol: Protocol, n_bands: int = N_BAN
     training run are described as the longest trained run, a conservative choice).
     """
     log_power, mask = band_log_power(y_clean, protocol, n_bands)
-    v = log_power.shape[0]
+    return _network_input(log_power, mask, context or protocol)
+
+
+def feature_matrix_from_periodogram(power: np.ndarray, protocol: Protocol,
+                                    n_bands: int = N_BANDS, context: Protocol | None = None
+                                    ) -> np.ndarray:
+    """:func:`feature_matrix` of a periodogram (V, ⌊T/2⌋) of cleaned series."""
+    log_power, mask = band_log_power_from_periodogram(power, protocol, n_bands)
+    return _network_input(log_power, mask, context or protocol)
+
+
+def _network_input(log_power: np.ndarray, mask: np.ndarray, protocol: Protocol) -> np.ndarray:
+    v, n_bands = log_power.shape
     return np.concatenate([
         log_power,
         np.broadcast_to(mask.astype(np.float32), (v, n_bands)),
-        np.broadcast_to(protocol_vector(context or protocol), (v, N_PROTOCOL)),
+        np.broadcast_to(protocol_vector(protocol), (v, N_PROTOCOL)),
     ], axis=1).astype(np.float32)

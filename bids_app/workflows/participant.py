@@ -74,7 +74,8 @@ def settings(config: Config) -> dict[str, Any]:
     """Options that change the outputs: a finished participant is redone when they differ."""
     keys = ("model", "space", "confounds", "fd_threshold", "dummy_scans", "lowpass", "kappas",
             "tau2s", "bootstrap", "n_boot", "n_inner", "block_length", "bias_correction",
-            "random_seed", "task_id", "session_labels", "bids_filters", "write_deconvolved")
+            "random_seed", "task_id", "session_labels", "bids_filters", "write_deconvolved",
+            "resampling")
     full = config.to_dict()
     return {key: full[key] for key in keys}
 
@@ -110,7 +111,8 @@ def fit_options(config: Config) -> FitOptions:
     return FitOptions(
         kappas=config.kappas, tau2s=config.tau2s, bias_correction=config.bias_correction,
         bootstrap=BootstrapOptions(mode=config.bootstrap, n_boot=config.n_boot,
-                                   n_inner=config.n_inner, block_length=config.block_length,
+                                   n_inner=config.n_inner, resampling=config.resampling,
+                                   block_length=config.block_length,
                                    n_jobs=config.nprocs, dask_scheduler=config.dask_scheduler,
                                    progress=config.verbose > 0),
         random_seed=config.random_seed, deconvolve=config.write_deconvolved)

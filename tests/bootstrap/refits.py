@@ -30,8 +30,20 @@ def lag1_latent(y: np.ndarray) -> np.ndarray:
     return ndtri(np.clip((1 + r1) / 2, 1e-6, 1 - 1e-6))[:, None]
 
 
+def lag1_latent_from_periodogram(power: np.ndarray) -> np.ndarray:
+    """:func:`lag1_latent` read from periodograms (V, T/2) of series of an even length T
+    (the circular lag-1 autocorrelation, Σ_j I_j cos ω_j / Σ_j I_j over all j ≠ 0)."""
+    n_frames = 2 * power.shape[1]
+    counts = np.full(power.shape[1], 2.0)
+    counts[-1] = 1.0
+    cos = np.cos(2 * np.pi * np.arange(1, power.shape[1] + 1) / n_frames)
+    r1 = (power * counts * cos).sum(1) / (power * counts).sum(1)
+    return ndtri(np.clip((1 + r1) / 2, 1e-6, 1 - 1e-6))[:, None]
+
+
 class CountingRefit:
-    """Refit that counts its calls and can fail after ``fail_after`` of them."""
+    """Refit that counts its calls and can fail after ``fail_after`` of them; it takes
+    series (block scheme) or periodograms (local scheme)."""
 
     cache_token = "lag1-latent"
 
@@ -40,10 +52,17 @@ class CountingRefit:
         self.fail_after = fail_after
 
     def __call__(self, y: np.ndarray) -> np.ndarray:
+        self._count()
+        return lag1_latent(y)
+
+    def fit_periodogram(self, power: np.ndarray) -> np.ndarray:
+        self._count()
+        return lag1_latent_from_periodogram(power)
+
+    def _count(self) -> None:
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise RuntimeError("simulated crash of a bootstrap run")
         self.calls += 1
-        return lag1_latent(y)
 
 
 def surrogate_study(tr: float, n_frames: int, subdivisions: int, radius_mm: float,

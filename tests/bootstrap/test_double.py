@@ -6,8 +6,9 @@ import pytest
 
 from bids_app.bootstrap import calibrate_level, double_bootstrap, natural_intervals
 from bids_app.bootstrap.cache import RefitCache
-from bids_app.bootstrap.calibration import normal_quantile
+from bids_app.bootstrap.calibration import normal_quantile, pooled_level
 from bids_app.bootstrap.double import resample_indices
+from bids_app.errors import UsageError
 from bids_app.models import ONE_PARAM
 
 from .refits import CountingRefit, lag1_latent, simulate_ar1
@@ -32,15 +33,17 @@ def run(data, **kw):
     return double_bootstrap(y, refit, theta, **settings)
 
 
-def test_same_seed_same_intervals_and_seed_matters(data):
-    a, b = run(data), run(data)
+@pytest.mark.parametrize("resampling", ["local", "block"])
+def test_same_seed_same_intervals_and_seed_matters(data, resampling):
+    a, b = run(data, resampling=resampling), run(data, resampling=resampling)
     np.testing.assert_array_equal(a.lower, b.lower)
     np.testing.assert_array_equal(a.upper, b.upper)
     np.testing.assert_array_equal(a.alpha_hat, b.alpha_hat)
-    c = run(data, seed=12)
+    c = run(data, seed=12, resampling=resampling)
     assert not np.array_equal(a.se, c.se)
     assert a.n_refits == 8 * 4 and a.draws.shape == (8, 12, 1)
     assert a.block_frames == pytest.approx(10.0)
+    assert a.sidecar()["Resampling"] == resampling
 
 
 def test_inner_resamples_are_drawn_from_the_outer_one():
@@ -65,29 +68,35 @@ def test_dask_client_gives_the_same_answer(data):
     np.testing.assert_array_equal(serial.upper, on_dask.upper)
 
 
-def test_interrupted_run_resumes_without_recomputing(data, tmp_path):
+@pytest.mark.parametrize(("resampling", "changed"),
+                         [("local", {"half_width": 4}), ("block", {"block_s": 30.0})])
+def test_interrupted_run_resumes_without_recomputing(data, tmp_path, resampling, changed):
     total = 8 * (3 + 1)
     crashing = CountingRefit(fail_after=13)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run(data, refit=crashing, cache_dir=tmp_path)
+        run(data, refit=crashing, cache_dir=tmp_path, resampling=resampling)
     assert crashing.calls == 13
     resumed_refit = CountingRefit()
-    resumed = run(data, refit=resumed_refit, cache_dir=tmp_path)
+    resumed = run(data, refit=resumed_refit, cache_dir=tmp_path, resampling=resampling)
     assert resumed_refit.calls == total - 13 and resumed.n_refits == total - 13
     again = CountingRefit()
-    run(data, refit=again, cache_dir=tmp_path)
+    run(data, refit=again, cache_dir=tmp_path, resampling=resampling)
     assert again.calls == 0
-    fresh = run(data)
+    fresh = run(data, resampling=resampling)
     np.testing.assert_array_equal(resumed.lower, fresh.lower)
-    # Other inputs must not reuse the cached refits.
+    # Other settings of the scheme, or the other scheme, must not reuse the cached refits.
     other = CountingRefit()
-    run(data, refit=other, cache_dir=tmp_path, block_s=30.0)
+    run(data, refit=other, cache_dir=tmp_path, resampling=resampling, **changed)
     assert other.calls == total
+    switched = CountingRefit()
+    run(data, refit=switched, cache_dir=tmp_path,
+        resampling="block" if resampling == "local" else "local")
+    assert switched.calls == total
 
 
 def test_single_is_the_outer_level_with_a_nominal_interval(data):
-    double = run(data)
-    single = run(data, mode="single")
+    double = run(data, resampling="block")
+    single = run(data, mode="single", resampling="block")
     assert single.R == 0 and single.n_refits == 8 and single.vertex_levels is None
     np.testing.assert_array_equal(single.se, double.se)
     np.testing.assert_allclose(single.upper - single.lower, 2 * 1.959964 * single.se, rtol=1e-6)
@@ -102,7 +111,7 @@ def test_single_is_the_outer_level_with_a_nominal_interval(data):
 
 def test_bias_correction_follows_the_documented_formulas(data, tmp_path):
     _, theta = data
-    result = run(data, cache_dir=tmp_path, bias_correct=True)
+    result = run(data, cache_dir=tmp_path, bias_correct=True, resampling="block")
     cache = RefitCache(tmp_path, next(tmp_path.iterdir()).name.removeprefix("bootstrap-"))
     fits = np.array([[cache.load(b, r) for r in range(4)] for b in range(8)], dtype=float)
     outer, inner = fits[:, 0], fits[:, 1:]  # (B, V, P), (B, R, V, P)
@@ -112,7 +121,7 @@ def test_bias_correction_follows_the_documented_formulas(data, tmp_path):
     corrected = outer - (inner.mean(axis=1) - outer)
     alpha, _ = calibrate_level(theta[:, 0], corrected[:, :, 0], inner.std(axis=1, ddof=1)[:, :, 0])
     assert result.alpha_hat[0] == alpha
-    raw = run(data, cache_dir=tmp_path)  # off by default
+    raw = run(data, cache_dir=tmp_path, resampling="block")  # off by default
     alpha_raw, _ = calibrate_level(theta[:, 0], outer[:, :, 0],
                                    inner.std(axis=1, ddof=1)[:, :, 0])
     assert raw.alpha_hat[0] == alpha_raw and raw.n_refits == 0
@@ -123,10 +132,26 @@ def test_bias_correction_follows_the_documented_formulas(data, tmp_path):
 
 
 def test_cross_fade_changes_the_resamples_and_the_cache_key(data, tmp_path):
-    plain = run(data, fade_s=0.0, cache_dir=tmp_path)
-    faded = run(data, cache_dir=tmp_path)
+    plain = run(data, fade_s=0.0, cache_dir=tmp_path, resampling="block")
+    faded = run(data, cache_dir=tmp_path, resampling="block")
     assert faded.n_refits == plain.n_refits == 8 * 4
     assert not np.array_equal(plain.draws, faded.draws)
+
+
+def test_local_scheme_calibrates_pooled_around_the_outer_mean(data, tmp_path):
+    result = run(data, cache_dir=tmp_path)
+    cache = RefitCache(tmp_path, next(tmp_path.iterdir()).name.removeprefix("bootstrap-"))
+    fits = np.array([[cache.load(b, r) for r in range(4)] for b in range(8)], dtype=float)
+    outer, inner = fits[:, 0, :, 0], fits[:, 1:, :, 0]
+    alpha = pooled_level(outer, inner.std(axis=1, ddof=1), 3)
+    assert result.alpha_hat[0] == alpha and result.vertex_levels is None
+    record = result.sidecar()
+    assert record["Resampling"] == "local" and record["CalibratedAlpha"] == alpha
+    assert record["CalibratedZ"] == pytest.approx(_z(alpha))
+    assert record["LocalHalfWidthOrdinates"] == 3 and "BlockLengthSeconds" not in record
+    np.testing.assert_allclose((result.upper - result.lower) / result.se, 2 * _z(alpha))
+    with pytest.raises(UsageError, match="resampling"):
+        run(data, resampling="phase")
 
 
 def test_natural_bounds_follow_the_monotone_maps(data):

@@ -1,0 +1,63 @@
+"""The refit of a periodogram resample: features → summary → MAP (κ, τ² fixed).
+
+A frequency-domain resample is already the periodogram of a cleaned, z-scored series,
+so it skips what a time-domain resample needs (re-cleaning, an FFT per vertex) and goes
+straight to the features (:func:`bids_app.surrogate.features.feature_matrix_from_periodogram`,
+the same code the time-domain path runs after its FFT) and the warm-started MAP of the
+wrapped :class:`bids_app.inference.refit.MapRefit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from bids_app.inference import fit_map
+from bids_app.prior import SparseCholesky
+from bids_app.surrogate.features import feature_matrix_from_periodogram
+
+
+@dataclass
+class PeriodogramRefit:
+    """Refit periodograms (V, ⌊T/2⌋) of a run of ``n_frames`` frames like the point
+    estimate; ``refit`` is a MapRefit (its surrogate, precision, warm start, TR,
+    observed vertices, MAP options, confound count and noise colour are used)."""
+
+    refit: Any
+    n_frames: int
+
+    @property
+    def cache_token(self) -> str:
+        """The wrapped refit's settings: the same fit, whatever its input."""
+        return f"periodogram|{self.refit.cache_token}"
+
+    def summaries(self, power: np.ndarray) -> np.ndarray:
+        """S(I) per vertex (V, P) float32: the surrogate's summary of the periodogram."""
+        surrogate, tr = self.refit.surrogate, self.refit.tr
+        proto = surrogate.protocol(tr, self.n_frames, self.refit.n_regressors)
+        x = feature_matrix_from_periodogram(power, proto, surrogate.config.n_bands,
+                                            surrogate.context_protocol(proto))
+        with torch.no_grad():
+            return surrogate.summary(torch.from_numpy(x)).numpy()
+
+    def fit_periodogram(self, power: np.ndarray) -> np.ndarray:
+        """Latent MAP (V, P) of one periodogram resample."""
+        r = self.refit
+        loglik = r.surrogate.loglik(self.summaries(power), r.tr, self.n_frames,
+                                    r.n_regressors, noise_ar=r.noise_ar)
+        token = self.cache_token
+        if token not in _CHOLESKY:
+            _CHOLESKY.clear()  # keep one: a process runs one hemisphere at a time
+            _CHOLESKY[token] = SparseCholesky()
+        options = {"laplace": False, **r.map_options}  # no evidence needed here
+        result = fit_map(loglik, r.precision, r.theta_t0, chol=_CHOLESKY[token],
+                         observed=r.observed, **options)
+        return np.asarray(result.theta_t)
+
+
+# One factorisation object per refit setting and worker process (CHOLMOD factors do
+# not pickle, and each process needs its own).
+_CHOLESKY: dict[str, SparseCholesky] = {}
