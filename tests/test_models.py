@@ -15,7 +15,7 @@ def test_link_round_trip(model):
 
 @pytest.mark.parametrize("model", [ONE_PARAM, TWO_PARAM])
 def test_standard_normal_latent_maps_to_uniform_on_padded_box(model):
-    """θ̃ ~ N(0, 1) must give θ uniform on [lo, hi] with the DESIGN §2 margin."""
+    """θ̃ ~ N(0, 1) must give θ uniform on [lo, hi] with the docs/method.md §2 margin."""
     lo, hi = model.link_bounds()
     width = np.asarray(model.upper) - np.asarray(model.lower)
     np.testing.assert_allclose(np.asarray(model.lower) - lo, 0.01 / 0.98 * width)

@@ -1,4 +1,4 @@
-"""A run's own noise regime, by spectral moment matching (DESIGN.md §2).
+"""A run's own noise regime, by spectral moment matching (docs/method.md §2).
 
 The surrogate marginalises the nuisance over a deliberately wide training prior, but one
 run's vertices share a far narrower regime, and there the learned likelihood is biased

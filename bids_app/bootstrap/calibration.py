@@ -4,7 +4,7 @@ A normal interval θ̃ ± z_{1−a/2}·se built from a block bootstrap is usuall
 (the bootstrap under-represents long-range dependence, and the MAP is biased towards
 the prior). The double bootstrap measures how often intervals built at level a on each
 outer resample actually contain the original estimate, and picks the level that makes
-that empirical coverage reach 1 − α0 (DESIGN.md §5):
+that empirical coverage reach 1 − α0 (docs/method.md §5):
 
     π̂(v, a) = mean_b 1{θ̃̂(v) ∈ θ̃*_b(v) ± z_{1−a/2}·sd*_b(v)}
     β̂(v)   = the largest grid level a with π̂(v, a) ≥ 1 − α0

@@ -1,4 +1,4 @@
-"""Single and double bootstrap of the latent MAP map (DESIGN.md §5).
+"""Single and double bootstrap of the latent MAP map (docs/method.md §5).
 
 Outer level: B resamples of the run, each refitted, give θ̃*_b and the bootstrap SE.
 Inner level (``mode='double'``): R resamples of each outer resample give sd*_b, from
@@ -16,7 +16,7 @@ Two resampling schemes (``resampling``):
 - ``'block'``: the reference's stationary block bootstrap of the cleaned series, every
   block join cross-faded over ``fade_s`` seconds
   (:func:`bids_app.bootstrap.resample.crossfade_resample`), refitted from the series;
-  calibrated as DESIGN.md §5 (centred on the estimate, ξ-quantile of per-vertex levels).
+  calibrated as docs/method.md §5 (centred on the estimate, ξ-quantile of per-vertex levels).
 
 Measured (benchmarks/bench_bootstrap.py --study fsaverage5, white noise, seed 0, with the
 workflow's simulated bias correction): local, B = 40, R = 5: coverage of θ 0.947, median
@@ -33,7 +33,7 @@ parameter, at both levels (Efron's bias-corrected bootstrap):
     calibration  π̂(v, a) = mean_b 1{θ̃̂(v) ∈ θ̃*_b(v) − s_b(v) ± z_{1−a/2}·sd*_b(v)}
     interval     θ̃̂(v) − s(v) ± z_{1−α̂/2}·se(v)
 
-i.e. the Hall–Horowitz check of DESIGN.md §5 is applied to the bias-corrected centres
+i.e. the Hall–Horowitz check of docs/method.md §5 is applied to the bias-corrected centres
 and is otherwise unchanged. The reported estimate stays the MAP θ̃̂; only the interval
 is centred on θ̃̂ − s.
 

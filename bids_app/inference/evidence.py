@@ -1,13 +1,13 @@
 """Laplace evidence of the SPDE hyperparameters (κ, τ²) and their selection on a grid.
 
 log p(S | κ, τ²) ≈ Σ_v log q(S_v | θ̂̃_v) − ½ θ̂̃ᵀQθ̂̃ + ½ log|Q| − ½ log|D + Q|
-(DESIGN.md §4; the 2π terms cancel), with θ̂̃ the MAP at (κ, τ²). log|D + Q| comes from
+(docs/method.md §4; the 2π terms cancel), with θ̂̃ the MAP at (κ, τ²). log|D + Q| comes from
 the factorisation the Newton solver already holds at the mode and log|Q| from the
 sparser operator κ²C + G.
 
 For the two-parameter model both latent fields share one (κ, τ²): each θ̃ has the
 same N(0, 1) scale by construction of the probit link, a 4-D search would quadruple
-the cost, and the weakly identified second parameter (DESIGN.md §6) would otherwise
+the cost, and the weakly identified second parameter (docs/method.md §6) would otherwise
 get hyperparameters driven by a flat likelihood.
 """
 

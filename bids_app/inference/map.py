@@ -1,6 +1,6 @@
 """Posterior mode of the latent θ̃ field under the SPDE prior, by damped Newton.
 
-Minimises f(θ̃) = −Σ_v log q(S_v | θ̃_v) + ½ θ̃ᵀQθ̃ (DESIGN.md §4). Each step solves
+Minimises f(θ̃) = −Σ_v log q(S_v | θ̃_v) + ½ θ̃ᵀQθ̃ (docs/method.md §4). Each step solves
 (D + Q) d = −∇f with a sparse Cholesky whose symbolic analysis is reused (the pattern
 of D + Q is fixed). D is the per-vertex likelihood curvature −∂²log q: exact whenever
 D + Q is positive definite (a learned likelihood is often locally convex where it is

@@ -1,6 +1,6 @@
 """Repetition time of a surface BOLD run, from the most trustworthy source available.
 
-Order (DESIGN §7): the JSON sidecar's ``RepetitionTime``; then the CIFTI series step;
+Order (docs/method.md §7): the JSON sidecar's ``RepetitionTime``; then the CIFTI series step;
 then the GIFTI ``TimeStep`` metadata, which fMRIPrep writes in milliseconds but other
 tools in seconds, so its unit is inferred from the value. Anything else is exit 66.
 """

@@ -11,7 +11,7 @@ forces the fallback (tests cover both).
 
 Sampling: with the ordering p, A[p][:, p] = L Lᵀ, so x_p = L⁻ᵀ z has covariance
 (A[p][:, p])⁻¹ and x[p] = x_p has covariance A⁻¹ — the permutation must be undone,
-which the research scripts forgot (DESIGN.md §6).
+which the research scripts forgot (docs/method.md §6).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Finite-element matrices of a triangle mesh: lumped mass C and cotangent stiffness G.
 
-The SPDE prior (DESIGN.md §4) is built from these two matrices on the observed cortex.
+The SPDE prior (docs/method.md §4) is built from these two matrices on the observed cortex.
 Piecewise-linear elements give G_ij = ∫ ∇φ_i · ∇φ_j (the cotangent formula) and the
 barycentric lumped mass C_ii = Σ_{faces ∋ i} area / 3, so Σ C = surface area (mm²).
 

@@ -1,7 +1,7 @@
 """Matérn SPDE prior (α = 2, ν = 1) on a mesh: θ̃ ~ N(0, Q(κ, τ²)⁻¹).
 
 Q(κ, τ²) = τ² (κ²C + G) C⁻¹ (κ²C + G) = τ² (κ⁴ C + 2κ² G + G C⁻¹ G), with C the
-lumped mass and G the cotangent stiffness (DESIGN.md §4). κ is in 1/mm (range
+lumped mass and G the cotangent stiffness (docs/method.md §4). κ is in 1/mm (range
 √8/κ mm), τ² scales the precision; the marginal variance on an unbounded surface is
 1/(4π κ² τ²). All Q share one sparsity pattern, so one symbolic analysis serves every
 (κ, τ²) and every Newton system built on Q.

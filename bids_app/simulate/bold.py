@@ -107,7 +107,7 @@ class NuisancePrior:
         return asdict(self)
 
 
-# Spectral-moment-matched to one HCP subject (TR 0.72 s, 1200 frames), DESIGN.md §2.
+# Spectral-moment-matched to one HCP subject (TR 0.72 s, 1200 frames), docs/method.md §2.
 HCP_1P = NuisancePrior(noise_sd=(0.1515, 0.1515), amplitude=(0.7435, 0.8373),
                        rate=(0.00395, 0.2168))
 HCP_2P = NuisancePrior(noise_sd=(0.2421, 0.2421), amplitude=(1.0, 1.0),

@@ -1,4 +1,4 @@
-"""HRF shapes and kernels (DESIGN.md §2)."""
+"""HRF shapes and kernels (docs/method.md §2)."""
 
 from __future__ import annotations
 
