@@ -27,6 +27,7 @@ from bids_app.bootstrap.periodogram import HALF_WIDTH, LocalPeriodogramBootstrap
 from bids_app.bootstrap.periodogram_refit import PeriodogramRefit
 from bids_app.errors import InputValidationError
 from bids_app.inference import fit_map
+from bids_app.inference.hemisphere import summed_loglik
 from bids_app.prior import SparseCholesky
 
 
@@ -126,13 +127,7 @@ class CombinedRefit:
                 power[:, edges[i]:edges[i + 1]])
             logliks.append(run.surrogate.loglik(summaries, run.tr, run.n_frames,
                                                 run.n_regressors, noise_ar=run.noise_ar))
-
-        def total(theta_t: np.ndarray):
-            value, grad, hess = logliks[0](theta_t)
-            for other in logliks[1:]:
-                v, g, h = other(theta_t)
-                value, grad, hess = value + v, grad + g, hess + h
-            return value, grad, hess
+        total = summed_loglik(logliks)
 
         token = self.cache_token
         if token not in _CHOLESKY:
