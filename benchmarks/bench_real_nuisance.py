@@ -3,8 +3,9 @@
 One hemisphere per row: a smooth true θ field (SPDE draw, κ 5e-3, τ² 1e4, centred)
 simulated at a protocol, with one nuisance kind at a time, all together, or white noise
 (the paper's model), at the same total noise power; 24P confounds regressed. Each run is
-fitted as the workflow fits it (clean → summarise → evidence-selected MAP → quality
-gate) and compared with the truth: MSE(θ), mean error (1/s), Pearson r, the gate's
+fitted as the workflow fits it, through :func:`bids_app.fit.fit_hemisphere` (clean →
+summarise → evidence-selected MAP → ``--bias-correction`` → quality gate), and compared
+with the truth: MSE(θ), mean error (1/s), Pearson r, the gate's
 verdict. The nuisance is set per run (one exponent, one breathing and heart rate, one
 shared fluctuation), not drawn per vertex as in training: a held-out kind of data.
 
@@ -29,13 +30,12 @@ import nibabel as nib
 import numpy as np
 from scipy.signal import butter, sosfiltfilt
 
-from bids_app.inference.likelihood_choice import select_likelihood
+from bids_app.bootstrap.intervals import BootstrapOptions
+from bids_app.fit import FitOptions, HemisphereResult, fit_hemisphere
 from bids_app.io.confounds import strategy_regressors
 from bids_app.io.templates import template_mesh
 from bids_app.models import ONE_PARAM
-from bids_app.preprocess import clean
 from bids_app.prior import SPDEPrior, fem_matrices
-from bids_app.quality import quality_control
 from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold
 from bids_app.simulate.confounds import simulated_confounds
 from bids_app.surrogate import load_surrogate
@@ -75,11 +75,13 @@ def run_level(nuisance: dict) -> dict:
 
 
 def simulate_run(space: str, tr: float, n_frames: int, kind: str, seed: int):
-    """Mesh prior, true latent field (V,) and raw series (V, T) of one hemisphere."""
+    """Mesh, the vertices simulated (cortex), their true latent field, raw series (V, T)
+    and the run's 24P regressors."""
     rng = np.random.default_rng(seed)
     vertices, faces = template_mesh(space, "L")
     mask = nib.load(CORTEX_L).agg_data() > 0 if space == "fsLR" else None
-    prior = SPDEPrior(fem_matrices(vertices, faces, mask))
+    fem = fem_matrices(vertices, faces, mask)
+    prior = SPDEPrior(fem)
     truth_t = prior.sample(TRUE_KAPPA, TRUE_TAU2, rng)[:, 0]
     truth_t -= truth_t.mean()
     theta = ONE_PARAM.to_theta(truth_t[:, None])
@@ -98,42 +100,36 @@ def simulate_run(space: str, tr: float, n_frames: int, kind: str, seed: int):
         y = sosfiltfilt(sos, y, axis=1).astype(np.float32)
     table = simulated_confounds(n_frames, tr, rng)
     regressors = strategy_regressors(table, "24P", "simulated confounds")[1]
-    return prior, truth_t, y, regressors
+    return (vertices, faces), fem.vertex_index, truth_t, y, regressors
 
 
-def fit(prior: SPDEPrior, surrogate, y: np.ndarray, tr: float, regressors: np.ndarray,
-        seed: int):
-    """The workflow's chain: clean → summarise → evidence-selected MAP → quality gate."""
-    y_clean = clean(y, tr, surrogate.preprocessing, regressors)
-    n_reg = regressors.shape[1]
-    summaries = surrogate.summarize(y_clean, tr, n_reg)
-    _, logliks = surrogate.candidate_logliks(summaries, tr, y_clean.shape[1], n_reg)
-    choice = select_likelihood(logliks, prior, np.asarray(summaries, dtype=float),
-                               KAPPAS, TAU2S)
-    best = choice.evidence.map_result
-    theta_t = np.asarray(best.theta_t, dtype=float)
-    quality = quality_control(y_clean, theta_t, surrogate, tr, n_reg,
-                              surrogate.check_calibration(y_clean, tr, n_reg),
-                              bool(best.converged), seed)
-    return theta_t, quality
+def fit(mesh: tuple, vertex_index: np.ndarray, surrogate, y: np.ndarray, tr: float,
+        regressors: np.ndarray, seed: int, bias_correction: str) -> HemisphereResult:
+    """The workflow's fit through the file-free API: clean → summarise → evidence-selected
+    MAP → simulated bias correction (when asked) → quality gate; no bootstrap."""
+    options = FitOptions(kappas=KAPPAS, tau2s=TAU2S, bias_correction=bias_correction,
+                         bootstrap=BootstrapOptions(mode="none"), random_seed=seed)
+    return fit_hemisphere(y, mesh, tr, surrogate, options, confounds=regressors,
+                          vertex_index=vertex_index, where="study")
 
 
-def row(study: str, kind: str, seed: int, surrogate_for) -> str:
+def row(study: str, kind: str, seed: int, surrogate_for, bias_correction: str) -> str:
     spec = STUDIES[study]
     tr_data = spec["tr"]
-    prior, truth_t, y, regressors = simulate_run(spec["space"], tr_data, spec["n_frames"],
-                                                 kind, seed)
+    mesh, vertex_index, truth_t, y, regressors = simulate_run(
+        spec["space"], tr_data, spec["n_frames"], kind, seed)
     start = time.perf_counter()
-    theta_t, quality = fit(prior, surrogate_for(tr_data), y, tr_data, regressors, seed)
-    est = ONE_PARAM.to_theta(theta_t)[:, 0]
-    truth = ONE_PARAM.to_theta(truth_t[:, None])[:, 0]
+    result = fit(mesh, vertex_index, surrogate_for(tr_data), y, tr_data, regressors, seed,
+                 bias_correction)
+    est = result.theta[:, 0]
+    truth = ONE_PARAM.to_theta(truth_t[np.searchsorted(vertex_index, result.fitted), None])[:, 0]
     err = est - truth
-    checks = quality.checks
+    quality = result.quality_control
+    checks = {name: check["Value"] for name, check in quality["Checks"].items()}
     return (f"{study:10s} {kind:20s} {seed:4d} {np.mean(err ** 2):8.4f} {err.mean():+8.3f} "
-            f"{np.corrcoef(est, truth)[0, 1]:6.3f} {'pass' if quality.passed else 'FLAG':5s} "
-            f"{checks['PosteriorPredictiveSpectra'].value:6.3f} "
-            f"{checks['RunSpectrumShape'].value:6.3f} "
-            f"{checks['TrainingDistribution'].value:6.3f} {checks['AtRangeBound'].value:6.3f} "
+            f"{np.corrcoef(est, truth)[0, 1]:6.3f} {'pass' if quality['Pass'] else 'FLAG':5s} "
+            f"{checks['PosteriorPredictiveSpectra']:6.3f} {checks['RunSpectrumShape']:6.3f} "
+            f"{checks['TrainingDistribution']:6.3f} {checks['AtRangeBound']:6.3f} "
             f"{time.perf_counter() - start:6.1f}")
 
 
@@ -145,6 +141,8 @@ def main() -> None:
                         help="also fit runs the model cannot describe (gate detection)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--card", type=Path, help="a model card (default: the shipped one)")
+    parser.add_argument("--bias-correction", choices=("none", "simulation"), default="none",
+                        help="the workflow's simulated bias correction (default: the MAP)")
     args = parser.parse_args()
     cache: dict[float, object] = {}
 
@@ -153,14 +151,15 @@ def main() -> None:
             cache[tr] = load_surrogate("1p", tr, 300, None, card_path=args.card)
         return cache[tr]
 
-    print(f"surrogate: {surrogate_for(2.0).card['id']}")
+    print(f"surrogate: {surrogate_for(2.0).card['id']}; bias correction: "
+          f"{args.bias_correction}")
     print(f"{'study':10s} {'nuisance':20s} {'seed':>4s} {'MSE':>8s} {'bias':>8s} {'r':>6s} "
           f"{'gate':5s} {'ppc':>6s} {'run-p':>6s} {'ood':>6s} {'bound':>6s} {'fit s':>6s}")
     kinds = list(args.kinds) + (list(MISMATCHED) if args.mismatched else [])
     for study in args.study:
         for kind in kinds:
             for seed in args.seeds:
-                print(row(study, kind, seed, surrogate_for), flush=True)
+                print(row(study, kind, seed, surrogate_for, args.bias_correction), flush=True)
 
 
 if __name__ == "__main__":
