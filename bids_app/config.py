@@ -47,6 +47,7 @@ class Config:
     fd_threshold: float | None = None
     dummy_scans: int | None = None
     lowpass: float | None = None
+    surrogate: Path | None = None
     kappas: tuple[float, ...] = DEFAULT_KAPPAS
     tau2s: tuple[float, ...] = DEFAULT_TAU2S
     bootstrap: str = "double"
@@ -83,6 +84,26 @@ def default(name: str) -> Any:
     """The default of a :class:`Config` field: the one home of every run default (the
     CLI and the fitting options read it here)."""
     return Config.__dataclass_fields__[name].default
+
+
+def surrogate_card(path: Path | None, model: str) -> Path | None:
+    """A model card written by ``hemocoupling-train`` for ``model`` (None: the shipped one);
+    a missing card is exit 66, a card of another model or not a card exit 64."""
+    if path is None:
+        return None
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise MissingInputError(f"--surrogate {path} does not exist; pass the .json model card "
+                                "hemocoupling-train wrote")
+    try:
+        card_model = json.loads(path.read_text())["model"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"--surrogate {path} is not a model card ({err}); pass the .json "
+                         "hemocoupling-train wrote") from err
+    if card_model != model:
+        raise UsageError(f"--surrogate {path} is a {card_model} surrogate but --model is {model}; "
+                         "pass a card of the same model")
+    return path
 
 
 def strip_label(label: str, prefix: str) -> str:
@@ -206,6 +227,7 @@ def make_config(args: Any) -> Config:
         fd_threshold=args.fd_threshold,
         dummy_scans=args.dummy_scans,
         lowpass=args.lowpass,
+        surrogate=surrogate_card(args.surrogate, args.model),
         kappas=tuple(args.kappa) if args.kappa else DEFAULT_KAPPAS,
         tau2s=tuple(args.tau2) if args.tau2 else DEFAULT_TAU2S,
         bootstrap=args.bootstrap,

@@ -113,6 +113,10 @@ def build_parser() -> BidsAppArgumentParser:
     model.add_argument("--lowpass", type=_positive_float, metavar="HZ",
                        help="low-pass cut-off already applied to the data, in Hz; the surrogate "
                             "is matched to it")
+    model.add_argument("--surrogate", type=Path, metavar="CARD",
+                       help="model card (.json) of a surrogate trained with hemocoupling-train, "
+                            "e.g. one trained on fMRIPrep-grade nuisance (default: the shipped "
+                            "one for --model)")
     model.add_argument("--kappa", type=_positive_float, nargs="+", metavar="K",
                        help="SPDE range parameter(s) κ (1/mm) to search; one value fixes it")
     model.add_argument("--tau2", type=_positive_float, nargs="+", metavar="T",

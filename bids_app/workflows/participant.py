@@ -75,7 +75,7 @@ def settings(config: Config) -> dict[str, Any]:
     keys = ("model", "space", "confounds", "fd_threshold", "dummy_scans", "lowpass", "kappas",
             "tau2s", "bootstrap", "n_boot", "n_inner", "block_length", "bias_correction",
             "random_seed", "task_id", "session_labels", "bids_filters", "write_deconvolved",
-            "resampling")
+            "resampling", "surrogate")
     full = config.to_dict()
     return {key: full[key] for key in keys}
 
@@ -125,7 +125,8 @@ def fit_run(run: SurfaceRun, config: Config) -> Fits:
                               config.fd_threshold, config.dummy_scans, run=run.prefix)
     meshes = {hemi: load_mesh(run, hemi, data.blocks[hemi].n_vertices)
               for hemi in run.hemispheres}
-    surrogate = load_surrogate(config.model, data.tr, selection.n_frames, config.lowpass)
+    surrogate = load_surrogate(config.model, data.tr, selection.n_frames, config.lowpass,
+                               card_path=config.surrogate)
     if caveat := surrogate.card.get("caveat"):
         LOGGER.warning("%s: --model %s: %s", run.prefix, config.model, caveat)
     options = fit_options(config)

@@ -46,3 +46,20 @@ def test_unwritable_output_exits_73(tmp_path, capsys):
     blocker.write_text("")
     assert main([str(tmp_path), str(blocker / "out"), "participant"]) == 73
     assert "OUTPUT_DIR" in capsys.readouterr().err
+
+
+def test_surrogate_card_must_exist_and_match_the_model(tmp_path, capsys):
+    """--surrogate takes a card hemocoupling-train wrote, for the chosen --model."""
+    import json
+
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
+    out = str(tmp_path / "out")
+    assert main([str(bids), out, "participant", "--surrogate", str(tmp_path / "none.json")]) == 66
+    assert "none.json" in capsys.readouterr().err
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"model": "2p"}))
+    assert main([str(bids), out, "participant", "--surrogate", str(card)]) == 64
+    err = capsys.readouterr().err.strip()
+    assert "2p surrogate" in err and "--model is 1p" in err and len(err.splitlines()) == 1
