@@ -74,7 +74,8 @@ def run_level(nuisance: dict) -> dict:
     return nuisance
 
 
-def simulate_run(space: str, tr: float, n_frames: int, kind: str, seed: int):
+def simulate_run(space: str, tr: float, n_frames: int, kind: str, seed: int,
+                 level: float = 0.0):
     """Mesh, the vertices simulated (cortex), their true latent field, raw series (V, T)
     and the run's 24P regressors."""
     rng = np.random.default_rng(seed)
@@ -83,7 +84,7 @@ def simulate_run(space: str, tr: float, n_frames: int, kind: str, seed: int):
     fem = fem_matrices(vertices, faces, mask)
     prior = SPDEPrior(fem)
     truth_t = prior.sample(TRUE_KAPPA, TRUE_TAU2, rng)[:, 0]
-    truth_t -= truth_t.mean()
+    truth_t += level - truth_t.mean()
     theta = ONE_PARAM.to_theta(truth_t[:, None])
     settings = KINDS.get(kind, {})
     if kind == "steep-noise":
@@ -113,11 +114,12 @@ def fit(mesh: tuple, vertex_index: np.ndarray, surrogate, y: np.ndarray, tr: flo
                           vertex_index=vertex_index, where="study")
 
 
-def row(study: str, kind: str, seed: int, surrogate_for, bias_correction: str) -> str:
+def row(study: str, kind: str, seed: int, surrogate_for, bias_correction: str,
+        level: float) -> str:
     spec = STUDIES[study]
     tr_data = spec["tr"]
     mesh, vertex_index, truth_t, y, regressors = simulate_run(
-        spec["space"], tr_data, spec["n_frames"], kind, seed)
+        spec["space"], tr_data, spec["n_frames"], kind, seed, level)
     start = time.perf_counter()
     result = fit(mesh, vertex_index, surrogate_for(tr_data), y, tr_data, regressors, seed,
                  bias_correction)
@@ -141,6 +143,8 @@ def main() -> None:
                         help="also fit runs the model cannot describe (gate detection)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--card", type=Path, help="a model card (default: the shipped one)")
+    parser.add_argument("--theta", type=float, default=1.5,
+                        help="mean of the true field in 1/s (1.5: mid-range; 1.0: canonical)")
     parser.add_argument("--bias-correction", choices=("none", "simulation"), default="none",
                         help="the workflow's simulated bias correction (default: the MAP)")
     args = parser.parse_args()
@@ -159,7 +163,8 @@ def main() -> None:
     for study in args.study:
         for kind in kinds:
             for seed in args.seeds:
-                print(row(study, kind, seed, surrogate_for, args.bias_correction), flush=True)
+                print(row(study, kind, seed, surrogate_for, args.bias_correction,
+                          ONE_PARAM.to_latent(np.array([args.theta]))[0]), flush=True)
 
 
 if __name__ == "__main__":
