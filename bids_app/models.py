@@ -202,7 +202,7 @@ ONE_PARAM = HRFModel(
     training_prior=dict(noise_sd=(0.05, 0.5), amplitude=(0.5, 1.0), rate=(0.003, 0.5),
                         ar_coef=(0.0, 0.1), rate_log_uniform=True),
     flow_size=(4, 64),
-    shipped_card="hemocoupling-1p-v3",
+    shipped_card="hemocoupling-1p-v6",
     simulated_bias=True,
     summary="double-gamma time scale θ",
 )

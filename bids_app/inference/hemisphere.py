@@ -136,15 +136,18 @@ def identifiability(loglik, theta_t: np.ndarray, model: HRFModel, kappa: float,
     At the MAP, a vertex's likelihood curvature c = −∂²log q/∂θ̃² against the unit
     curvature of the surrogate's N(0, 1) latent prior gives the fraction of prior
     variance its data remove, c / (c + 1). Single vertices are weakly informed; the
-    prior pools vertices within its correlation range ρ = √8/κ (mm), so the regional
-    fraction uses the information of the n = min(V, πρ²/mean vertex area) vertices in
-    one such disc, n·c / (n·c + 1). A parameter is flagged when that is below 0.5.
+    prior pools vertices within its correlation range ρ = √8/κ (mm), and information
+    adds over independent vertices, so the regional fraction uses the summed information
+    of the n = min(V, πρ²/mean vertex area) vertices in one such disc, n·c̄ / (n·c̄ + 1)
+    with c̄ the mean curvature (a median would read a likelihood that peaks sharply at
+    some vertices and is flat at the rest as no information at all). A parameter is
+    flagged when that is below 0.5.
     """
     _, _, hess = loglik(theta_t)
     curvature = np.clip(-np.diagonal(np.asarray(hess), axis1=1, axis2=2), 0.0, None)
     per_vertex = np.median(curvature / (curvature + 1.0), axis=0)
     n_region = min(fem.n_vertices, np.pi * (np.sqrt(8.0) / kappa) ** 2 / np.mean(fem.C))
-    regional_info = n_region * np.median(curvature, axis=0)
+    regional_info = n_region * np.mean(curvature, axis=0)
     regional = regional_info / (regional_info + 1.0)
     names = list(model.derived(model.to_theta(theta_t[:1])))
     index = {name: (0 if model.n_params == 1 else k) for k, name in enumerate(names)}
