@@ -61,7 +61,7 @@ def outputs(tmp_path_factory) -> tuple[Path, Path]:
                   "--omp-nthreads", 1, *fixed) for label in ("01", "02")]
     for job in jobs:
         finish(job)
-    # sub-02's slow HRFs are weakly identified, which the group leaves out by default.
+    # Keep flagged participants: this test counts every participant in the group maps.
     command("hemocoupling", bids, out, "group", "-w", root / "work", "--include-flagged")
     return bids, out
 
