@@ -26,7 +26,7 @@ from bids_app.preprocess import clean
 from bids_app.simulate.bold import sample_nuisance, simulate_bold
 from bids_app.simulate.confounds import regressors_of_count
 from bids_app.simulate.nuisance import shared_fluctuation
-from bids_app.surrogate.features import band_edges, band_log_power
+from bids_app.surrogate.features import band_edges, band_log_power, band_mask
 
 # Vertices checked (a seeded subset), bins of similar estimates, series simulated per bin.
 N_CHECKED = 600
@@ -69,7 +69,7 @@ class _Reference:
         self.protocol = surrogate.protocol(tr, n_frames, n_regressors)
         self.n_bands = surrogate.config.n_bands
         self.prior = surrogate.config.nuisance_prior()
-        self.mask = band_log_power(np.ones((1, n_frames)), self.protocol, self.n_bands)[1]
+        self.mask = band_mask(self.protocol, self.n_bands)
 
     def spectra(self, y: np.ndarray) -> np.ndarray:
         return band_log_power(y, self.protocol, self.n_bands)[0][:, self.mask]
