@@ -44,3 +44,8 @@ echo "participant maps:   $(find "$demo/out" -path '*/func/*_boldmap.func.gii' |
 echo "reports:"
 find "$demo/out" -maxdepth 1 -name '*.html' | sort | sed 's/^/  /'
 echo "logs:               $demo/out/logs/"
+if [ "${bootstrap[*]}" = "--bootstrap single --n-boot 20" ]; then
+    echo "intervals:          a light single bootstrap (B = 20): nominal 95 % intervals, not"
+    echo "                    calibrated, and they cover the demo's true maps far less often"
+    echo "                    (benchmarks/RESULTS.md); the default --bootstrap double calibrates them"
+fi
