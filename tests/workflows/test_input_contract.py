@@ -20,22 +20,11 @@ from bids_app.cli.run import main
 from bids_app.io.dataset_description import file_sha256, finished_path
 from bids_app.io.derivatives import write_map
 from bids_app.io.surface_files import save_func_gifti
-from bids_app.prior import icosphere
-from bids_app.simulate.dataset import DatasetSpec, simulate_dataset
 
 FUNC = "sub-01/func/sub-01_task-rest_hemi-{hemi}_space-fsaverage5_bold"
 CONFOUNDS = "sub-01/func/sub-01_task-rest_desc-confounds_timeseries.tsv"
 FAST = ("--bootstrap", "none", "--bias-correction", "none", "--no-report",
         "--kappa", "0.05", "--tau2", "100")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    """One subject on a 642-vertex sphere (its own 'subject mesh'), TR 1 s, 200 frames."""
-    mesh = icosphere(3, radius_mm=50.0)
-    root = tmp_path_factory.mktemp("sim") / "fmriprep"
-    return simulate_dataset(root, DatasetSpec(n_subjects=1, n_frames=200, tr=1.0, seed=3),
-                            meshes={"L": mesh, "R": mesh})
 
 
 @pytest.fixture
