@@ -28,6 +28,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from bench_bootstrap import CORTEX_L, STUDIES, TRUE_KAPPA, TRUE_TAU2
 from scipy.signal import butter, sosfiltfilt
 
 from bids_app.bootstrap.intervals import BootstrapOptions
@@ -39,16 +40,6 @@ from bids_app.prior import SPDEPrior, fem_matrices
 from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold
 from bids_app.simulate.confounds import simulated_confounds
 from bids_app.surrogate import load_surrogate
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CORTEX_L = DATA / "hcp" / "L.atlasroi.32k_fs_LR.shape.gii"
-STUDIES = {
-    "fslr32k": {"space": "fsLR", "tr": 0.72, "n_frames": 1200},
-    "fsaverage5": {"space": "fsaverage5", "tr": 2.0, "n_frames": 300},
-}
-TRUE_KAPPA, TRUE_TAU2 = 5e-3, 1e4
-KAPPAS = tuple(np.geomspace(5e-4, 5e-1, 4))
-TAU2S = tuple(np.geomspace(1e2, 1e6, 5))
 
 # One run-level setting per kind (exponents and rates inside real ranges; see
 # docs/method.md §2), each at the same total noise power as white noise.
@@ -106,9 +97,10 @@ def simulate_run(space: str, tr: float, n_frames: int, kind: str, seed: int,
 
 def fit(mesh: tuple, vertex_index: np.ndarray, surrogate, y: np.ndarray, tr: float,
         regressors: np.ndarray, seed: int, bias_correction: str) -> HemisphereResult:
-    """The workflow's fit through the file-free API: clean → summarise → evidence-selected
-    MAP → simulated bias correction (when asked) → quality gate; no bootstrap."""
-    options = FitOptions(kappas=KAPPAS, tau2s=TAU2S, bias_correction=bias_correction,
+    """The workflow's fit through the file-free API (its default (κ, τ²) grid): clean →
+    summarise → evidence-selected MAP → simulated bias correction (when asked) → quality
+    gate; no bootstrap."""
+    options = FitOptions(bias_correction=bias_correction,
                          bootstrap=BootstrapOptions(mode="none"), random_seed=seed)
     return fit_hemisphere(y, mesh, tr, surrogate, options, confounds=regressors,
                           vertex_index=vertex_index, where="study")
