@@ -63,6 +63,7 @@ class Config:
     write_deconvolved: bool = False
     overwrite: bool = False
     report: bool = True
+    reports_only: bool = False
     verbose: int = 0
     group_model: str | None = None
     contrast: str | None = None
@@ -243,6 +244,7 @@ def make_config(args: Any) -> Config:
         write_deconvolved=args.write_deconvolved,
         overwrite=args.overwrite,
         report=not args.no_report,
+        reports_only=args.reports_only,
         verbose=args.verbose,
         group_model=args.group_model,
         contrast=args.contrast,

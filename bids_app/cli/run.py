@@ -97,7 +97,11 @@ def interrupted(config: Config | None, started: float) -> int:
 
 def run_workflow(config: Config) -> None:
     """Dispatch to the participant or group workflow (imported late: heavy modules)."""
-    if config.analysis_level == "participant":
+    if config.reports_only:
+        from bids_app.workflows.reports_only import rebuild_reports
+
+        rebuild_reports(config)
+    elif config.analysis_level == "participant":
         from bids_app.workflows.participant import run_participants
 
         run_participants(config)
