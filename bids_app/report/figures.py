@@ -257,6 +257,7 @@ def spectrum_figure(envelope: Mapping[str, Any], title: str) -> bytes | None:
     ax.fill_between(freq, data["P05"], data["P95"], color="tab:red", alpha=0.15,
                     label="data, 5–95 % of vertices")
     ax.plot(freq, data["P50"], color="tab:red", lw=1.8, label="data median")
+    ax.set_xscale("log")  # the bands are log-spaced
     ax.set_xlabel("frequency (Hz)")
     ax.set_ylabel("log band power")
     ax.legend(fontsize=8)

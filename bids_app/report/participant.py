@@ -234,7 +234,8 @@ def _diagnostics_section(fit: LoadedFit, section: Section, output_dir: Path) -> 
     confounds = _figure(output_dir, fit, "Framewise displacement (dashed: the censoring "
                         "threshold) and the confound regressors removed, z-scored; frames "
                         "shaded grey were not analysed.", "confounds")
-    section.input_figures += [confounds] if confounds else []
+    spectra: list[Figure] = []
+    carpets: list[Figure] = []
     for label, record in records:
         hemi = hemi_entity(label)
         convergence = record.get("Convergence") or {}
@@ -251,12 +252,12 @@ def _diagnostics_section(fit: LoadedFit, section: Section, output_dir: Path) -> 
             ]
         )
         found = [
-            (section.input_figures, _figure(
+            (spectra, _figure(
                 output_dir, fit, f"Log band spectra of the data ({label}; red: median and "
                 "5–95 % of vertices) against spectra the surrogate simulates at the "
                 "estimates under its nuisance prior (blue): where red leaves blue, the "
                 "model does not describe the data.", "spectrum", hemi, wide=False)),
-            (section.input_figures, _figure(
+            (carpets, _figure(
                 output_dir, fit, f"Carpet plot of the cleaned series, {label}: sampled "
                 "vertices in mesh order, each z-scored (±2 sd black to white).", "carpet",
                 hemi)),
@@ -293,6 +294,7 @@ def _diagnostics_section(fit: LoadedFit, section: Section, output_dir: Path) -> 
         traces = numeric_series(check) if isinstance(check, Mapping) else {}
         rows = [[_label(k), format_value(v)] for k, v in check.items() if k not in traces]
         section.calibration.append({"label": label, "rows": rows})
+    section.input_figures = [*([confounds] if confounds else []), *spectra, *carpets]
     _identifiability_rows(fit, section)
 
 
@@ -351,7 +353,8 @@ def record_rows(record: Mapping[str, Any], prefix: str = "") -> list[list[str]]:
         elif value in ({}, [], None, ""):
             rows.append([name, "none"])
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            rows.append([name, "\n".join(value)])
+            paths = any("/" in v for v in value)  # one file a line; names in a row
+            rows.append([name, ("\n" if paths else ", ").join(value)])
         else:
             rows.append([name, format_value(value)])
     return rows

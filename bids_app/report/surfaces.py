@@ -119,7 +119,7 @@ def map_figure(
     caption = (f"{title} ({units}); {finite} vertices with a value; the medial wall and "
                "vertices not estimated are flat grey.")
     if values and all(h in meshes for h in values):
-        svg = surface_figure(meshes, values, title, units, cmap, symmetric, limits, shading)
-    else:
-        svg = histogram_figure(values, f"{title} (histogram: no mesh to draw on)", units)
-    return Figure(svg, caption)
+        return Figure(surface_figure(meshes, values, title, units, cmap, symmetric, limits,
+                                     shading), caption)
+    return Figure(histogram_figure(values, f"{title} (histogram: no mesh to draw on)", units),
+                  caption, wide=False)
