@@ -123,7 +123,7 @@ def surface_figure(
             mesh = (np.array(vertices, dtype=float), np.asarray(faces))  # nilearn edits it
             plotting.plot_surf_stat_map(
                 mesh, data, hemi=_HEMI_NAME[hemi], view=view, axes=ax, figure=fig,
-                bg_map=bg, bg_on_data=False, colorbar=False, cmap=cmap,
+                bg_map=bg, bg_on_data=True, colorbar=False, cmap=cmap,
                 vmin=vmin, vmax=vmax, symmetric_cbar=False, engine="matplotlib")
             ax.set_title(f"{hemi} {view}")
             ax.set_rasterized(True)
