@@ -28,6 +28,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np  # noqa: E402
 
+from bids_app.io.dataset_description import mark_finished  # noqa: E402
 from bids_app.io.derivatives import (  # noqa: E402
     FitMetadata,
     ParameterMaps,
@@ -82,11 +83,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         for i in range(args.subjects):
+            written = []
             for hemi, (vertices, _) in meshes.items():
                 ents = {"sub": f"{i:02d}", "task": "rest", "hemi": hemi, "space": args.space}
-                write_parameter_maps(
+                written += write_parameter_maps(
                     out, ParameterMaps(ents, "1p", _maps(vertices, rng), _metadata())
                 )
+            mark_finished(out, f"{i:02d}", written)  # the group level takes finished ones
         t_maps = (time.perf_counter() - start) / args.subjects
         start = time.perf_counter()
         figures = write_map_figures(out, "00", lambda space, hemi: meshes[hemi])
