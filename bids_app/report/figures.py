@@ -53,10 +53,12 @@ class Figure:
         return "data:image/svg+xml;base64," + base64.b64encode(self.svg).decode("ascii")
 
 
-def svg_bytes(fig: plt.Figure) -> bytes:
-    """The figure as SVG (rasterised artists at :data:`RASTER_DPI`); closes it."""
+def svg_bytes(fig: plt.Figure, tight: bool = True) -> bytes:
+    """The figure as SVG (rasterised artists at :data:`RASTER_DPI`); closes it. A tight
+    bounding box costs a second draw: surfaces (most of the drawing time) lay themselves
+    out instead (benchmarks/bench_outputs.py)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg", dpi=RASTER_DPI, bbox_inches="tight",
+    fig.savefig(buffer, format="svg", dpi=RASTER_DPI, bbox_inches="tight" if tight else None,
                 metadata={"Date": None})  # same figure, same bytes
     plt.close(fig)
     return buffer.getvalue()
@@ -127,12 +129,12 @@ def surface_figure(
                 vmin=vmin, vmax=vmax, symmetric_cbar=False, engine="matplotlib")
             ax.set_title(f"{hemi} {view}")
             ax.set_rasterized(True)
-    fig.subplots_adjust(left=0.0, right=0.9, wspace=-0.05)
+    fig.subplots_adjust(left=0.0, right=0.99, bottom=0.0, top=0.86, wspace=-0.05)
     mappable = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(vmin, vmax))
     bar = fig.colorbar(mappable, ax=axes.ravel().tolist(), shrink=0.7, pad=0.01)
     bar.set_label(units)
-    fig.suptitle(title, fontsize=12, y=1.02)
-    return svg_bytes(fig)
+    fig.suptitle(title, fontsize=12, y=0.99)
+    return svg_bytes(fig, tight=False)
 
 
 def evidence_figure(grid: Mapping[str, Any], title: str = "Laplace log evidence") -> bytes | None:
