@@ -244,10 +244,12 @@ def test_reports_only_needs_the_figures(tmp_path):
 
 def test_fit_record_reads_as_rows():
     rows = record_rows({"HyperparameterSelection": {"OnGridBoundary": {}, "LogEvidenceGap": 2.5},
-                        "Sources": ["a.gii", "b.tsv"]})
+                        "Sources": ["sub-01/a.gii", "sub-01/b.tsv"],
+                        "Confounds": ["trans_x", "rot_x"]})
     assert rows == [["Hyperparameter selection › On grid boundary", "none"],
                     ["Hyperparameter selection › Log evidence gap", "2.5"],
-                    ["Sources", "a.gii\nb.tsv"]]
+                    ["Sources", "sub-01/a.gii\nsub-01/b.tsv"],  # one file a line
+                    ["Confounds", "trans_x, rot_x"]]
 
 
 def test_mesh_curvature_is_negative_on_a_convex_mesh():
