@@ -49,13 +49,13 @@ def test_file_options_are_converted_and_the_command_line_wins(tmp_path):
 ])
 def test_bad_keys_and_values_are_usage_errors_naming_them(tmp_path, text, named):
     path = _toml(tmp_path, text)
-    with pytest.raises(UsageError, match="options.toml") as raised:
+    with pytest.raises(UsageError, match=r"options\.toml") as raised:
         _parse(tmp_path, "--config-file", str(path))
     assert named in str(raised.value)
 
 
 def test_missing_file_is_missing_input(tmp_path):
-    with pytest.raises(MissingInputError, match="absent.toml"):
+    with pytest.raises(MissingInputError, match=r"absent\.toml"):
         _parse(tmp_path, "--config-file", str(tmp_path / "absent.toml"))
 
 
