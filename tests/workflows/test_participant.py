@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +14,7 @@ import pytest
 from nibabel.gifti import GiftiDataArray, GiftiImage
 
 from bids_app.cli.run import main
+from bids_app.io.bids_validator import validator_command
 from bids_app.io.surface_files import SurfaceBlock, save_cifti_series, save_func_gifti
 from bids_app.prior import icosphere
 from bids_app.simulate.dataset import DatasetSpec, simulate_dataset
@@ -275,6 +277,11 @@ def test_sidecars_name_inputs_without_absolute_paths_and_mem_bounds_workers(data
     assert texts and not any(str(tmp_path) in text for text in texts)
     log = next((out / "logs").glob("hemocoupling_*.log")).read_text()
     assert "--mem 1000 MB: 1 worker process(es)" in log
+    # The BIDS validator accepts the derivatives dataset (relative links, bids: URLs).
+    done = subprocess.run([validator_command(), str(out), "--format", "json"],
+                          capture_output=True, text=True, check=False)
+    issues = json.loads(done.stdout)["issues"]["issues"]
+    assert [i for i in issues if i["severity"] == "error"] == []
 
 
 @pytest.fixture(scope="module")
