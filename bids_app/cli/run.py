@@ -109,10 +109,11 @@ def run_workflow(config: Config, selected: dict | None = None) -> None:
     """Dispatch to the participant or group workflow (imported late: heavy modules); a raw
     BIDS_DIR is validated first (:mod:`bids_app.io.bids_validator`)."""
     if config.analysis_level == "participant":
+        from bids_app.io.bids import fmriprep_root
         from bids_app.io.bids_validator import validate_bids_dir
         from bids_app.workflows.participant import run_participants
 
-        validate_bids_dir(config.bids_dir, skip=config.skip_bids_validation)
+        validate_bids_dir(config.bids_dir, fmriprep_root(config), config.skip_bids_validation)
         run_participants(config, selected)
     else:
         from bids_app.workflows.group import run_group

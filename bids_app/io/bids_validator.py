@@ -2,9 +2,9 @@
 
 The validator is the schema-based one the BIDS project maintains; its PyPI wheel ships
 the bundled JavaScript and pulls the Deno runtime in as the ``deno`` wheel, so it runs
-offline. Only a raw dataset is validated, as fMRIPrep does: a derivatives BIDS_DIR
-(fMRIPrep's outputs, ``DatasetType: derivative``) holds GIFTI series and files the raw
-schema does not describe, and fMRIPrep validated its raw input already.
+offline. Only a raw dataset is validated, as fMRIPrep does: a BIDS_DIR that is fMRIPrep's
+outputs (``DatasetType: derivative``, or the folder the series are read from) holds GIFTI
+series and files the raw schema does not describe, and fMRIPrep validated its raw input.
 """
 
 from __future__ import annotations
@@ -43,17 +43,20 @@ def validator_command() -> str:
     return found
 
 
-def validate_bids_dir(bids_dir: Path, skip: bool = False) -> None:
+def validate_bids_dir(bids_dir: Path, fmriprep_dir: Path | None = None,
+                      skip: bool = False) -> None:
     """Validate a raw ``bids_dir``; its errors are exit 16 with the first in one line.
 
-    The full report (errors and warnings) goes to the log. A derivatives dataset, or one
-    without a readable dataset_description.json (the discovery reports what is missing),
-    is not validated.
+    The full report (errors and warnings) goes to the log. BIDS_DIR is not validated when
+    it is the fMRIPrep folder itself (``fmriprep_dir``), says ``DatasetType: derivative``
+    or has no readable dataset_description.json (the discovery reports what is missing).
     """
     if skip:
         LOGGER.info("BIDS validation skipped (--skip-bids-validation)")
         return
     kind = dataset_type(bids_dir)
+    if fmriprep_dir is not None and Path(fmriprep_dir).resolve() == Path(bids_dir).resolve():
+        kind = "derivative"  # the fMRIPrep outputs, whatever their description says
     if kind != "raw":
         LOGGER.info("BIDS_DIR %s is %s: not validated (only raw datasets are)", bids_dir,
                     "a derivatives dataset" if kind else "without dataset_description.json")

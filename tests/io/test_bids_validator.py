@@ -40,3 +40,13 @@ def test_derivatives_are_not_validated(tmp_path):
     assert dataset_type(deriv) == "derivative"
     validate_bids_dir(deriv)
     assert dataset_type(tmp_path / "absent") is None
+
+
+def test_the_fmriprep_folder_is_not_validated_whatever_its_description(tmp_path, make_raw):
+    """BIDS_DIR given as the fMRIPrep outputs, with a description that omits DatasetType."""
+    deriv = make_raw(tmp_path / "fmriprep")
+    (deriv / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz").write_bytes(b"")
+    assert dataset_type(deriv) == "raw"
+    validate_bids_dir(deriv, fmriprep_dir=deriv)  # not validated: no error
+    with pytest.raises(InputValidationError):
+        validate_bids_dir(deriv, fmriprep_dir=tmp_path / "elsewhere")
