@@ -156,8 +156,8 @@ def check_writable(path: Path, what: str) -> None:
     folder must be writable, a missing one must have a writable nearest existing parent.
 
     Nothing is created here, so a run refused later (an unknown participant label, exit
-    18) leaves no empty OUTPUT_DIR or work folder behind; they are made when the run
-    starts (:func:`make_folder`)."""
+    18) leaves no empty OUTPUT_DIR or work folder behind: OUTPUT_DIR is made when the run
+    starts (:func:`make_folder`), the work folder by what first writes there."""
     existing = path
     while not existing.exists():
         existing = existing.parent

@@ -143,13 +143,13 @@ def hold_early_records() -> EarlyRecords:
 
 
 def start_logging(config: Config, early: EarlyRecords | None = None) -> Path:
-    """Create OUTPUT_DIR and the work folder, log to ``OUTPUT_DIR/logs/`` (with the records
-    held in ``early``) and save the resolved config and versions beside it.
+    """Create OUTPUT_DIR, log to ``OUTPUT_DIR/logs/`` (with the records held in ``early``)
+    and save the resolved config and versions beside it. The work folder is made by what
+    first writes there (the bootstrap cache, the group's spill files).
 
     File names carry a timestamp and the PID so concurrent participant jobs never
     share a log file.
     """
-    make_folder(config.work_dir, "work directory")
     logs = make_folder(config.output_dir / "logs", "OUTPUT_DIR")
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
     labels = "_".join(f"sub-{x}" for x in config.participant_labels[:3]) or config.analysis_level

@@ -187,6 +187,18 @@ def test_selection_errors(study, tmp_path_factory):
         group_level(tmp_path_factory.mktemp("empty"))
 
 
+def test_group_label_matching_nobody_exits_18_and_makes_no_work_folder(study, tmp_path_factory):
+    from bids_app.cli.run import main
+
+    root, _ = study
+    elsewhere = tmp_path_factory.mktemp("group_cli")
+    (elsewhere / "bids").mkdir()
+    work = elsewhere / "work"
+    assert main([str(elsewhere / "bids"), str(root), "group", "-w", str(work),
+                 "--participant-label", "99", "--no-report"]) == 18
+    assert not work.exists()
+
+
 def test_vertex_stats_handles_missing_values():
     stack = np.array([[1.0, np.nan, np.nan], [3.0, 2.0, np.nan]])
     stats = vertex_stats(stack)
