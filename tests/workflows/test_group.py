@@ -372,6 +372,19 @@ def test_random_effects_maps_match_the_model_and_flagged_are_excluded(model_stud
     assert age_z.metadata["GroupModel"]["Columns"] == ["Intercept", "age"]
 
 
+def test_group_sidecars_name_participants_tsv_without_its_absolute_path(model_study):
+    bids, out, _ = model_study
+    table = pd.read_csv(bids / "participants.tsv", sep="\t")
+    table[table["participant_id"] != "sub-04"].to_csv(bids / "participants.tsv", sep="\t",
+                                                      index=False)
+    assert _run(bids, out, "--group-model", "~ age") == 0
+    effect = read_map(out / "task-rest_hemi-L_space-tiny_desc-age_param-theta_stat-effect_"
+                            "boldmap.func.gii")
+    assert effect.metadata["GroupModel"]["LeftOut"] == {"sub-04": "not listed in "
+                                                                  "participants.tsv"}
+    assert not [p for p in out.glob("*.json") if str(bids.parent) in p.read_text()]
+
+
 def test_group_model_errors_exit_16(model_study, capsys):
     bids, out, _ = model_study
     assert _run(bids, out, "--group-model", "~ age + weight") == 16
