@@ -1098,7 +1098,6 @@ def run_group(config: Any) -> list[GroupResult]:
         contrast=config.contrast,
         include_flagged=config.include_flagged,
         participants_table=read_participants_table(source) if config.group_model else None,
-        participants_source=str(source),
         n_modes=config.n_modes,
         work_dir=Path(config.work_dir),
     )

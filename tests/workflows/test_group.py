@@ -187,6 +187,18 @@ def test_selection_errors(study, tmp_path_factory):
         group_level(tmp_path_factory.mktemp("empty"))
 
 
+def test_group_label_matching_nobody_exits_18_and_makes_no_work_folder(study, tmp_path_factory):
+    from bids_app.cli.run import main
+
+    root, _ = study
+    elsewhere = tmp_path_factory.mktemp("group_cli")
+    (elsewhere / "bids").mkdir()
+    work = elsewhere / "work"
+    assert main([str(elsewhere / "bids"), str(root), "group", "-w", str(work),
+                 "--participant-label", "99", "--no-report"]) == 18
+    assert not work.exists()
+
+
 def test_vertex_stats_handles_missing_values():
     stack = np.array([[1.0, np.nan, np.nan], [3.0, 2.0, np.nan]])
     stats = vertex_stats(stack)
@@ -358,6 +370,19 @@ def test_random_effects_maps_match_the_model_and_flagged_are_excluded(model_stud
     assert np.median(age_effect) == pytest.approx(expected, rel=0.2)
     assert np.median(age_z.values) > 1.5
     assert age_z.metadata["GroupModel"]["Columns"] == ["Intercept", "age"]
+
+
+def test_group_sidecars_name_participants_tsv_without_its_absolute_path(model_study):
+    bids, out, _ = model_study
+    table = pd.read_csv(bids / "participants.tsv", sep="\t")
+    table[table["participant_id"] != "sub-04"].to_csv(bids / "participants.tsv", sep="\t",
+                                                      index=False)
+    assert _run(bids, out, "--group-model", "~ age") == 0
+    effect = read_map(out / "task-rest_hemi-L_space-tiny_desc-age_param-theta_stat-effect_"
+                            "boldmap.func.gii")
+    assert effect.metadata["GroupModel"]["LeftOut"] == {"sub-04": "not listed in "
+                                                                  "participants.tsv"}
+    assert not [p for p in out.glob("*.json") if str(bids.parent) in p.read_text()]
 
 
 def test_group_model_errors_exit_16(model_study, capsys):
