@@ -23,3 +23,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("needs ../shared/data beside the project")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> str:
+    """Address of a real Dask cluster: one single-threaded worker process (so tasks and
+    their arguments go through pickling, as on a remote cluster)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address

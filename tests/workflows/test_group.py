@@ -422,3 +422,24 @@ def test_sessions_give_test_retest_maps(tmp_path):
     parcels = pd.read_csv(tmp_path / "task-rest_space-tiny_seg-toy_desc-retest_boldparcels.tsv",
                           sep="\t")
     assert len(parcels) == 8 and (parcels["icc"] > 0.9).all()  # 2 hemis x 2 parcels x 2 params
+
+
+def test_dask_cluster_writes_the_same_files(model_study, dask_scheduler):
+    import shutil
+
+    from distributed import Client
+
+    bids, out, _ = model_study
+    on_cluster = out.parent / "out-dask"
+    shutil.copytree(out, on_cluster)
+    model = ("--group-model", "~ age + sex", "--contrast", "age=2", "--include-flagged")
+    assert _run(bids, out, *model) == 0
+    assert _run(bids, on_cluster, *model, "--dask-scheduler", dask_scheduler) == 0
+    with Client(dask_scheduler) as client:  # the vertex blocks did run there
+        ran = client.run_on_scheduler(lambda dask_scheduler: set(dask_scheduler.task_prefixes))
+    assert {"tau2_task", "random_effects_task", "stats_task"} <= ran
+    written = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert any("desc-age_param-theta_stat-q" in name for name in written)
+    assert written == sorted(p.name for p in on_cluster.iterdir() if p.is_file())
+    for name in written:
+        assert (out / name).read_bytes() == (on_cluster / name).read_bytes(), name
