@@ -23,7 +23,8 @@ from bids_app.io.derivatives import (
     write_parameter_maps,
 )
 from bids_app.report.group import write_group_report
-from bids_app.workflows.group import group_level, subject_maps, vertex_stats
+from bids_app.workflows.group import group_level
+from bids_app.workflows.group.participant_maps import subject_maps
 
 N = 80
 
@@ -185,14 +186,6 @@ def test_selection_errors(study, tmp_path_factory):
         group_level(root, space="fsaverage5", report=False)
     with pytest.raises(MissingInputError, match="participant level first"):
         group_level(tmp_path_factory.mktemp("empty"))
-
-
-def test_vertex_stats_handles_missing_values():
-    stack = np.array([[1.0, np.nan, np.nan], [3.0, 2.0, np.nan]])
-    stats = vertex_stats(stack)
-    np.testing.assert_array_equal(stats["n"], [2, 1, 0])
-    np.testing.assert_allclose(stats["mean"], [2, 2, np.nan])
-    np.testing.assert_allclose(stats["sd"], [np.sqrt(2), np.nan, np.nan])
 
 
 def test_two_parameter_model_groups_separately(study):

@@ -31,7 +31,6 @@ from typing import Any
 
 from bids_app.errors import NothingSelectedError
 from bids_app.group.blocks import block_runner
-from bids_app.group.descriptive import vertex_stats
 from bids_app.io.dataset_description import write_bidsignore, write_dataset_description
 from bids_app.io.templates import Parcellation
 from bids_app.report.group import write_group_report
@@ -40,11 +39,9 @@ from bids_app.workflows.group.aggregate import GroupResult, aggregate_group
 from bids_app.workflows.group.exclusions import PARTICIPANTS_TSV, write_participants_table
 from bids_app.workflows.group.modes import MODES_SUFFIX
 from bids_app.workflows.group.options import GroupOptions
-from bids_app.workflows.group.participant_maps import subject_maps
 from bids_app.workflows.group.selection import select_groups
 
-__all__ = ["GroupOptions", "GroupResult", "group_level", "run_group", "subject_maps",
-           "vertex_stats"]
+__all__ = ["GroupOptions", "GroupResult", "group_level", "run_group"]
 
 LOGGER = logging.getLogger(__name__)
 
