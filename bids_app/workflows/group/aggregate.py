@@ -29,12 +29,11 @@ from bids_app.group.vertexwise import (
 )
 from bids_app.io.dataset_description import outputs_mismatch
 from bids_app.io.derivatives import MapFile, derivative_name
-from bids_app.io.group_inputs import read_sidecar
 from bids_app.io.spill import SpillStore
 from bids_app.io.templates import Parcellation, templateflow_parcellations
 from bids_app.models import DERIVED_UNITS
 from bids_app.report.surfaces import MeshLookup
-from bids_app.workflows.group.exclusions import exclusion_reason, medians, participant_flags
+from bids_app.workflows.group.exclusions import participant_row
 from bids_app.workflows.group.group_model import random_effects_outputs
 from bids_app.workflows.group.layout import VertexLayout
 from bids_app.workflows.group.modes import modes_outputs
@@ -137,28 +136,10 @@ def aggregate_group(
                 LOGGER.warning("sub-%s excluded from group %s: %s", maps.subject, key.label,
                                unvouched)
             chosen = list(chosen_fits(fits(files)).values())
-            flags, fraction = participant_flags(
-                [
-                    (item.entities["param"], read_sidecar(item.path))
-                    for fit in chosen
-                    for item in fit
-                    if item.entities["stat"] == "estimate" and item.entities["param"] in analysed
-                ]
-            )
-            reason = unvouched or exclusion_reason(maps, params, lengths)
-            if reason is None and flags and not options.include_flagged:
-                reason = "; ".join(flags) + " (--include-flagged keeps it)"
-            row = {
-                "participant_id": f"sub-{maps.subject}",
-                **{k: getattr(key, k) or "n/a" for k in ("task", "space", "den", "model")},
-                "status": "excluded" if reason else "included",
-                "reason": reason or maps.how + (f"; flagged: {'; '.join(flags)}" if flags else ""),
-                "finished": "no" if unvouched else "yes",
-                "identifiability": fraction,
-                **({} if reason else medians(maps)),
-            }
+            row = participant_row(key, maps, chosen, unvouched, lengths,
+                                  options.include_flagged)
             result.rows.append(row)
-            if reason is not None:
+            if row["status"] == "excluded":
                 continue
             slot = len(result.included)
             for param in params:

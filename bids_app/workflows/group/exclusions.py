@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bids_app.io.derivatives import sidecar_path, write_json
+from bids_app.group.latent import analysed_params
+from bids_app.io.derivatives import MapFile, sidecar_path, write_json
+from bids_app.io.group_inputs import read_sidecar
 from bids_app.io.surface_files import HEMI_STRUCTURE
 from bids_app.models import DERIVED_UNITS
 from bids_app.workflows.group.participant_maps import SubjectMaps
-from bids_app.workflows.group.selection import PARAM_MODEL
+from bids_app.workflows.group.selection import PARAM_MODEL, GroupKey
 from bids_app.workflows.group.writing import write_tsv
 
 PARTICIPANTS_TSV = "group_participants.tsv"
@@ -106,6 +108,35 @@ def medians(maps: SubjectMaps) -> dict[str, float]:
         finite = values[np.isfinite(values)]
         out[f"{param}_median"] = float(np.median(finite)) if finite.size else np.nan
     return out
+
+
+def participant_row(key: GroupKey, maps: SubjectMaps, chosen: Sequence[list[MapFile]],
+                    unvouched: str | None, lengths: Mapping[str, int],
+                    include_flagged: bool) -> dict[str, Any]:
+    """The participant's row of ``group_participants.tsv``: included (with the maps used
+    and any flags), or excluded and why. ``unvouched`` says why its finished record does
+    not vouch for the maps (None when it does)."""
+    analysed = analysed_params(key.model)
+    flags, fraction = participant_flags(
+        [
+            (item.entities["param"], read_sidecar(item.path))
+            for fit in chosen
+            for item in fit
+            if item.entities["stat"] == "estimate" and item.entities["param"] in analysed
+        ]
+    )
+    reason = unvouched or exclusion_reason(maps, list(DERIVED_UNITS[key.model]), lengths)
+    if reason is None and flags and not include_flagged:
+        reason = "; ".join(flags) + " (--include-flagged keeps it)"
+    return {
+        "participant_id": f"sub-{maps.subject}",
+        **{k: getattr(key, k) or "n/a" for k in ("task", "space", "den", "model")},
+        "status": "excluded" if reason else "included",
+        "reason": reason or maps.how + (f"; flagged: {'; '.join(flags)}" if flags else ""),
+        "finished": "no" if unvouched else "yes",
+        "identifiability": fraction,
+        **({} if reason else medians(maps)),
+    }
 
 
 def _column_descriptions(columns: Sequence[str]) -> dict[str, Any]:
