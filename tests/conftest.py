@@ -50,3 +50,14 @@ def make_raw():
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> str:
+    """Address of a real Dask cluster: one single-threaded worker process (so tasks and
+    their arguments go through pickling, as on a remote cluster)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address

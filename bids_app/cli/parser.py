@@ -173,7 +173,8 @@ def build_parser() -> BidsAppArgumentParser:
     perf.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int,
                       help="BLAS/torch threads per process (default: CPUs / workers)")
     perf.add_argument("--dask-scheduler", dest="dask_scheduler", metavar="ADDRESS",
-                      help="run bootstrap refits on this dask.distributed scheduler")
+                      help="run bootstrap refits and the group level's vertex blocks on this "
+                           "dask.distributed scheduler")
     perf.add_argument("--random-seed", dest="random_seed", type=_nonnegative_int,
                       default=default("random_seed"),
                       help="seed of every random draw (default %(default)s)")
