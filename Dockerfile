@@ -60,7 +60,9 @@ COPY version /opt/hemocoupling/version
 # read-only. Every cache goes to /tmp, so `docker run --read-only --tmpfs /tmp` works and
 # Singularity (which binds the host HOME over this one) still finds the templates.
 RUN chmod 1777 /home/hemocoupling
+# HEMOCOUPLING_IMAGE: the tag dataset_description.json records as GeneratedBy.Container.
 ENV HOME=/home/hemocoupling \
+    HEMOCOUPLING_IMAGE=hemocoupling/hemocoupling:${VERSION} \
     PATH=/opt/hemocoupling/venv/bin:$PATH \
     TEMPLATEFLOW_HOME=/home/hemocoupling/.cache/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0 \
