@@ -65,6 +65,7 @@ class Config:
     overwrite: bool = False
     stop_on_first_crash: bool = False
     report: bool = True
+    reports_only: bool = False
     verbose: int = 0
     group_model: str | None = None
     contrast: str | None = None
@@ -263,6 +264,7 @@ def make_config(args: Any) -> Config:
         overwrite=args.overwrite,
         stop_on_first_crash=args.stop_on_first_crash,
         report=not args.no_report,
+        reports_only=args.reports_only,
         verbose=args.verbose,
         group_model=args.group_model,
         contrast=args.contrast,

@@ -187,6 +187,10 @@ def build_parser() -> BidsAppArgumentParser:
                            "others and exit with the first failure's code)")
     perf.add_argument("--no-report", dest="no_report", action="store_true",
                       help="do not write the HTML reports")
+    perf.add_argument("--reports-only", dest="reports_only", action="store_true",
+                      help="only re-assemble the HTML reports of this level from OUTPUT_DIR "
+                           "(the figures and sidecars an earlier run wrote); nothing is "
+                           "refitted")
     perf.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
                       help="more log output (-vv for debug)")
     return parser

@@ -97,8 +97,9 @@ def interrupted(config: Config | None, started: float) -> int:
 
 def select_inputs(config: Config) -> dict | None:
     """The participant level's runs per participant (:func:`bids_app.io.bids.discover`:
-    unknown labels and empty filters fail here); the group level selects its own."""
-    if config.analysis_level != "participant":
+    unknown labels and empty filters fail here); the group level selects its own, and
+    ``--reports-only`` reads OUTPUT_DIR only."""
+    if config.analysis_level != "participant" or config.reports_only:
         return None
     from bids_app.io.bids import discover
 
@@ -108,7 +109,11 @@ def select_inputs(config: Config) -> dict | None:
 def run_workflow(config: Config, selected: dict | None = None) -> None:
     """Dispatch to the participant or group workflow (imported late: heavy modules); a raw
     BIDS_DIR is validated first (:mod:`bids_app.io.bids_validator`)."""
-    if config.analysis_level == "participant":
+    if config.reports_only:
+        from bids_app.workflows.reports_only import rebuild_reports
+
+        rebuild_reports(config)
+    elif config.analysis_level == "participant":
         from bids_app.io.bids import fmriprep_root
         from bids_app.io.bids_validator import validate_bids_dir
         from bids_app.workflows.participant import run_participants

@@ -40,6 +40,7 @@ BIDSIGNORE_PATTERNS: tuple[str, ...] = (
     "group_participants.*",
     "*.html",
     "logs/",
+    "figures/",
 )
 
 FINISHED_DIR = "logs"

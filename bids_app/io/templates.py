@@ -106,13 +106,15 @@ def templateflow_parcellations(space: str, hemis: Sequence[str]) -> dict[str, Pa
     return {atlas: per for atlas, per in found.items() if set(per) == set(hemis)}
 
 
-def _templateflow_file(template: str, density: str, hemi: str, suffix: str) -> Path | None:
-    """One TemplateFlow surface file, or None when it cannot be had."""
+def _templateflow_file(template: str, density: str, hemi: str, suffix: str,
+                       extension: str = ".surf.gii") -> Path | None:
+    """One TemplateFlow surface file (or per-vertex ``.shape.gii``), or None when it
+    cannot be had."""
     try:
         import templateflow.api as tflow
 
         found = tflow.get(template, hemi=hemi, density=density, suffix=suffix,
-                          extension=".surf.gii", raise_empty=False)
+                          extension=extension, raise_empty=False)
     except Exception:  # offline, missing skeleton, S3 errors: treat as absent
         return None
     if isinstance(found, list):
@@ -120,6 +122,16 @@ def _templateflow_file(template: str, density: str, hemi: str, suffix: str) -> P
         found = found[0] if len(found) == 1 else None
     ok = found and Path(found).is_file() and Path(found).stat().st_size > 0
     return Path(found) if ok else None
+
+
+def template_shape(space: str, hemi: str, suffix: str) -> np.ndarray | None:
+    """A template's per-vertex ``sulc`` or ``curv`` map, or None when TemplateFlow has none
+    (the offline copy may hold meshes only)."""
+    if template_of(space) is None:
+        return None
+    template, density = template_of(space)
+    path = _templateflow_file(template, density, hemi, suffix, ".shape.gii")
+    return None if path is None else np.asarray(nib.load(path).darrays[0].data, dtype=float)
 
 
 def _templateflow_midthickness(template: str, density: str, hemi: str

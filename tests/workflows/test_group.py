@@ -139,7 +139,7 @@ def test_group_maps_table_and_report(study):
     html = (root / "group.html").read_text()
     # 2 params x mean/SD/N + 2 population modes of theta (3 participants; no SE, so no
     # random-effects maps)
-    assert html.count("data:image/png;base64,") == 8
+    assert html.count("data:image/svg+xml;base64,") == 8
     assert "sub-04" in html and "no theta map for hemi-R" in html
     hidden = {p.name for p in root.rglob(".*")}
     assert hidden == {".bidsignore"}  # no temporary files left behind
