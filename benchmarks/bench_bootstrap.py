@@ -43,6 +43,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -77,7 +78,7 @@ TAU2S = np.geomspace(1e2, 1e6, 5)
 
 
 def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: bool = True,
-                    nuisance_prior: NuisancePrior = HCP_1P):
+                    nuisance_prior: NuisancePrior = HCP_1P, per_run=None):
     """Mesh prior, true latent field (V,) and raw series (V, T) of one hemisphere.
 
     A hemisphere is smaller than the prior's range √8/κ ≈ 570 mm, so a draw is mostly
@@ -85,7 +86,8 @@ def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: boo
     2.5 /s edge, where the likelihood is flat). ``center`` removes that offset so the
     coverage figures describe a field inside the identifiable range. ``nuisance_prior``
     is the published HCP calibration (the issue's study) or, as a control where the
-    surrogate's likelihood is right, the surrogate's own training prior.
+    surrogate's likelihood is right, the surrogate's own training prior; ``per_run``,
+    when given, sets the drawn settings that are one per run (beyond-AR(1) nuisance).
     """
     rng = np.random.default_rng(seed)
     vertices, faces = template_mesh(space, "L")
@@ -96,6 +98,8 @@ def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: boo
         truth_t = truth_t - truth_t.mean()
     theta = ONE_PARAM.to_theta(truth_t[:, None])
     nuisance = sample_nuisance(nuisance_prior, theta.shape[0], rng)
+    if per_run is not None:
+        nuisance = per_run(nuisance)
     y = simulate_bold(ONE_PARAM, theta, tr, n_frames, nuisance, rng)
     return prior, truth_t, y
 
@@ -156,7 +160,6 @@ def periodogram_check(y_clean: np.ndarray, surrogate, refit, tr: float, args,
     re-cleaned the same way. Local: the resampled periodograms as the refit reads them.
     A ratio of 1 means resampling kept the spectrum that the summary network reads.
     """
-    from dataclasses import replace
 
     from bids_app.surrogate.features import periodogram
 
@@ -283,9 +286,11 @@ def main() -> None:
                         help="cross-fade at block joins, seconds (0: none)")
     parser.add_argument("--no-center", action="store_true",
                         help="keep the prior draw's offset (see synthetic_study)")
-    parser.add_argument("--nuisance", choices=("hcp", "training"), default="hcp",
-                        help="nuisance of the simulated run: the HCP calibration (the "
-                             "issue's study) or the 1p surrogate's training prior (control)")
+    parser.add_argument("--nuisance", choices=("hcp", "all", "training"), default="hcp",
+                        help="nuisance of the simulated run: the HCP calibration (white/AR(1), "
+                             "the issue's study), the same with every beyond-AR(1) kind of "
+                             "bench_real_nuisance.py added ('all'), or the 1p surrogate's "
+                             "training prior (control)")
     parser.add_argument("--card", type=Path,
                         help="model card of a 1p surrogate to use instead of the shipped one "
                              "(e.g. one trained with hemocoupling-train --noise-context)")
@@ -301,9 +306,16 @@ def main() -> None:
 
     t0 = time.perf_counter()
     surrogate = load_surrogate("1p", tr, n_frames, card_path=args.card)
-    nuisance = HCP_1P if args.nuisance == "hcp" else surrogate.config.nuisance_prior()
+    nuisance, per_run = HCP_1P, None
+    if args.nuisance == "all":
+        from bench_real_nuisance import KINDS, run_level
+
+        nuisance, per_run = replace(HCP_1P, **KINDS["all"]), run_level
+    elif args.nuisance == "training":
+        nuisance = surrogate.config.nuisance_prior()
     prior, truth_t, y = synthetic_study(study["space"], tr, n_frames, args.seed,
-                                        center=not args.no_center, nuisance_prior=nuisance)
+                                        center=not args.no_center, nuisance_prior=nuisance,
+                                        per_run=per_run)
     y_clean = clean(y, tr, surrogate.preprocessing)
     t1 = time.perf_counter()
     theta_t_hat, precision, evidence, noise_ar = point_estimate(prior, surrogate, y_clean, tr)
