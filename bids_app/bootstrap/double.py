@@ -76,6 +76,7 @@ from bids_app.bootstrap.periodogram import (
 from bids_app.bootstrap.resample import block_frames as to_block_frames
 from bids_app.bootstrap.resample import crossfade_resample, stationary_indices
 from bids_app.bootstrap.resample import fade_frames as to_fade_frames
+from bids_app.config import default
 from bids_app.errors import InputValidationError, UsageError
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ log = logging.getLogger(__name__)
 Refit = Callable[[np.ndarray], np.ndarray]
 Task = tuple[int, int]  # (b, r): r = 0 is outer resample b, r ≥ 1 its inner resamples
 RESAMPLING = ("local", "block")
+# Cross-fade at block joins of the block scheme, seconds.
+FADE_S = 6.0
 
 
 @dataclass
@@ -233,14 +236,14 @@ def double_bootstrap(
     refit: Refit,
     theta_t_hat: np.ndarray,
     tr: float,
-    mode: str = "double",
-    B: int = 100,
-    R: int = 10,
-    block_s: float = 72.0,
-    seed: int = 0,
-    fade_s: float = 6.0,
+    mode: str = default("bootstrap"),
+    B: int = default("n_boot"),
+    R: int = default("n_inner"),
+    block_s: float = default("block_length"),
+    seed: int = default("random_seed"),
+    fade_s: float = FADE_S,
     bias_correct: bool = False,
-    resampling: str = "local",
+    resampling: str = default("resampling"),
     half_width: int = HALF_WIDTH,
     n_jobs: int = 1,
     cache_dir: str | PathLike | None = None,
@@ -316,8 +319,9 @@ def double_bootstrap(
 
 
 def run_plan(
-    plan: Plan, refit, source, theta_t_hat: np.ndarray, key: list, mode: str = "double",
-    B: int = 100, R: int = 10, seed: int = 0, bias_correct: bool = False, n_jobs: int = 1,
+    plan: Plan, refit, source, theta_t_hat: np.ndarray, key: list,
+    mode: str = default("bootstrap"), B: int = default("n_boot"), R: int = default("n_inner"),
+    seed: int = default("random_seed"), bias_correct: bool = False, n_jobs: int = 1,
     cache_dir: str | PathLike | None = None, client: object | None = None,
     progress: bool = True,
 ) -> BootstrapResult:
@@ -469,9 +473,9 @@ class LocalPlan:
                 else stored is source)
         if not same or _LAST_OUTER.get("key") != key:
             _LAST_OUTER.update(key=key, source=source,
-                               value=self.plan.resample(data, _rng(seed, b, 0)))
+                               value=self.plan.resample(data, resample_rng(seed, b, 0)))
         out = _LAST_OUTER["value"]
-        return self.plan.resample(out, _rng(seed, b, r)) if r else out.copy()
+        return self.plan.resample(out, resample_rng(seed, b, r)) if r else out.copy()
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:
         return refit.fit_periodogram(sample)
@@ -480,7 +484,7 @@ class LocalPlan:
 _LAST_OUTER: dict = {}
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
+def resample_rng(seed: int, *key: int) -> np.random.Generator:
     """The generator of (seed, b, r[, run]): one stream per resample, whatever runs it."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
@@ -504,8 +508,10 @@ def cleaning_recipe(refit: Refit):
 Plan = BlockPlan | LocalPlan
 
 
-def resampling_plan(refit: Refit, n_frames: int, tr: float, resampling: str = "local",
-                    block_s: float = 72.0, fade_s: float = 6.0, half_width: int = HALF_WIDTH):
+def resampling_plan(refit: Refit, n_frames: int, tr: float,
+                    resampling: str = default("resampling"),
+                    block_s: float = default("block_length"), fade_s: float = FADE_S,
+                    half_width: int = HALF_WIDTH):
     """(plan, refit) of a scheme: how resamples are drawn and the refit that takes them
     (:func:`double_bootstrap`'s arguments; the key of its cache is built from both)."""
     if resampling == "local":
