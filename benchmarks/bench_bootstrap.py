@@ -34,6 +34,7 @@ Examples
     .venv/bin/python benchmarks/bench_bootstrap.py --study fsaverage5 --B 20 --R 5
     .venv/bin/python benchmarks/bench_bootstrap.py --study fsaverage5 --resampling block
     .venv/bin/python benchmarks/bench_bootstrap.py --study fslr32k --B 100 --R 10 --n-jobs 2
+    .venv/bin/python benchmarks/bench_bootstrap.py --study fslr32k --profile
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 3) -> dict[str, float]:
     from bids_app.inference import fit_map
 
     data = plan.prepare(y_clean)
-    steps = {"resample": [], "summary": [], "loglik": [], "map": [], "total": []}
+    steps = {"resample": [], "summary": [], "loglik": [], "map": [], "total": [],
+             "newton_iterations": []}
     for b in range(n):
         c0 = time.process_time()
         sample = plan.resample(data, 999, b, 0)
@@ -140,8 +142,9 @@ def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 3) -> dict[str, float]:
             loglik = m.surrogate.loglik(summaries, m.tr, y_clean.shape[1], m.n_regressors,
                                         noise_ar=m.noise_ar)
             c3 = time.process_time()
-            fit_map(loglik, m.precision, m.theta_t0, laplace=False, observed=m.observed,
-                    **m.map_options)
+            result = fit_map(loglik, m.precision, m.theta_t0, laplace=False,
+                             observed=m.observed, **m.map_options)
+            steps["newton_iterations"].append(result.n_iter)
         else:
             c2 = c3 = c1
             fit(sample)
@@ -149,7 +152,19 @@ def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 3) -> dict[str, float]:
         for key, value in (("resample", c1 - c0), ("summary", c2 - c1), ("loglik", c3 - c2),
                            ("map", c4 - c3), ("total", c4 - c0)):
             steps[key].append(value)
-    return {key: float(np.mean(v)) for key, v in steps.items()}
+    return {key: float(np.mean(v)) for key, v in steps.items() if v}
+
+
+def profile_refits(plan, fit, y_clean: np.ndarray, n: int = 3, top: int = 14) -> None:
+    """Where a refit's CPU goes inside its steps: cProfile of ``n`` refits as
+    :func:`refit_cost` runs them, the functions with the most cumulative time."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile(time.process_time)  # CPU, as the load varies
+    profiler.runcall(refit_cost, plan, fit, y_clean, n)
+    print(f"profile of {n} refits (cumulative CPU seconds, top {top}):")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
 
 
 def periodogram_check(y_clean: np.ndarray, surrogate, refit, tr: float, args,
@@ -294,6 +309,8 @@ def main() -> None:
     parser.add_argument("--card", type=Path,
                         help="model card of a 1p surrogate to use instead of the shipped one "
                              "(e.g. one trained with hemocoupling-train --noise-context)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile a few in-process refits and stop (no bootstrap)")
     parser.add_argument("--report-only", action="store_true",
                         help="skip the periodogram check and the in-process refit timing "
                              "(to report a finished or killed run from --cache-dir)")
@@ -333,10 +350,16 @@ def main() -> None:
                                     args.fade_s)
         refit(y_clean)  # first call builds the sparse analysis, as each worker does once
         cost = refit_cost(plan, fit, y_clean)
-        split = ", ".join(f"{k} {v:.3f}" for k, v in cost.items() if k != "total")
+        split = ", ".join(f"{k} {v:.3f}" for k, v in cost.items()
+                          if k not in ("total", "newton_iterations"))
+        if "newton_iterations" in cost:
+            split += f"; {cost['newton_iterations']:.1f} Newton iterations"
         print(f"per refit ({args.resampling}, {y.shape[0]} vertices, in-process): "
               f"{cost['total']:.2f} CPU-s ({split}); B=100, R=10 (1100 refits) on 2 idle "
               f"cores ~ {1100 * cost['total'] / 2 / 60:.1f} min", flush=True)
+        if args.profile:
+            profile_refits(plan, fit, y_clean)
+            return
     sim_bias = simulation_bias(refit, theta_t_hat, y_clean, surrogate, tr, args.seed)
     mle_t = likelihood_mle(surrogate, y_clean, tr, noise_ar)
     with tempfile.TemporaryDirectory() as tmp:
