@@ -18,11 +18,14 @@ Two resampling schemes (``resampling``):
   (:func:`bids_app.bootstrap.resample.crossfade_resample`), refitted from the series;
   calibrated as docs/method.md §5 (centred on the estimate, ξ-quantile of per-vertex levels).
 
-Measured (benchmarks/bench_bootstrap.py --study fsaverage5, white noise, seed 0, with the
-workflow's simulated bias correction): local, B = 40, R = 5: coverage of θ 0.947, median
-width 1.33× the oracle width (α̂ 0.19, z 1.31); block, B = 30, R = 5: coverage 1.000,
-width 5.95× (α̂ on the 1e-15 floor, z 8.0); single local 0.980 at 1.98×, single block
-0.982 at 1.62×.
+Measured with surrogate 1p-v6 (benchmarks/bench_bootstrap.py --study fsaverage5, seed 0,
+B = 100, R = 10, the workflow's simulated bias correction; benchmarks/RESULTS.md): with
+the beyond-AR(1) nuisance (``--nuisance all``) local double coverage of θ 0.974 at 1.30×
+the oracle width (α̂ 0.23, z 1.21), single 1.000 at 2.10×; with white noise the estimate
+keeps a +0.11 latent offset after the correction (about 2 SE) and coverage is 0.27 local
+double, 0.49 single, 1.000 block double (B = 40, R = 5, at 1.67×): the intervals' width
+matches the estimate's random error (±1.96 SE covers truth plus the mean offset at 0.935),
+the miss is the point estimate's bias.
 
 With ``bias_correct`` (off by
 default) the bootstrap estimate of the estimator's bias is removed, per vertex and
