@@ -34,6 +34,7 @@ Examples
     .venv/bin/python benchmarks/bench_bootstrap.py --study fsaverage5 --B 20 --R 5
     .venv/bin/python benchmarks/bench_bootstrap.py --study fsaverage5 --resampling block
     .venv/bin/python benchmarks/bench_bootstrap.py --study fslr32k --B 100 --R 10 --n-jobs 2
+    .venv/bin/python benchmarks/bench_bootstrap.py --study fslr32k --profile
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -77,7 +79,7 @@ TAU2S = np.geomspace(1e2, 1e6, 5)
 
 
 def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: bool = True,
-                    nuisance_prior: NuisancePrior = HCP_1P):
+                    nuisance_prior: NuisancePrior = HCP_1P, per_run=None):
     """Mesh prior, true latent field (V,) and raw series (V, T) of one hemisphere.
 
     A hemisphere is smaller than the prior's range √8/κ ≈ 570 mm, so a draw is mostly
@@ -85,7 +87,8 @@ def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: boo
     2.5 /s edge, where the likelihood is flat). ``center`` removes that offset so the
     coverage figures describe a field inside the identifiable range. ``nuisance_prior``
     is the published HCP calibration (the issue's study) or, as a control where the
-    surrogate's likelihood is right, the surrogate's own training prior.
+    surrogate's likelihood is right, the surrogate's own training prior; ``per_run``,
+    when given, sets the drawn settings that are one per run (beyond-AR(1) nuisance).
     """
     rng = np.random.default_rng(seed)
     vertices, faces = template_mesh(space, "L")
@@ -96,6 +99,8 @@ def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: boo
         truth_t = truth_t - truth_t.mean()
     theta = ONE_PARAM.to_theta(truth_t[:, None])
     nuisance = sample_nuisance(nuisance_prior, theta.shape[0], rng)
+    if per_run is not None:
+        nuisance = per_run(nuisance)
     y = simulate_bold(ONE_PARAM, theta, tr, n_frames, nuisance, rng)
     return prior, truth_t, y
 
@@ -124,7 +129,8 @@ def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 3) -> dict[str, float]:
     from bids_app.inference import fit_map
 
     data = plan.prepare(y_clean)
-    steps = {"resample": [], "summary": [], "loglik": [], "map": [], "total": []}
+    steps = {"resample": [], "summary": [], "loglik": [], "map": [], "total": [],
+             "newton_iterations": []}
     for b in range(n):
         c0 = time.process_time()
         sample = plan.resample(data, 999, b, 0)
@@ -136,8 +142,9 @@ def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 3) -> dict[str, float]:
             loglik = m.surrogate.loglik(summaries, m.tr, y_clean.shape[1], m.n_regressors,
                                         noise_ar=m.noise_ar)
             c3 = time.process_time()
-            fit_map(loglik, m.precision, m.theta_t0, laplace=False, observed=m.observed,
-                    **m.map_options)
+            result = fit_map(loglik, m.precision, m.theta_t0, laplace=False,
+                             observed=m.observed, **m.map_options)
+            steps["newton_iterations"].append(result.n_iter)
         else:
             c2 = c3 = c1
             fit(sample)
@@ -145,7 +152,19 @@ def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 3) -> dict[str, float]:
         for key, value in (("resample", c1 - c0), ("summary", c2 - c1), ("loglik", c3 - c2),
                            ("map", c4 - c3), ("total", c4 - c0)):
             steps[key].append(value)
-    return {key: float(np.mean(v)) for key, v in steps.items()}
+    return {key: float(np.mean(v)) for key, v in steps.items() if v}
+
+
+def profile_refits(plan, fit, y_clean: np.ndarray, n: int = 3, top: int = 14) -> None:
+    """Where a refit's CPU goes inside its steps: cProfile of ``n`` refits as
+    :func:`refit_cost` runs them, the functions with the most cumulative time."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile(time.process_time)  # CPU, as the load varies
+    profiler.runcall(refit_cost, plan, fit, y_clean, n)
+    print(f"profile of {n} refits (cumulative CPU seconds, top {top}):")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
 
 
 def periodogram_check(y_clean: np.ndarray, surrogate, refit, tr: float, args,
@@ -156,7 +175,6 @@ def periodogram_check(y_clean: np.ndarray, surrogate, refit, tr: float, args,
     re-cleaned the same way. Local: the resampled periodograms as the refit reads them.
     A ratio of 1 means resampling kept the spectrum that the summary network reads.
     """
-    from dataclasses import replace
 
     from bids_app.surrogate.features import periodogram
 
@@ -283,12 +301,16 @@ def main() -> None:
                         help="cross-fade at block joins, seconds (0: none)")
     parser.add_argument("--no-center", action="store_true",
                         help="keep the prior draw's offset (see synthetic_study)")
-    parser.add_argument("--nuisance", choices=("hcp", "training"), default="hcp",
-                        help="nuisance of the simulated run: the HCP calibration (the "
-                             "issue's study) or the 1p surrogate's training prior (control)")
+    parser.add_argument("--nuisance", choices=("hcp", "all", "training"), default="hcp",
+                        help="nuisance of the simulated run: the HCP calibration (white/AR(1), "
+                             "the issue's study), the same with every beyond-AR(1) kind of "
+                             "bench_real_nuisance.py added ('all'), or the 1p surrogate's "
+                             "training prior (control)")
     parser.add_argument("--card", type=Path,
                         help="model card of a 1p surrogate to use instead of the shipped one "
                              "(e.g. one trained with hemocoupling-train --noise-context)")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile a few in-process refits and stop (no bootstrap)")
     parser.add_argument("--report-only", action="store_true",
                         help="skip the periodogram check and the in-process refit timing "
                              "(to report a finished or killed run from --cache-dir)")
@@ -301,9 +323,16 @@ def main() -> None:
 
     t0 = time.perf_counter()
     surrogate = load_surrogate("1p", tr, n_frames, card_path=args.card)
-    nuisance = HCP_1P if args.nuisance == "hcp" else surrogate.config.nuisance_prior()
+    nuisance, per_run = HCP_1P, None
+    if args.nuisance == "all":
+        from bench_real_nuisance import KINDS, run_level
+
+        nuisance, per_run = replace(HCP_1P, **KINDS["all"]), run_level
+    elif args.nuisance == "training":
+        nuisance = surrogate.config.nuisance_prior()
     prior, truth_t, y = synthetic_study(study["space"], tr, n_frames, args.seed,
-                                        center=not args.no_center, nuisance_prior=nuisance)
+                                        center=not args.no_center, nuisance_prior=nuisance,
+                                        per_run=per_run)
     y_clean = clean(y, tr, surrogate.preprocessing)
     t1 = time.perf_counter()
     theta_t_hat, precision, evidence, noise_ar = point_estimate(prior, surrogate, y_clean, tr)
@@ -321,10 +350,16 @@ def main() -> None:
                                     args.fade_s)
         refit(y_clean)  # first call builds the sparse analysis, as each worker does once
         cost = refit_cost(plan, fit, y_clean)
-        split = ", ".join(f"{k} {v:.3f}" for k, v in cost.items() if k != "total")
+        split = ", ".join(f"{k} {v:.3f}" for k, v in cost.items()
+                          if k not in ("total", "newton_iterations"))
+        if "newton_iterations" in cost:
+            split += f"; {cost['newton_iterations']:.1f} Newton iterations"
         print(f"per refit ({args.resampling}, {y.shape[0]} vertices, in-process): "
               f"{cost['total']:.2f} CPU-s ({split}); B=100, R=10 (1100 refits) on 2 idle "
               f"cores ~ {1100 * cost['total'] / 2 / 60:.1f} min", flush=True)
+        if args.profile:
+            profile_refits(plan, fit, y_clean)
+            return
     sim_bias = simulation_bias(refit, theta_t_hat, y_clean, surrogate, tr, args.seed)
     mle_t = likelihood_mle(surrogate, y_clean, tr, noise_ar)
     with tempfile.TemporaryDirectory() as tmp:

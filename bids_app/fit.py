@@ -34,13 +34,19 @@ from typing import Any
 import numpy as np
 
 from bids_app.bias.simulated import correct_bias
-from bids_app.bootstrap.intervals import BootstrapOptions, bootstrap_intervals
+from bids_app.bootstrap.combined import CombinedRefit
+from bids_app.bootstrap.intervals import (
+    BootstrapOptions,
+    bootstrap_intervals,
+    combined_intervals,
+)
 from bids_app.bootstrap.natural import MapInterval
 from bids_app.config import DEFAULT_KAPPAS, DEFAULT_TAU2S, default
 from bids_app.errors import InputValidationError
 from bids_app.inference.deconvolve import wiener_deconvolve
 from bids_app.inference.evidence import SEARCHES
 from bids_app.inference.hemisphere import (
+    RunLikelihood,
     fit_map_with_evidence,
     flag_degenerate_intervals,
     identifiability,
@@ -51,6 +57,7 @@ from bids_app.models import HRFModel
 from bids_app.preprocess import clean, usable_rows
 from bids_app.prior import FEM, mesh_prior_support
 from bids_app.quality import quality_control
+from bids_app.surrogate.features import periodogram
 
 LOGGER = logging.getLogger(__name__)
 # Rows of the carpet plot kept per hemisphere (a screen's height of them).
@@ -70,25 +77,6 @@ class FitOptions:
     bootstrap: BootstrapOptions = field(default_factory=BootstrapOptions)
     random_seed: int = default("random_seed")
     deconvolve: bool = default("write_deconvolved")
-
-
-@dataclass
-class RunLikelihood:
-    """What rebuilds one run's per-vertex log-likelihood on a subset of its vertices
-    (runs are combined by summing these; each is conditioned on its own confound count
-    and selected noise colour)."""
-
-    surrogate: Any
-    summaries: np.ndarray
-    tr: float
-    n_frames: int
-    n_regressors: int
-    noise_ar: float | None
-
-    def on(self, rows: np.ndarray):
-        """The log-likelihood callable of the fitted vertices at ``rows``."""
-        return self.surrogate.loglik(self.summaries[rows], self.tr, self.n_frames,
-                                     self.n_regressors, self.noise_ar)
 
 
 @dataclass
@@ -223,8 +211,10 @@ def fit_hemisphere(series: np.ndarray, mesh: tuple, tr: float, surrogate,
                      noise_ar=noise_ar)
     shift, bias_record = correct_bias(refit, theta_t, y_clean, confounds,
                                       options.bias_correction, options.random_seed, where)
-    intervals = bootstrap_record = None
+    intervals = bootstrap_record = power = None
     if options.bootstrap.mode != "none":
+        if options.bootstrap.resampling == "local":  # kept for the combined map's intervals
+            power = periodogram(y_clean).astype(np.float32)
         intervals, bootstrap_record = bootstrap_intervals(
             y_clean, refit, shift, options.bootstrap, options.random_seed, cache_dir)
         flag_degenerate_intervals(identified, intervals)
@@ -252,7 +242,7 @@ def fit_hemisphere(series: np.ndarray, mesh: tuple, tr: float, surrogate,
         extra={**(provenance or {}), "FittedVertices": len(fitted),
                "ExcludedVertices": excluded, **({"ModelCaveat": caveat} if caveat else {})},
         deconvolved=deconvolved, carpet=carpet_rows(y_clean),
-        likelihood=RunLikelihood(surrogate, summaries, tr, n_frames, n_reg, noise_ar),
+        likelihood=RunLikelihood(surrogate, summaries, tr, n_frames, n_reg, noise_ar, power),
         refit=refit)
 
 
@@ -304,11 +294,13 @@ def clean_usable_vertices(series: np.ndarray, vertex_index: np.ndarray, n_vertic
 
 
 def combine_runs(parts: list[HemisphereResult], options: FitOptions = FitOptions(), *,
-                 provenance: dict | None = None, where: str = "combined"
-                 ) -> HemisphereResult:
+                 provenance: dict | None = None, cache_dir: Path | None = None,
+                 where: str = "combined") -> HemisphereResult:
     """One MAP (with its own evidence-selected κ, τ²) from the summed log-likelihoods of
     independent runs of one hemisphere, on the vertices every run fitted; moved by the
-    mean of the runs' simulated bias. No intervals: resampling is defined within a run."""
+    mean of the runs' simulated bias. Its intervals (when ``options.bootstrap`` asks for
+    them, local scheme only) resample every run on its own and refit the summed
+    likelihood (:mod:`bids_app.bootstrap.combined`); ``cache_dir`` keeps those refits."""
     common = parts[0].fitted
     for part in parts[1:]:
         common = np.intersect1d(common, part.fitted)
@@ -322,10 +314,13 @@ def combine_runs(parts: list[HemisphereResult], options: FitOptions = FitOptions
     shift = np.mean([part.bias_shift[rows] for part, rows in pairs], axis=0)
     theta_t = evidence.theta_t - shift
     model = parts[0].model
+    intervals, bootstrap_record = combined_map_intervals(
+        [part.likelihood.at(rows) for part, rows in pairs], evidence, shift, model, options,
+        cache_dir, where)
     return HemisphereResult(
         model=model, n_vertices=parts[0].n_vertices, fitted=common, theta_t=theta_t,
         bias_shift=shift, kappa=evidence.kappa, tau2=evidence.tau2,
-        log_evidence=evidence.log_evidence, intervals=None, mesh=parts[0].mesh,
+        log_evidence=evidence.log_evidence, intervals=intervals, mesh=parts[0].mesh,
         surrogate=parts[0].surrogate, evidence_grid=evidence.evidence_grid,
         convergence=evidence.convergence,
         hyperparameter_selection=evidence.hyperparameter_selection,
@@ -334,9 +329,28 @@ def combine_runs(parts: list[HemisphereResult], options: FitOptions = FitOptions
         bias_correction={"Method": "mean of the runs' simulated shifts",
                          "MeanShift": [float(v) for v in shift.mean(axis=0)]}
         if np.any(shift) else {"Method": "none", "Reason": "no run was corrected"},
-        bootstrap={"Mode": "none", "Note": "combined over runs: no resampling across runs"},
+        bootstrap=bootstrap_record,
         quality_control=combined_quality([part.quality_control for part in parts]),
         extra={**(provenance or {}),
                "Combination": "per-run log-likelihoods summed (runs independent given "
                               "theta), one MAP with evidence-selected kappa, tau2",
                "FittedVertices": len(common)})
+
+
+def combined_map_intervals(runs: list[RunLikelihood], evidence, shift: np.ndarray,
+                           model: HRFModel, options: FitOptions, cache_dir: Path | None,
+                           where: str
+                           ) -> tuple[dict[str, MapInterval] | None, dict[str, Any] | None]:
+    """Intervals and sidecar record of a combined MAP (``evidence``), from its ``runs``
+    restricted to its vertices; (None, None) without bootstrap, (None, a note) with the
+    block scheme, which the combination does not offer."""
+    boot = options.bootstrap
+    if boot.mode == "none":
+        return None, None
+    if boot.resampling != "local" or any(run.power is None for run in runs):
+        LOGGER.warning("%s: no intervals for the map combined over runs: it is resampled "
+                       "with --resampling local only (the per-run maps have theirs)", where)
+        return None, {"Mode": "none", "Note": "combined over runs: intervals are computed "
+                                              "with --resampling local only"}
+    refit = CombinedRefit(runs, evidence.precision, evidence.theta_t)
+    return combined_intervals(refit, shift, boot, options.random_seed, cache_dir, model)

@@ -1,4 +1,4 @@
-"""Bootstrap intervals of the map combined over runs (issue 17, Build 3).
+"""Bootstrap intervals of the map combined over runs (issue 17).
 
 Runs are independent given θ̃, so the combined MAP sums their log-likelihoods. A
 resample of the combination resamples every run on its own (local periodogram
@@ -7,8 +7,8 @@ a run, independent draws across runs), summarises each run's resampled periodogr
 sums the runs' log-likelihoods and refits the combined MAP (κ, τ² fixed). Refits,
 cache, calibration and intervals are those of :func:`bids_app.bootstrap.double.run_plan`.
 
-Array level only: the caller restricts every run to the vertices the combined map was
-fitted on (rows in the same order) and passes the combined prior precision and MAP.
+Only the local scheme: the runs' periodograms are what the combination keeps of each
+run (:class:`bids_app.inference.hemisphere.RunLikelihood`).
 """
 
 from __future__ import annotations
@@ -16,51 +16,24 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from os import PathLike
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from bids_app.bootstrap.cache import array_digest
-from bids_app.bootstrap.double import BootstrapResult, LocalPlan, _rng, cleaning_recipe, run_plan
+from bids_app.bootstrap.double import (
+    BootstrapResult,
+    LocalPlan,
+    cleaning_recipe,
+    resample_rng,
+    run_plan,
+)
 from bids_app.bootstrap.periodogram import HALF_WIDTH, LocalPeriodogramBootstrap, cleaning_gain
-from bids_app.bootstrap.periodogram_refit import PeriodogramRefit
+from bids_app.bootstrap.periodogram_refit import periodogram_summaries
+from bids_app.config import default
 from bids_app.errors import InputValidationError
-from bids_app.inference import fit_map
-from bids_app.inference.hemisphere import summed_loglik
-from bids_app.prior import SparseCholesky
-
-
-@dataclass
-class RunModel:
-    """How one run's periodogram becomes its log-likelihood (as in its point estimate).
-
-    Attributes
-    ----------
-    surrogate : object
-        From :func:`bids_app.surrogate.load_surrogate` (its cleaning recipe sets which
-        ordinates are resampled).
-    tr : float
-        Repetition time in s.
-    n_frames : int
-        Frames of the run.
-    n_regressors : int
-        Confound columns removed from the run.
-    noise_ar : float, optional
-        The run's selected noise AR(1) coefficient.
-    """
-
-    surrogate: Any
-    tr: float
-    n_frames: int
-    n_regressors: int = 0
-    noise_ar: float | None = None
-
-    @property
-    def cache_token(self) -> str:
-        card = getattr(self.surrogate, "card", {}) or {}
-        return "|".join([str(card.get("sha256", card.get("id", ""))), repr(float(self.tr)),
-                         str(self.n_frames), str(self.n_regressors), repr(self.noise_ar)])
+from bids_app.inference.hemisphere import RunLikelihood, summed_loglik
+from bids_app.inference.refit import refit_map
 
 
 @dataclass(frozen=True)
@@ -83,16 +56,15 @@ class MultiRunPlan:
         """Column where each run's ordinates start, and the total."""
         return np.cumsum([0] + [p.n_frames // 2 for p in self.plans])
 
-    def prepare(self, y_cleans: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([p.periodogram(y)
-                               for p, y in zip(self.plans, y_cleans, strict=True)], axis=1)
+    def prepare(self, powers: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(p, dtype=np.float64) for p in powers], axis=1)
 
     def resample(self, data: np.ndarray, seed: int, b: int, r: int) -> np.ndarray:
         """Outer resample ``b`` (r = 0) or its inner resample ``r``, run by run."""
         edges, parts = self.edges, []
         for i, plan in enumerate(self.plans):
-            part = plan.resample(data[:, edges[i]:edges[i + 1]], _rng(seed, b, 0, i))
-            parts.append(plan.resample(part, _rng(seed, b, r, i)) if r else part)
+            part = plan.resample(data[:, edges[i]:edges[i + 1]], resample_rng(seed, b, 0, i))
+            parts.append(plan.resample(part, resample_rng(seed, b, r, i)) if r else part)
         return np.concatenate(parts, axis=1)
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:
@@ -101,9 +73,11 @@ class MultiRunPlan:
 
 @dataclass
 class CombinedRefit:
-    """Refit the combined MAP from the runs' periodograms side by side."""
+    """Refit the combined MAP from the runs' periodograms side by side: each run's
+    summary and log-likelihood as in its point estimate, summed, MAP at the combined
+    (κ, τ²) warm-started at the combined estimate."""
 
-    runs: list[RunModel]
+    runs: list[RunLikelihood]
     precision: sp.spmatrix
     theta_t0: np.ndarray
     observed: np.ndarray | None = None
@@ -121,35 +95,18 @@ class CombinedRefit:
     def fit_periodogram(self, power: np.ndarray) -> np.ndarray:
         """Latent combined MAP (V, P) of one resample of every run."""
         edges = np.cumsum([0] + [run.n_frames // 2 for run in self.runs])
-        logliks = []
-        for i, run in enumerate(self.runs):
-            summaries = PeriodogramRefit(run, run.n_frames).summaries(
-                power[:, edges[i]:edges[i + 1]])
-            logliks.append(run.surrogate.loglik(summaries, run.tr, run.n_frames,
-                                                run.n_regressors, noise_ar=run.noise_ar))
-        total = summed_loglik(logliks)
-
-        token = self.cache_token
-        if token not in _CHOLESKY:
-            _CHOLESKY.clear()
-            _CHOLESKY[token] = SparseCholesky()
-        options = {"laplace": False, **self.map_options}
-        result = fit_map(total, self.precision, self.theta_t0, chol=_CHOLESKY[token],
-                         observed=self.observed, **options)
-        return np.asarray(result.theta_t)
+        logliks = [run.loglik(periodogram_summaries(run.surrogate, power[:, edges[i]:edges[i + 1]],
+                                                    run.tr, run.n_frames, run.n_regressors))
+                   for i, run in enumerate(self.runs)]
+        return refit_map(summed_loglik(logliks), self, self.cache_token)
 
 
 def combined_bootstrap(
-    y_cleans: list[np.ndarray],
-    runs: list[RunModel],
-    precision: sp.spmatrix,
-    theta_t_hat: np.ndarray,
-    observed: np.ndarray | None = None,
-    map_options: dict | None = None,
-    mode: str = "double",
-    B: int = 100,
-    R: int = 10,
-    seed: int = 0,
+    refit: CombinedRefit,
+    mode: str = default("bootstrap"),
+    B: int = default("n_boot"),
+    R: int = default("n_inner"),
+    seed: int = default("random_seed"),
     half_width: int = HALF_WIDTH,
     n_jobs: int = 1,
     cache_dir: str | PathLike | None = None,
@@ -158,39 +115,25 @@ def combined_bootstrap(
 ) -> BootstrapResult:
     """Bootstrap SE and (calibrated) intervals of the latent map combined over runs.
 
-    Parameters
-    ----------
-    y_cleans : list of arrays (V, T_i)
-        Each run's cleaned series at the combined map's vertices (same rows).
-    runs : list of RunModel
-        Each run's surrogate and protocol, as in its point estimate.
-    precision : sparse (V, V)
-        Prior precision at the combined estimate's (κ, τ²).
-    theta_t_hat : array (V, P)
-        The combined latent MAP (before any bias shift); the warm start of every refit.
-    observed, map_options
-        As given to the combined MAP.
-    Other arguments as in :func:`bids_app.bootstrap.double_bootstrap` (local scheme).
+    ``refit.runs`` are the runs restricted to the combined map's vertices (same rows,
+    each with its periodograms ``power``); ``refit.theta_t0`` is the combined latent MAP
+    before any bias shift, the centre of the intervals and the warm start of every
+    refit. Other arguments as in :func:`bids_app.bootstrap.double_bootstrap`.
     """
-    theta_t_hat = np.asarray(theta_t_hat, dtype=float)
-    if len(y_cleans) != len(runs) or not runs:
-        raise InputValidationError(f"combined bootstrap needs one model per run, got "
-                                   f"{len(y_cleans)} runs and {len(runs)} models")
-    for y, run in zip(y_cleans, runs, strict=True):
-        if np.shape(y) != (theta_t_hat.shape[0], run.n_frames):
-            raise InputValidationError(f"a run's series are {np.shape(y)}, expected "
-                                       f"({theta_t_hat.shape[0]}, {run.n_frames})")
+    theta_t_hat = np.asarray(refit.theta_t0, dtype=float)
+    for run in refit.runs:
+        if run.power is None or np.shape(run.power) != (len(theta_t_hat), run.n_frames // 2):
+            raise InputValidationError(
+                f"combined bootstrap: a run's periodograms are "
+                f"{None if run.power is None else np.shape(run.power)}, expected "
+                f"({len(theta_t_hat)}, {run.n_frames // 2})")
     plan = MultiRunPlan(tuple(
         LocalPeriodogramBootstrap(run.n_frames,
                                   cleaning_gain(run.n_frames, run.tr, cleaning_recipe(run)),
                                   int(half_width))
-        for run in runs))
-    refit = CombinedRefit(runs, precision, theta_t_hat, observed, dict(map_options or {}))
-    return run_plan(plan, refit, list(y_cleans), theta_t_hat,
-                    key=[*y_cleans, *(run.tr for run in runs)], mode=mode, B=B, R=R,
+        for run in refit.runs))
+    powers = [run.power for run in refit.runs]
+    return run_plan(plan, refit, powers, theta_t_hat,
+                    key=[*powers, *(run.tr for run in refit.runs)], mode=mode, B=B, R=R,
                     seed=seed, n_jobs=n_jobs, cache_dir=cache_dir, client=client,
                     progress=progress)
-
-
-# One factorisation object per refit setting and worker process.
-_CHOLESKY: dict[str, SparseCholesky] = {}

@@ -18,11 +18,16 @@ Two resampling schemes (``resampling``):
   (:func:`bids_app.bootstrap.resample.crossfade_resample`), refitted from the series;
   calibrated as docs/method.md §5 (centred on the estimate, ξ-quantile of per-vertex levels).
 
-Measured (benchmarks/bench_bootstrap.py --study fsaverage5, white noise, seed 0, with the
-workflow's simulated bias correction): local, B = 40, R = 5: coverage of θ 0.947, median
-width 1.33× the oracle width (α̂ 0.19, z 1.31); block, B = 30, R = 5: coverage 1.000,
-width 5.95× (α̂ on the 1e-15 floor, z 8.0); single local 0.980 at 1.98×, single block
-0.982 at 1.62×.
+Measured with surrogate 1p-v6 (benchmarks/bench_bootstrap.py --study fsaverage5, seed 0,
+B = 100, R = 10, the workflow's simulated bias correction; benchmarks/RESULTS.md): with
+the beyond-AR(1) nuisance (``--nuisance all``) local double coverage of θ 0.974 at 1.30×
+the oracle width (α̂ 0.23, z 1.21), single 1.000 at 2.10×; with white noise the estimate
+keeps a +0.11 latent offset after the correction (about 2 SE) and coverage is 0.27 local
+double, 0.49 single, 1.000 block double (B = 40, R = 5, at 1.67×): the intervals' width
+matches the estimate's random error (±1.96 SE covers truth plus the mean offset at 0.935),
+the miss is the point estimate's bias. On fsLR 32k (white, B = 20) the bias is gone but
+the pooled calibration gives z 1.25 and local double covers 0.85 at 0.78×, single 0.97
+at 1.22×.
 
 With ``bias_correct`` (off by
 default) the bootstrap estimate of the estimator's bias is removed, per vertex and
@@ -76,6 +81,7 @@ from bids_app.bootstrap.periodogram import (
 from bids_app.bootstrap.resample import block_frames as to_block_frames
 from bids_app.bootstrap.resample import crossfade_resample, stationary_indices
 from bids_app.bootstrap.resample import fade_frames as to_fade_frames
+from bids_app.config import default
 from bids_app.errors import InputValidationError, UsageError
 
 log = logging.getLogger(__name__)
@@ -83,6 +89,8 @@ log = logging.getLogger(__name__)
 Refit = Callable[[np.ndarray], np.ndarray]
 Task = tuple[int, int]  # (b, r): r = 0 is outer resample b, r ≥ 1 its inner resamples
 RESAMPLING = ("local", "block")
+# Cross-fade at block joins of the block scheme, seconds.
+FADE_S = 6.0
 
 
 @dataclass
@@ -233,14 +241,14 @@ def double_bootstrap(
     refit: Refit,
     theta_t_hat: np.ndarray,
     tr: float,
-    mode: str = "double",
-    B: int = 100,
-    R: int = 10,
-    block_s: float = 72.0,
-    seed: int = 0,
-    fade_s: float = 6.0,
+    mode: str = default("bootstrap"),
+    B: int = default("n_boot"),
+    R: int = default("n_inner"),
+    block_s: float = default("block_length"),
+    seed: int = default("random_seed"),
+    fade_s: float = FADE_S,
     bias_correct: bool = False,
-    resampling: str = "local",
+    resampling: str = default("resampling"),
     half_width: int = HALF_WIDTH,
     n_jobs: int = 1,
     cache_dir: str | PathLike | None = None,
@@ -316,8 +324,9 @@ def double_bootstrap(
 
 
 def run_plan(
-    plan: Plan, refit, source, theta_t_hat: np.ndarray, key: list, mode: str = "double",
-    B: int = 100, R: int = 10, seed: int = 0, bias_correct: bool = False, n_jobs: int = 1,
+    plan: Plan, refit, source, theta_t_hat: np.ndarray, key: list,
+    mode: str = default("bootstrap"), B: int = default("n_boot"), R: int = default("n_inner"),
+    seed: int = default("random_seed"), bias_correct: bool = False, n_jobs: int = 1,
     cache_dir: str | PathLike | None = None, client: object | None = None,
     progress: bool = True,
 ) -> BootstrapResult:
@@ -458,8 +467,9 @@ class LocalPlan:
 
     def resample(self, data: np.ndarray, seed: int, b: int, r: int) -> np.ndarray:
         """Outer resample ``b`` (r = 0) or inner resample ``r`` drawn from it. A worker
-        keeps its last outer resample: tasks come b by b, so the R inner resamples of
-        an outer one reuse it (the result is the same either way)."""
+        keeps its last outer resample and its local spectrum: tasks come b by b, so the
+        R inner resamples of an outer one reuse them (the result is the same either way;
+        at fsLR 32k the spectrum was a third of an inner refit's CPU)."""
         # A memory map is named by its file (joblib reopens it for every task); any other
         # array by its identity, kept alive here so that no new array can take its id.
         source = data.filename if isinstance(data, np.memmap) else data
@@ -468,10 +478,14 @@ class LocalPlan:
         same = (isinstance(stored, str) and stored == source if isinstance(source, str)
                 else stored is source)
         if not same or _LAST_OUTER.get("key") != key:
-            _LAST_OUTER.update(key=key, source=source,
-                               value=self.plan.resample(data, _rng(seed, b, 0)))
+            _LAST_OUTER.update(key=key, source=source, spectrum=None,
+                               value=self.plan.resample(data, resample_rng(seed, b, 0)))
         out = _LAST_OUTER["value"]
-        return self.plan.resample(out, _rng(seed, b, r)) if r else out.copy()
+        if not r:
+            return out.copy()
+        if _LAST_OUTER["spectrum"] is None:
+            _LAST_OUTER["spectrum"] = self.plan.spectrum(out)
+        return self.plan.resample(out, resample_rng(seed, b, r), _LAST_OUTER["spectrum"])
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:
         return refit.fit_periodogram(sample)
@@ -480,7 +494,7 @@ class LocalPlan:
 _LAST_OUTER: dict = {}
 
 
-def _rng(seed: int, *key: int) -> np.random.Generator:
+def resample_rng(seed: int, *key: int) -> np.random.Generator:
     """The generator of (seed, b, r[, run]): one stream per resample, whatever runs it."""
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
@@ -504,8 +518,10 @@ def cleaning_recipe(refit: Refit):
 Plan = BlockPlan | LocalPlan
 
 
-def resampling_plan(refit: Refit, n_frames: int, tr: float, resampling: str = "local",
-                    block_s: float = 72.0, fade_s: float = 6.0, half_width: int = HALF_WIDTH):
+def resampling_plan(refit: Refit, n_frames: int, tr: float,
+                    resampling: str = default("resampling"),
+                    block_s: float = default("block_length"), fade_s: float = FADE_S,
+                    half_width: int = HALF_WIDTH):
     """(plan, refit) of a scheme: how resamples are drawn and the refit that takes them
     (:func:`double_bootstrap`'s arguments; the key of its cache is built from both)."""
     if resampling == "local":

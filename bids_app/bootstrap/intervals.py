@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bids_app.bootstrap.combined import CombinedRefit, combined_bootstrap
 from bids_app.bootstrap.double import BootstrapResult, double_bootstrap
 from bids_app.bootstrap.natural import MapInterval, natural_intervals
 from bids_app.config import default
+from bids_app.models import HRFModel
 
 
 @dataclass(frozen=True)
@@ -40,18 +43,46 @@ def bootstrap_intervals(y_clean: np.ndarray, refit, shift: np.ndarray,
     point estimate's), around its warm start, the MAP; the intervals are then moved by
     −``shift`` with the estimate (the simulated bias)."""
     theta_t, tr = refit.theta_t0, refit.tr
-    kwargs = dict(mode=options.mode, B=options.n_boot, R=options.n_inner,
-                  block_s=options.block_length, resampling=options.resampling, seed=seed,
-                  n_jobs=options.n_jobs,
-                  cache_dir=cache_dir, progress=options.progress)
-    if options.dask_scheduler:
-        from distributed import Client
 
-        with Client(options.dask_scheduler) as client:
-            result = double_bootstrap(y_clean, refit, theta_t, tr, client=client, **kwargs)
-    else:
-        result = double_bootstrap(y_clean, refit, theta_t, tr, **kwargs)
-    return (natural_intervals(shift_result(result, shift), theta_t - shift, refit.surrogate.model),
+    def run(client):
+        return double_bootstrap(y_clean, refit, theta_t, tr, mode=options.mode,
+                                B=options.n_boot, R=options.n_inner,
+                                block_s=options.block_length, resampling=options.resampling,
+                                seed=seed, n_jobs=options.n_jobs, cache_dir=cache_dir,
+                                client=client, progress=options.progress)
+
+    return reported(with_scheduler(options, run), theta_t, shift, refit.surrogate.model)
+
+
+def combined_intervals(refit: CombinedRefit, shift: np.ndarray, options: BootstrapOptions,
+                       seed: int, cache_dir: Path | None, model: HRFModel
+                       ) -> tuple[dict[str, MapInterval], dict[str, Any]]:
+    """As :func:`bootstrap_intervals` for the map combined over runs (each run resampled
+    by the local scheme, the summed likelihood refitted: :mod:`bids_app.bootstrap.combined`)."""
+    def run(client):
+        return combined_bootstrap(refit, mode=options.mode, B=options.n_boot,
+                                  R=options.n_inner, seed=seed, n_jobs=options.n_jobs,
+                                  cache_dir=cache_dir, client=client, progress=options.progress)
+
+    return reported(with_scheduler(options, run), refit.theta_t0, shift, model)
+
+
+def with_scheduler(options: BootstrapOptions, run: Callable[[Any], BootstrapResult]
+                   ) -> BootstrapResult:
+    """``run(client)`` on the Dask scheduler the options name, else with local workers."""
+    if not options.dask_scheduler:
+        return run(None)
+    from distributed import Client
+
+    with Client(options.dask_scheduler) as client:
+        return run(client)
+
+
+def reported(result: BootstrapResult, theta_t: np.ndarray, shift: np.ndarray,
+             model: HRFModel) -> tuple[dict[str, MapInterval], dict[str, Any]]:
+    """The reported maps' intervals, moved by −``shift`` with the estimate, and the
+    sidecar record."""
+    return (natural_intervals(shift_result(result, shift), theta_t - shift, model),
             result.sidecar())
 
 

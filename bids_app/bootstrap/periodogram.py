@@ -177,14 +177,24 @@ class LocalPeriodogramBootstrap:
         """Ordinates resampled (:func:`passband`)."""
         return passband(self.gain)
 
-    def resample(self, power: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One resample (V, J) of periodograms (V, J), unit-variance."""
+    def spectrum(self, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ŝ and ratios ε over the passband of periodograms (V, J) (what every resample of
+        the same periodograms starts from: a double bootstrap's R inner resamples of one
+        outer resample share it)."""
+        power = np.asarray(power, dtype=np.float64)
+        band = self.band
+        return local_spectrum(power[:, band] / self.gain[band], self.half_width)
+
+    def resample(self, power: np.ndarray, rng: np.random.Generator,
+                 spectrum: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """One resample (V, J) of periodograms (V, J), unit-variance; ``spectrum`` is
+        :meth:`spectrum` of ``power`` when the caller kept it."""
         power = np.asarray(power, dtype=np.float64)
         band = self.band
         gain = self.gain[band]
-        smooth, ratio = local_spectrum(power[:, band] / gain, self.half_width)
+        smooth, ratio = spectrum if spectrum is not None else self.spectrum(power)
         k = local_draws(gain.size, self.half_width, rng)
-        smooth *= ratio[:, k]
+        smooth = smooth * np.take(ratio, k, axis=1)  # 6x faster than ratio[:, k] at fsLR 32k
         smooth *= gain
         # In place from here: at fsLR 32k a fresh (V, J) array per step doubled the cost.
         out = np.empty_like(power)

@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bids_app.inference import fit_map
-from bids_app.prior import SparseCholesky
+from bids_app.inference.refit import refit_map
 from bids_app.surrogate.features import feature_matrix_from_periodogram
 
 
@@ -36,28 +35,23 @@ class PeriodogramRefit:
 
     def summaries(self, power: np.ndarray) -> np.ndarray:
         """S(I) per vertex (V, P) float32: the surrogate's summary of the periodogram."""
-        surrogate, tr = self.refit.surrogate, self.refit.tr
-        proto = surrogate.protocol(tr, self.n_frames, self.refit.n_regressors)
-        x = feature_matrix_from_periodogram(power, proto, surrogate.config.n_bands,
-                                            surrogate.context_protocol(proto))
-        with torch.no_grad():
-            return surrogate.summary(torch.from_numpy(x)).numpy()
+        r = self.refit
+        return periodogram_summaries(r.surrogate, power, r.tr, self.n_frames, r.n_regressors)
 
     def fit_periodogram(self, power: np.ndarray) -> np.ndarray:
         """Latent MAP (V, P) of one periodogram resample."""
         r = self.refit
         loglik = r.surrogate.loglik(self.summaries(power), r.tr, self.n_frames,
                                     r.n_regressors, noise_ar=r.noise_ar)
-        token = self.cache_token
-        if token not in _CHOLESKY:
-            _CHOLESKY.clear()  # keep one: a process runs one hemisphere at a time
-            _CHOLESKY[token] = SparseCholesky()
-        options = {"laplace": False, **r.map_options}  # no evidence needed here
-        result = fit_map(loglik, r.precision, r.theta_t0, chol=_CHOLESKY[token],
-                         observed=r.observed, **options)
-        return np.asarray(result.theta_t)
+        return refit_map(loglik, r, self.cache_token)
 
 
-# One factorisation object per refit setting and worker process (CHOLMOD factors do
-# not pickle, and each process needs its own).
-_CHOLESKY: dict[str, SparseCholesky] = {}
+def periodogram_summaries(surrogate, power: np.ndarray, tr: float, n_frames: int,
+                          n_regressors: int) -> np.ndarray:
+    """S(I) per vertex (V, P) float32 of periodograms (V, ⌊T/2⌋) of a run's cleaned
+    series (``n_frames`` frames, ``n_regressors`` confounds removed)."""
+    proto = surrogate.protocol(tr, n_frames, n_regressors)
+    x = feature_matrix_from_periodogram(power, proto, surrogate.config.n_bands,
+                                        surrogate.context_protocol(proto))
+    with torch.no_grad():
+        return surrogate.summary(torch.from_numpy(x)).numpy()

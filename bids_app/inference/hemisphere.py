@@ -3,13 +3,15 @@
 :func:`fit_map_with_evidence` picks the likelihood (one per noise-colour candidate) and
 (κ, τ²) by Laplace evidence and returns the MAP as an :class:`EvidenceFit`;
 :func:`identifiability` says how much the data inform each reported parameter;
-:func:`summed_loglik` adds independent runs' likelihoods for a combined map.
+:func:`summed_loglik` adds independent runs' likelihoods (:class:`RunLikelihood`) for a
+combined map.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -204,3 +206,42 @@ def summed_loglik(logliks: list):
         return value, grad, hess
 
     return total
+
+
+@dataclass
+class RunLikelihood:
+    """What rebuilds one run's per-vertex log-likelihood on a subset of its vertices
+    (runs are combined by summing these; each is conditioned on its own confound count
+    and selected noise colour). ``power`` holds the periodograms (V, ⌊T/2⌋) of the
+    cleaned series, float32, when intervals were asked for: the combined map's bootstrap
+    resamples them (:mod:`bids_app.bootstrap.combined`)."""
+
+    surrogate: Any
+    summaries: np.ndarray
+    tr: float
+    n_frames: int
+    n_regressors: int
+    noise_ar: float | None
+    power: np.ndarray | None = None
+
+    def loglik(self, summaries: np.ndarray):
+        """The log-likelihood callable of per-vertex ``summaries`` from this run."""
+        return self.surrogate.loglik(summaries, self.tr, self.n_frames, self.n_regressors,
+                                     self.noise_ar)
+
+    def on(self, rows: np.ndarray):
+        """The log-likelihood callable of the fitted vertices at ``rows``."""
+        return self.loglik(self.summaries[rows])
+
+    def at(self, rows: np.ndarray) -> RunLikelihood:
+        """This run restricted to its fitted vertices at ``rows`` (in that order)."""
+        return replace(self, summaries=self.summaries[rows],
+                       power=None if self.power is None else self.power[rows])
+
+    @property
+    def cache_token(self) -> str:
+        """The run's protocol and likelihood settings (not its data), for cache keys."""
+        card = getattr(self.surrogate, "card", {}) or {}
+        parts = [str(card.get("sha256", card.get("id", ""))), repr(float(self.tr)),
+                 str(self.n_frames), str(self.n_regressors), repr(self.noise_ar)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()

@@ -89,15 +89,20 @@ class MapRefit:
         summaries = self.surrogate.summarize(y_clean, self.tr, self.n_regressors)
         loglik = self.surrogate.loglik(summaries, self.tr, y_clean.shape[1], self.n_regressors,
                                        noise_ar=self.noise_ar)
-        token = self.cache_token
-        if token not in _CHOLESKY:
-            _CHOLESKY.clear()  # keep one: a process runs one hemisphere at a time
-            _CHOLESKY[token] = SparseCholesky()
-        chol = _CHOLESKY[token]
-        options = {"laplace": False, **self.map_options}  # no evidence needed here
-        result = fit_map(loglik, self.precision, self.theta_t0, chol=chol,
-                         observed=self.observed, **options)
-        return np.asarray(result.theta_t)
+        return refit_map(loglik, self, self.cache_token)
+
+
+def refit_map(loglik, refit, token: str) -> np.ndarray:
+    """Latent MAP (V, P) of a resample's log-likelihood with ``refit``'s precision, warm
+    start, observed vertices and MAP options (κ, τ² fixed; no evidence: ``laplace`` off).
+    The sparse analysis of D + Q is kept per process for the refit setting ``token``."""
+    if token not in _CHOLESKY:
+        _CHOLESKY.clear()  # keep one: a process runs one hemisphere at a time
+        _CHOLESKY[token] = SparseCholesky()
+    options = {"laplace": False, **refit.map_options}
+    result = fit_map(loglik, refit.precision, refit.theta_t0, chol=_CHOLESKY[token],
+                     observed=refit.observed, **options)
+    return np.asarray(result.theta_t)
 
 
 def clean_by_rows(y: np.ndarray, tr: float, spec: Preprocessing,

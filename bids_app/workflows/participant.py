@@ -10,9 +10,9 @@ Per run and hemisphere (a CIFTI run is split into its left and right cortex):
 
 Several runs of a participant get per-run maps and one combined map: runs are
 independent given θ, so their log-likelihoods are summed vertex-wise and fitted in one
-MAP (with its own evidence-selected κ, τ²) on the vertices every run observed. The
-combined map has no bootstrap intervals (resampling is defined within a run); it is moved
-by the mean of its runs' simulated bias.
+MAP (with its own evidence-selected κ, τ²) on the vertices every run observed; it is
+moved by the mean of its runs' simulated bias. Its intervals resample every run on its
+own and refit the summed likelihood (``--resampling local`` only).
 """
 
 from __future__ import annotations
@@ -172,6 +172,8 @@ def combine_runs(runs: list[SurfaceRun], fits: dict[str, Fits], config: Config) 
                                          if hemi in fits[run.prefix]]
         provenance = {"CombinedRuns": [run.prefix for run in runs],
                       "Mesh": parts[0].extra["Mesh"]}
-        combined[hemi] = combine_hemisphere(parts, fit_options(config), provenance=provenance,
-                                            where=f"{runs[0].prefix} combined hemi-{hemi}")
+        combined[hemi] = combine_hemisphere(
+            parts, fit_options(config), provenance=provenance,
+            cache_dir=config.work_dir / "bootstrap" / f"{runs[0].prefix}_combined_hemi-{hemi}",
+            where=f"{runs[0].prefix} combined hemi-{hemi}")
     return combined

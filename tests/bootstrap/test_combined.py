@@ -4,7 +4,8 @@ refitted (the real surrogate and MAP on a small icosphere)."""
 import numpy as np
 import pytest
 
-from bids_app.bootstrap.combined import CombinedRefit, RunModel, combined_bootstrap
+from bids_app.bootstrap.combined import CombinedRefit, combined_bootstrap
+from bids_app.inference.hemisphere import RunLikelihood
 from bids_app.models import ONE_PARAM
 from bids_app.preprocess import clean
 from bids_app.prior import SPDEPrior, fem_matrices, icosphere
@@ -24,24 +25,23 @@ def two_runs():
     surrogate = load_surrogate("1p", TR, N_FRAMES)
     y_cleans = [clean(simulate_bold(ONE_PARAM, theta, TR, N_FRAMES, nuisance, rng), TR,
                       surrogate.preprocessing) for _ in range(2)]
-    runs = [RunModel(surrogate, TR, N_FRAMES) for _ in y_cleans]
+    runs = [RunLikelihood(surrogate, surrogate.summarize(y, TR), TR, N_FRAMES, 0, None,
+                          power_of(y).astype(np.float32)) for y in y_cleans]
     precision = prior.precision(KAPPA, TAU2)
-    summaries = [surrogate.summarize(y, TR) for y in y_cleans]
-    refit = CombinedRefit(runs, precision, np.mean(summaries, axis=0))
-    theta_t = refit.fit_periodogram(np.concatenate([power_of(y) for y in y_cleans], axis=1))
+    refit = CombinedRefit(runs, precision, np.mean([run.summaries for run in runs], axis=0))
+    theta_t = refit.fit_periodogram(np.concatenate([run.power for run in runs], axis=1))
     return y_cleans, runs, precision, theta_t, surrogate
 
 
 def test_combined_intervals_are_reproducible_and_resumable(two_runs, tmp_path):
     y_cleans, runs, precision, theta_t, surrogate = two_runs
     options = dict(B=6, R=2, seed=3, progress=False)
-    first = combined_bootstrap(y_cleans, runs, precision, theta_t, cache_dir=tmp_path,
-                               **options)
-    again = combined_bootstrap(y_cleans, runs, precision, theta_t, cache_dir=tmp_path,
-                               **options)
+    refit = CombinedRefit(runs, precision, theta_t)
+    first = combined_bootstrap(refit, cache_dir=tmp_path, **options)
+    again = combined_bootstrap(refit, cache_dir=tmp_path, **options)
     assert first.n_refits == 6 * 3 and again.n_refits == 0
     np.testing.assert_array_equal(first.lower, again.lower)
-    fresh = combined_bootstrap(y_cleans, runs, precision, theta_t, **options)
+    fresh = combined_bootstrap(refit, **options)
     np.testing.assert_array_equal(first.upper, fresh.upper)
     assert first.sidecar()["Resampling"] == "local" and first.draws.shape == (6, 162, 1)
     # Runs are resampled independently: the same periodogram twice gets different draws.
@@ -57,9 +57,9 @@ def test_combined_intervals_are_reproducible_and_resumable(two_runs, tmp_path):
 
 
 def test_combined_refit_of_the_original_runs_is_the_combined_map(two_runs):
-    y_cleans, runs, precision, theta_t, _ = two_runs
+    _, runs, precision, theta_t, _ = two_runs
     refit = CombinedRefit(runs, precision, theta_t)
-    power = np.concatenate([power_of(y) for y in y_cleans], axis=1)
+    power = np.concatenate([run.power for run in runs], axis=1)
     np.testing.assert_allclose(refit.fit_periodogram(power), theta_t, atol=1e-4)
 
 

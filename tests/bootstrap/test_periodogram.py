@@ -123,3 +123,17 @@ def test_kept_outer_resample_never_serves_other_data():
     outer = plan.resample(first, 3, 1, 0)
     outer[:] = 0.0  # the caller's copy, not the kept one
     assert plan.resample(first, 3, 1, 0).any()
+
+
+def test_inner_resamples_are_the_same_with_the_outer_spectrum_kept_or_not():
+    """A worker keeps the outer resample's local spectrum for its inner resamples; any
+    task order, or a fresh worker, gives the same resamples."""
+    from bids_app.bootstrap.double import _LAST_OUTER, LocalPlan
+
+    plan = LocalPlan(LocalPeriodogramBootstrap(300, np.ones(150), 3))
+    power = np.random.default_rng(0).exponential(size=(50, 150))
+    in_order = [plan.resample(power, 3, 1, r) for r in range(4)]
+    for r in (2, 0, 3, 1):
+        _LAST_OUTER.clear()
+        np.testing.assert_array_equal(plan.resample(power, 3, 1, r), in_order[r])
+    assert not np.array_equal(in_order[1], in_order[2])

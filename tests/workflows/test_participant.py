@@ -210,7 +210,7 @@ def test_two_runs_give_per_run_and_combined_maps_and_deconvolved_series(tmp_path
                                                                n_runs=2),
                             meshes={"L": mesh, "R": mesh})
     out = tmp_path / "out"
-    assert run(bids, out, "--write-deconvolved") == 0
+    assert run(bids, out, "--write-deconvolved", "--bootstrap", "single", "--n-boot", "3") == 0
     func = out / "sub-01" / "func"
     estimates = sorted(p.name for p in func.glob("*hemi-L*param-theta_stat-estimate*.func.gii"))
     assert estimates == [
@@ -218,6 +218,12 @@ def test_two_runs_give_per_run_and_combined_maps_and_deconvolved_series(tmp_path
         ".func.gii" for run in ("", "_run-1", "_run-2")]
     combined = json.loads((func / estimates[0].replace(".func.gii", ".json")).read_text())
     assert combined["CombinedRuns"] == ["sub-01_task-rest_run-1", "sub-01_task-rest_run-2"]
+    # The combined map has intervals like the per-run maps, and says how they were made.
+    assert combined["Bootstrap"]["Mode"] == "single"
+    assert combined["Bootstrap"]["Resampling"] == "local"
+    for stat in ("se", "cilower", "ciupper"):
+        name = estimates[0].replace("stat-estimate", f"stat-{stat}")
+        assert np.isfinite(nib.load(func / name).darrays[0].data).any(), name
     deconvolved = func / "sub-01_task-rest_run-2_hemi-R_space-fsaverage5_desc-deconvolved_bold"
     series = np.column_stack([a.data for a in nib.load(f"{deconvolved}.func.gii").darrays])
     assert series.shape == (162, 160) and np.isfinite(series).all()
