@@ -124,7 +124,7 @@ def row(study: str, kind: str, seed: int, surrogate_for, bias_correction: str,
             f"{np.corrcoef(est, truth)[0, 1]:6.3f} {'pass' if quality['Pass'] else 'FLAG':5s} "
             f"{checks['PosteriorPredictiveSpectra']:6.3f} {checks['RunSpectrumShape']:6.3f} "
             f"{checks['TrainingDistribution']:6.3f} {checks['AtRangeBound']:6.3f} "
-            f"{time.perf_counter() - start:6.1f}")
+            f"{checks['EstimateFollowsTruth']:6.2f} {time.perf_counter() - start:6.1f}")
 
 
 def main() -> None:
@@ -150,7 +150,8 @@ def main() -> None:
     print(f"surrogate: {surrogate_for(2.0).card['id']}; bias correction: "
           f"{args.bias_correction}")
     print(f"{'study':10s} {'nuisance':20s} {'seed':>4s} {'MSE':>8s} {'bias':>8s} {'r':>6s} "
-          f"{'gate':5s} {'ppc':>6s} {'run-p':>6s} {'ood':>6s} {'bound':>6s} {'fit s':>6s}")
+          f"{'gate':5s} {'ppc':>6s} {'run-p':>6s} {'ood':>6s} {'bound':>6s} {'span':>6s} "
+          f"{'fit s':>6s}")
     kinds = list(args.kinds) + (list(MISMATCHED) if args.mismatched else [])
     for study in args.study:
         for kind in kinds:

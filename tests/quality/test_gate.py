@@ -49,7 +49,8 @@ def test_gate_passes_runs_the_model_describes(surrogate) -> None:
     record = quality.sidecar()
     assert record["Pass"] is True and record["Reasons"] == []
     assert set(record["Checks"]) == {"PosteriorPredictiveSpectra", "RunSpectrumShape",
-                                     "TrainingDistribution", "AtRangeBound", "MapConverged"}
+                                     "TrainingDistribution", "AtRangeBound", "MapConverged",
+                                     "EstimateFollowsTruth"}
 
 
 def test_gate_flags_an_undeclared_low_pass(surrogate) -> None:
