@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bids_app.quality.predictive import HIGH_BAND_HZ, predictive_check
-from bids_app.quality.recovery import MAX_SPAN_LATENT, recovery_check
+from bids_app.quality.recovery import MAX_RATIO, TOLERANCE, RecoveryCheck, recovery_check
 
 # At most this share of vertices may lie outside their predictive 99 % (1 % expected).
 MAX_PREDICTIVE_OUTLIERS = 0.10
@@ -109,17 +109,17 @@ def quality_control(y_clean: np.ndarray, theta_t: np.ndarray, surrogate, tr: flo
         "MapConverged": Check(float(converged), 1.0, bool(converged),
                               "the MAP's Newton iterations met their tolerance"),
     }
-    truth_range = None
+    recovery = None
     if model.n_params == 1:
         recovery = recovery_check(y_clean, theta_t, surrogate, tr, n_regressors, seed)
-        truth_range = recovery.truth_range
         checks["EstimateFollowsTruth"] = Check(
-            recovery.span_latent, MAX_SPAN_LATENT, recovery.span_latent <= MAX_SPAN_LATENT,
-            "span (latent sd) of true mean parameters whose pooled estimate, simulated with "
-            "the map's pattern under the prior's nuisance regimes shaped most like this run, "
-            "lands where this run's does (within a quarter latent sd); wider means the map "
-            "would read the same for any truth in it (not identified at this protocol)")
-    reasons = [_reason(name, check, truth_range) for name, check in checks.items()
+            recovery.ratio, MAX_RATIO, recovery.ratio <= MAX_RATIO,
+            f"latent length of the true means whose pooled estimate lands within {TOLERANCE:g} "
+            "of this run's, simulated with the map's pattern under the AR(1) noise and event "
+            "rates fitted to this run, over the latent length of the estimate +/- "
+            f"{TOLERANCE:g} (1 for an estimator that follows the truth); larger means the map "
+            "moves less than the truth (not identified at this protocol)")
+    reasons = [_reason(name, check, recovery) for name, check in checks.items()
                if not check.passed]
     if not checks["PosteriorPredictiveSpectra"].passed and predictive.high_band_z < LOWPASS_HINT_Z:
         reasons.append(f"the spectrum above {HIGH_BAND_HZ:g} Hz is "
@@ -128,13 +128,16 @@ def quality_control(y_clean: np.ndarray, theta_t: np.ndarray, surrogate, tr: flo
     return QualityControl(checks, reasons)
 
 
-def _reason(name: str, check: Check, truth_range: tuple[float, float] | None) -> str:
+def _reason(name: str, check: Check, recovery: RecoveryCheck | None) -> str:
     """One phrase per failed check, for the WARNING line and the report banner."""
     if name == "EstimateFollowsTruth":
-        low, high = truth_range
-        return (f"any true mean from {low:.2f} to {high:.2f} would give this map under "
-                "nuisance like this run's: the estimate does not follow the truth there "
-                "(not identified at this TR and run length)")
+        if not recovery.reproduced:
+            return ("no true mean gives this map's level under the noise fitted to this run: "
+                    "the estimate is not reproducible at this TR and run length")
+        low, high = recovery.truth_range
+        return (f"true means from {low:.2f} to {high:.2f} give about this map under the noise "
+                f"fitted to this run ({check.value:.1f} times what an estimator that follows "
+                "the truth allows): not identified at this TR and run length")
     if name == "PosteriorPredictiveSpectra":
         return (f"{100 * check.value:.0f}% of vertices have spectra the model cannot produce "
                 f"at their estimate (at most {100 * check.threshold:.0f}%)")

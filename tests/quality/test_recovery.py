@@ -7,7 +7,7 @@ import pytest
 
 from bids_app.io.confounds import strategy_regressors
 from bids_app.preprocess import clean
-from bids_app.quality.recovery import MAX_SPAN_LATENT, pooled_offset, recovery_check
+from bids_app.quality.recovery import MAX_RATIO, pooled_offset, recovery_check
 from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold
 from bids_app.simulate.confounds import simulated_confounds
 from bids_app.surrogate import load_surrogate
@@ -37,7 +37,7 @@ def white_run(surrogate, theta: float, seed: int):
 def test_a_slow_truth_read_as_canonical_is_not_identified(surrogate) -> None:
     y_clean, theta_t, n_reg = white_run(surrogate, 0.5, seed=0)
     check = recovery_check(y_clean, theta_t, surrogate, TR, n_reg, seed=0)
-    assert check.span_latent > MAX_SPAN_LATENT
+    assert check.ratio > MAX_RATIO, check
     low, high = check.truth_range
     assert low < 0.6 < high, check
 
@@ -45,4 +45,4 @@ def test_a_slow_truth_read_as_canonical_is_not_identified(surrogate) -> None:
 def test_a_mid_range_truth_is_identified(surrogate) -> None:
     y_clean, theta_t, n_reg = white_run(surrogate, 1.8, seed=1)
     check = recovery_check(y_clean, theta_t, surrogate, TR, n_reg, seed=0)
-    assert check.span_latent <= MAX_SPAN_LATENT, check
+    assert check.ratio <= MAX_RATIO, check
