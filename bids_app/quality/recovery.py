@@ -13,11 +13,11 @@ Pseudo-runs carry the map's spatial pattern shifted to true latent offsets acros
 range, simulated under that regime and cleaned as the run was, and each is estimated as
 the run's level is (the offset maximising the summed log-likelihood, the pooled part of
 the MAP). The true offsets whose estimate lands within :data:`TOLERANCE` of the run's are
-the truths the data cannot tell apart; an estimator that follows the truth gives them the
-latent length of the run's estimate ± TOLERANCE. The check's figure is their latent length
-over that (lengths are latent, the prior's scale: the link squeezes the ends of the
-natural range, where a flat stretch would otherwise look short); above :data:`MAX_RATIO`
-the map moves less than half as much as the truth around its value and is flagged.
+the truths the data cannot tell apart; an estimator that follows the truth gives them a
+length of 2 × TOLERANCE. The check's figure is their length (natural units, the unit of
+the error) over that; above :data:`MAX_RATIO` the map moves less than half as much as
+the truth around its value (errors beyond twice the tolerance are as likely as not) and
+is flagged. An estimate that no truth reproduces counts as the whole range.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ class RecoveryCheck:
 
     Attributes
     ----------
-    ratio : latent length of the true means whose pooled estimate is within
-        :data:`TOLERANCE` of the run's, over the latent length of the run's estimate ±
-        TOLERANCE (the whole range's when no truth reproduces the estimate).
+    ratio : length of the true means whose pooled estimate is within :data:`TOLERANCE`
+        of the run's, over 2 × TOLERANCE (the whole range's when no truth reproduces the
+        estimate).
     truth_range : (low, high) the smallest and largest of those true means (natural
         units).
     estimate : the run's pooled estimate of its mean (natural units).
@@ -108,10 +108,10 @@ def recovery_check(y_clean: np.ndarray, theta_t: np.ndarray, surrogate, tr: floa
         pattern, tr, n_regressors) for _ in range(N_REPEATS)]) for offset in OFFSETS]
     curve = model.to_theta(np.interp(FINE, OFFSETS, recovered)[:, None])[:, 0]
     close = np.abs(curve - estimate) <= TOLERANCE
-    band = np.ptp(model.to_latent(np.array([[estimate - TOLERANCE], [estimate + TOLERANCE]])))
     # No truth reproducing the estimate leaves every truth possible.
     ambiguous = close if close.any() else np.ones_like(close)
-    truths = model.to_theta(FINE[ambiguous][:, None])[:, 0]
-    return RecoveryCheck(float(ambiguous.sum() * (FINE[1] - FINE[0]) / band),
-                         (float(truths.min()), float(truths.max())), float(estimate),
-                         bool(close.any()))
+    truths = model.to_theta(FINE[:, None])[:, 0]
+    length = float(np.gradient(truths)[ambiguous].sum())
+    return RecoveryCheck(length / (2 * TOLERANCE),
+                         (float(truths[ambiguous].min()), float(truths[ambiguous].max())),
+                         float(estimate), bool(close.any()))
