@@ -92,17 +92,10 @@ def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
     surrogate, tr = refit.surrogate, refit.tr
     model, spec = surrogate.model, surrogate.preprocessing
     theta = model.to_theta(theta_t_hat)
-    # Amplitudes and noise sd in the middle of the training prior: only the signal-to-
-    # noise ratio is seen after z-scoring, and the fitted event rates set it.
-    training = surrogate.config.nuisance_prior()
-    noise_sd = float(np.sqrt(np.prod(training.noise_sd)))
-    match = match_nuisance(y_clean, theta, model, tr, spec, training.amplitude, noise_sd,
-                           confounds, seed)
+    match, nuisance = matched_nuisance(surrogate, y_clean, theta, tr, confounds, seed)
     shift = np.zeros_like(theta_t_hat, dtype=float)
     if (misfit := match.misfit()) is not None:
         return SimulatedBias(shift, match, 0, seed, skipped=misfit)
-    nuisance = sample_nuisance(match.prior, len(theta), np.random.default_rng(seed))
-    nuisance["rate"] = vertex_rates(y_clean, theta, model, tr, spec, match)
     for k in range(n_simulations):
         rng = np.random.default_rng([seed, 2, k])
         y = clean(simulate_bold(model, theta, tr, y_clean.shape[1], nuisance, rng), tr, spec,
@@ -110,6 +103,23 @@ def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
         shift += refit(y) - theta_t_hat
     return SimulatedBias(smooth_in_estimate(theta_t_hat, shift / n_simulations), match,
                          n_simulations, seed, rates=nuisance["rate"])
+
+
+def matched_nuisance(surrogate, y_clean: np.ndarray, theta: np.ndarray, tr: float,
+                     confounds: np.ndarray | None, seed: int
+                     ) -> tuple[NoiseMatch, dict[str, np.ndarray]]:
+    """The run's fitted AR(1) regime and per-vertex nuisance settings drawn from it, each
+    vertex with its own event rate (``theta`` natural estimates of ``y_clean``'s rows)."""
+    model, spec = surrogate.model, surrogate.preprocessing
+    # Amplitudes and noise sd in the middle of the training prior: only the signal-to-
+    # noise ratio is seen after z-scoring, and the fitted event rates set it.
+    training = surrogate.config.nuisance_prior()
+    noise_sd = float(np.sqrt(np.prod(training.noise_sd)))
+    match = match_nuisance(y_clean, theta, model, tr, spec, training.amplitude, noise_sd,
+                           confounds, seed)
+    nuisance = sample_nuisance(match.prior, len(theta), np.random.default_rng(seed))
+    nuisance["rate"] = vertex_rates(y_clean, theta, model, tr, spec, match)
+    return match, nuisance
 
 
 def correct_bias(refit, theta_t: np.ndarray, y_clean: np.ndarray,

@@ -4,7 +4,7 @@ Each check has a figure and a threshold; a hemisphere passes when every check do
 flagged map is still written (it is a result), with a WARNING naming the run and the
 reasons, a banner in the report and a ``QualityControl`` sidecar record, and the group
 level leaves it out unless told otherwise. False-alarm and detection rates:
-benchmarks/bench_quality_gate.py.
+benchmarks/bench_real_nuisance.py.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bids_app.quality.predictive import HIGH_BAND_HZ, predictive_check
+from bids_app.quality.recovery import MAX_RATIO, TOLERANCE, RecoveryCheck, recovery_check
 
 # At most this share of vertices may lie outside their predictive 99 % (1 % expected).
 MAX_PREDICTIVE_OUTLIERS = 0.10
@@ -110,7 +111,19 @@ def quality_control(y_clean: np.ndarray, theta_t: np.ndarray, surrogate, tr: flo
         "MapConverged": Check(float(converged), 1.0, bool(converged),
                               "the MAP's Newton iterations met their tolerance"),
     }
-    reasons = [_reason(name, check) for name, check in checks.items() if not check.passed]
+    recovery = None
+    if model.n_params == 1:
+        recovery = recovery_check(y_clean, theta_t, surrogate, tr, n_regressors, seed)
+        checks["EstimateFollowsTruth"] = Check(
+            recovery.ratio, MAX_RATIO, recovery.ratio <= MAX_RATIO,
+            f"length of the true means whose pooled estimate lands within {TOLERANCE:g} of "
+            "this run's, simulated with the map's pattern under the AR(1) noise and event "
+            f"rates fitted to this run, over 2 x {TOLERANCE:g} (1 for an estimator that "
+            "follows the truth; the whole range when no truth reproduces the estimate); "
+            "larger means the map moves less than the truth (not identified at this "
+            "protocol)")
+    reasons = [_reason(name, check, recovery) for name, check in checks.items()
+               if not check.passed]
     if not checks["PosteriorPredictiveSpectra"].passed and predictive.high_band_z < LOWPASS_HINT_Z:
         reasons.append(f"the spectrum above {HIGH_BAND_HZ:g} Hz is "
                        f"{-predictive.high_band_z:.0f} sd below the model's: low-pass filtered "
@@ -118,8 +131,16 @@ def quality_control(y_clean: np.ndarray, theta_t: np.ndarray, surrogate, tr: flo
     return QualityControl(checks, reasons, predictive.envelope)
 
 
-def _reason(name: str, check: Check) -> str:
+def _reason(name: str, check: Check, recovery: RecoveryCheck | None) -> str:
     """One phrase per failed check, for the WARNING line and the report banner."""
+    if name == "EstimateFollowsTruth":
+        if not recovery.reproduced:
+            return ("no true mean gives this map's level under the noise fitted to this run: "
+                    "the estimate is not reproducible at this TR and run length")
+        low, high = recovery.truth_range
+        return (f"true means from {low:.2f} to {high:.2f} give about this map under the noise "
+                f"fitted to this run ({check.value:.1f} times what an estimator that follows "
+                "the truth allows): not identified at this TR and run length")
     if name == "PosteriorPredictiveSpectra":
         return (f"{100 * check.value:.0f}% of vertices have spectra the model cannot produce "
                 f"at their estimate (at most {100 * check.threshold:.0f}%)")

@@ -63,7 +63,7 @@ class PredictiveCheck:
     envelope: dict = field(default_factory=dict)
 
 
-class _Reference:
+class PredictiveReference:
     """Simulated spectra of one protocol and cleaning, standardised per θ̂ bin."""
 
     def __init__(self, surrogate, tr: float, n_frames: int, n_regressors: int,
@@ -78,15 +78,21 @@ class _Reference:
     def spectra(self, y: np.ndarray) -> np.ndarray:
         return band_log_power(y, self.protocol, self.n_bands)[0][:, self.mask]
 
-    def simulate(self, theta: np.ndarray, nuisance: dict[str, np.ndarray]) -> np.ndarray:
-        """Log band spectra of series simulated at ``theta`` and cleaned as the run."""
+    def simulate_series(self, theta: np.ndarray, nuisance: dict[str, np.ndarray]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Log band spectra and series simulated at ``theta`` and cleaned as the run."""
         rng = self.rng
         shared = (shared_fluctuation(self.n_frames, self.tr, rng) if self.prior.shared[1] > 0
                   else None)
         regressors = regressors_of_count(self.n_regressors, self.n_frames, self.tr, rng, shared)
         raw = simulate_bold(self.surrogate.model, theta, self.tr, self.n_frames, nuisance, rng,
                             shared=shared)
-        return self.spectra(clean(raw, self.tr, self.surrogate.preprocessing, regressors))
+        y_clean = clean(raw, self.tr, self.surrogate.preprocessing, regressors)
+        return self.spectra(y_clean), y_clean
+
+    def simulate(self, theta: np.ndarray, nuisance: dict[str, np.ndarray]) -> np.ndarray:
+        """Log band spectra of series simulated at ``theta`` and cleaned as the run."""
+        return self.simulate_series(theta, nuisance)[0]
 
 
 def predictive_check(y_clean: np.ndarray, theta: np.ndarray, surrogate, tr: float,
@@ -108,7 +114,7 @@ def predictive_check(y_clean: np.ndarray, theta: np.ndarray, surrogate, tr: floa
     """
     rng = np.random.default_rng([seed, 2])
     n_vertices, n_frames = y_clean.shape
-    ref = _Reference(surrogate, tr, n_frames, n_regressors, rng)
+    ref = PredictiveReference(surrogate, tr, n_frames, n_regressors, rng)
     rows = np.sort(rng.choice(n_vertices, min(N_CHECKED, n_vertices), replace=False))
     data = ref.spectra(y_clean[rows])
     bins = np.array_split(np.argsort(theta[rows, 0], kind="stable"), min(N_BINS, len(rows)))

@@ -49,7 +49,8 @@ def test_gate_passes_runs_the_model_describes(surrogate) -> None:
     record = quality.sidecar()
     assert record["Pass"] is True and record["Reasons"] == []
     assert set(record["Checks"]) == {"PosteriorPredictiveSpectra", "RunSpectrumShape",
-                                     "TrainingDistribution", "AtRangeBound", "MapConverged"}
+                                     "TrainingDistribution", "AtRangeBound", "MapConverged",
+                                     "EstimateFollowsTruth"}
     # the report's spectrum-against-envelope: the data's median inside the model's 5-95 %
     envelope = record["SpectrumEnvelope"]
     data, model = envelope["Data"], envelope["Simulated"]
