@@ -762,9 +762,6 @@ def aggregate_group(
             path = Path(output_dir) / derivative_name(ents, "boldparcels", ".tsv")
             tables.append(path.name)
             result.outputs.append(_write_tsv(path, pd.concat(frames, ignore_index=True)))
-        if not tables:
-            LOGGER.info("no parcellation available for space %s: per-parcel tables skipped",
-                        key.space)
         record = {
             "Model": key.model,
             "Participants": [f"sub-{m.subject}" for m in result.included],
