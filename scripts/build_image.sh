@@ -10,6 +10,8 @@
 #   BASE_IMAGE=localhost/hemocoupling-base:bookworm-py3.11
 #   TORCH_WHEELS=/opt/wheels                      folder with torch-<locked version>+cpu-*.whl
 #   TEMPLATEFLOW_SOURCE=../shared/data/templateflow
+#   CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt  certificates pip trusts in the build (this
+#                                                 machine's, so a TLS-inspecting proxy works)
 # Where Docker Hub and the public sources are reachable, `docker build .` needs none of this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,7 @@ image=${IMAGE:-hemocoupling/hemocoupling:$version}
 base=${BASE_IMAGE:-localhost/hemocoupling-base:bookworm-py3.11}
 wheels=${TORCH_WHEELS:-/opt/wheels}
 templates=${TEMPLATEFLOW_SOURCE:-../shared/data/templateflow}
+ca=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 # chroot isolation: RUN steps need no cgroups or user namespaces (works inside containers).
 export BUILDAH_ISOLATION=${BUILDAH_ISOLATION:-chroot}
 
@@ -48,6 +51,7 @@ trap cleanup EXIT
 mkdir -p "$serve/simple/torch"
 ln -s "$(realpath "$wheels")"/torch-"$torch"+cpu-*.whl "$serve/simple/torch/"
 tar -C "$templates" -cf "$serve/templateflow.tar" .
+printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$serve/pip.conf"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 python3 -m http.server --bind 127.0.0.1 --directory "$serve" "$port" >/dev/null 2>&1 &
 server=$!
@@ -56,7 +60,10 @@ for _ in $(seq 50); do python3 -c "import urllib.request as u; u.urlopen('$url/'
 
 build() {
     # docker format: OCI images drop SHELL (bash -o pipefail) from the Dockerfile
+    # RUN steps see the host's CA bundle and a pip.conf naming it (bind mounts, not layers)
     podman build --format docker --network host --build-arg PYTHON_IMAGE="$base" \
+        -v "$(realpath "$ca")":/etc/ssl/certs/ca-certificates.crt:ro \
+        -v "$serve/pip.conf":/etc/pip.conf:ro \
         --build-arg HEMOCOUPLING_TORCH_INDEX="$url/simple" \
         --build-arg TEMPLATEFLOW_ARCHIVE="$url/templateflow.tar" \
         --build-arg VERSION="$version" \
