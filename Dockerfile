@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # hemocoupling BIDS-App image.
-#   docker build --build-arg VERSION="$(cat version)" -t hemocoupling/hemocoupling:"$(cat version)" .
+#   docker build --target runtime --build-arg VERSION="$(cat version)" \
+#       -t hemocoupling/hemocoupling:"$(cat version)" .   # the last stage is test: name the target
 #   docker build --target test .        # also runs --version and the test suite
 # Stages: build (compilers, SuiteSparse headers, venv from the lock files through
 # scripts/install.sh, TemplateFlow pre-fetch) -> runtime (runtime libraries only) -> test.

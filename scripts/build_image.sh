@@ -5,14 +5,16 @@
 #   PYTHON_IMAGE              a bookworm base with Python 3.11, made with mmdebstrap when absent
 #   HEMOCOUPLING_TORCH_INDEX  the folder holding the locked CPU torch wheel, served on 127.0.0.1
 #   TEMPLATEFLOW_ARCHIVE      a tar of a local TemplateFlow home, served on 127.0.0.1
-# Usage: bash scripts/build_image.sh [--test]     (--test also builds and runs the test stage)
+# Usage: bash scripts/build_image.sh [--test] [podman build options, e.g. --no-cache]
+#   --test  also builds the test stage (--version, CHOLMOD, pytest as UID 1000)
 #   IMAGE=hemocoupling/hemocoupling:<version>   tag of the runtime image
 #   BASE_IMAGE=localhost/hemocoupling-base:bookworm-py3.11
 #   TORCH_WHEELS=/opt/wheels                      folder with torch-<locked version>+cpu-*.whl
 #   TEMPLATEFLOW_SOURCE=../shared/data/templateflow
 #   CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt  certificates pip trusts in the build (this
 #                                                 machine's, so a TLS-inspecting proxy works)
-# Where Docker Hub and the public sources are reachable, `docker build .` needs none of this.
+# Where Docker Hub and the public sources are reachable, plain
+# `docker build --target runtime .` needs none of this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(cat version)
@@ -34,7 +36,7 @@ compgen -G "$wheels/torch-$torch+cpu-*.whl" >/dev/null \
 if ! podman image exists "$base"; then
     command -v mmdebstrap >/dev/null || fail "$base missing and mmdebstrap not found"
     echo "== making $base with mmdebstrap (Debian bookworm, python3 3.11)"
-    mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+    mmdebstrap --variant=minbase --include=python3,python3-venv,python3-dev,ca-certificates \
         --aptopt='APT::Install-Recommends "false"' \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         bookworm - "deb http://deb.debian.org/debian bookworm main" \
@@ -71,12 +73,14 @@ build() {
         --build-arg VCS_REF="$(git rev-parse HEAD 2>/dev/null || echo unknown)" "$@" .
 }
 
+run_test=0
+[ "${1:-}" = "--test" ] && { run_test=1; shift; }
 started=$SECONDS
-build -t "$image"
+build "$@" --target runtime -t "$image"
 echo "build_image: built $image in $((SECONDS - started)) s," \
     "$(podman image inspect --format '{{.Size}}' "$image" | awk '{printf "%.2f GB", $1 / 1e9}')"
-if [ "${1:-}" = "--test" ]; then
+if [ "$run_test" = 1 ]; then
     started=$SECONDS
-    build --target test -t "$image-test"
+    build "$@" --target test -t "$image-test"
     echo "build_image: test stage passed in $((SECONDS - started)) s"
 fi

@@ -82,6 +82,7 @@ def test_download_sources_are_build_arguments_with_public_defaults():
     script = (ROOT / "scripts" / "build_image.sh").read_text()
     for name in ("PYTHON_IMAGE", "HEMOCOUPLING_TORCH_INDEX", "TEMPLATEFLOW_ARCHIVE"):
         assert f"--build-arg {name}=" in script
+    assert "--target runtime" in script  # the last stage is test
 
 
 def test_dependencies_are_installed_before_the_sources_are_copied():
