@@ -26,7 +26,6 @@ RUN apt-get update \
 ARG HEMOCOUPLING_TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ENV HEMOCOUPLING_VENV=/opt/hemocoupling/venv \
-    HEMOCOUPLING_EDITABLE=0 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
@@ -47,8 +46,10 @@ COPY scripts/fetch_templates.py /src/scripts/
 RUN "$HEMOCOUPLING_VENV/bin/python" scripts/fetch_templates.py --prune \
         ${TEMPLATEFLOW_ARCHIVE:+--archive "$TEMPLATEFLOW_ARCHIVE"} \
     && chmod -R a+rX,go-w /home/hemocoupling/.cache
+# The package itself as a wheel, installed in the runtime stage: the venv copied there is
+# then the dependency layer, so a source edit ships a small layer, not a new venv.
 COPY . /src
-RUN bash scripts/install.sh
+RUN "$HEMOCOUPLING_VENV/bin/python" -m pip wheel --no-deps -q -w /opt/hemocoupling/wheel .
 
 FROM ${PYTHON_IMAGE} AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -60,11 +61,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/hemocoupling/venv /opt/hemocoupling/venv
 COPY --from=build /home/hemocoupling /home/hemocoupling
-COPY version /opt/hemocoupling/version
 # HOME is world-writable (sticky) for `docker run -u UID`; the templates inside are
 # read-only. Every cache goes to /tmp, so `docker run --read-only --tmpfs /tmp` works and
 # Singularity (which binds the host HOME over this one) still finds the templates.
 RUN chmod 1777 /home/hemocoupling
+COPY version /opt/hemocoupling/version
+COPY --from=build /opt/hemocoupling/wheel /tmp/wheel
+RUN /opt/hemocoupling/venv/bin/python -m pip install --no-cache-dir --no-deps -q /tmp/wheel/*.whl \
+    && rm -rf /tmp/wheel
 # Labels last: a new BUILD_DATE or VCS_REF then re-runs no step above.
 ARG VERSION=0.1.0
 ARG BUILD_DATE=unknown

@@ -9,7 +9,6 @@
 #   HEMOCOUPLING_VENV         where the environment goes (default .venv)
 #   HEMOCOUPLING_TORCH_INDEX  a wheel index to take the locked torch from first
 #                             (the image uses PyTorch's CPU-only index)
-#   HEMOCOUPLING_EDITABLE=0   install the package itself as a regular copy, not editable
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${HEMOCOUPLING_VENV:-.venv}
@@ -54,8 +53,6 @@ fi
 [ "$deps_only" = 1 ] && exit 0
 stamp="$venv/.installed-$(cat "${locks[@]}" pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-    editable=(-e)
-    [ "${HEMOCOUPLING_EDITABLE:-1}" = 0 ] && editable=()
-    "$venv/bin/python" -m pip install -q --no-deps "${editable[@]}" .
+    "$venv/bin/python" -m pip install -q --no-deps -e .
     touch "$stamp"
 fi

@@ -39,7 +39,7 @@ def test_stages_and_absolute_entrypoint():
 
 
 def test_installs_through_the_ci_install_script_and_lock_files():
-    assert "RUN bash scripts/install.sh" in DOCKERFILE
+    assert "bash scripts/install.sh --deps-only" in DOCKERFILE
     assert re.search(r"-r \S*requirements-dev\.lock", DOCKERFILE)  # test stage: CI tools, locked
 
 
@@ -94,6 +94,12 @@ def test_dependencies_are_installed_before_the_sources_are_copied():
     copied = {src for line in build[:deps] if line.startswith("COPY ")
               for src in line.split()[1:-1]}
     assert copied == {"requirements.lock", "requirements-dev.lock", "scripts/install.sh"}
+    # the runtime stage copies the venv of that layer and adds the package after it
+    runtime = stage("runtime")
+    venv = runtime.index(f"COPY --from=build {env_value('HEMOCOUPLING_VENV')} "
+                         f"{env_value('HEMOCOUPLING_VENV')}")
+    wheel = next(i for i, line in enumerate(runtime) if "pip install" in line and ".whl" in line)
+    assert venv < wheel
     test = stage("test")
     dev_tools = next(i for i, line in enumerate(test) if "requirements-dev.lock" in line
                      and line.startswith("RUN "))
