@@ -11,6 +11,7 @@
 #   BASE_IMAGE=localhost/hemocoupling-base:bookworm-py3.11
 #   TORCH_WHEELS=/opt/wheels                      folder with torch-<locked version>+cpu-*.whl
 #   TEMPLATEFLOW_SOURCE=../shared/data/templateflow
+#   SERVE_PORT=47689                              127.0.0.1 port serving the wheel and the tar
 #   CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt  certificates pip trusts in the build (this
 #                                                 machine's, so a TLS-inspecting proxy works)
 # Where Docker Hub and the public sources are reachable, plain
@@ -54,11 +55,13 @@ mkdir -p "$serve/simple/torch"
 ln -s "$(realpath "$wheels")"/torch-"$torch"+cpu-*.whl "$serve/simple/torch/"
 tar -C "$templates" -cf "$serve/templateflow.tar" .
 printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$serve/pip.conf"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A fixed port: the URLs are build arguments, and a changed one would re-run every step after.
+port=${SERVE_PORT:-47689}
 python3 -m http.server --bind 127.0.0.1 --directory "$serve" "$port" >/dev/null 2>&1 &
 server=$!
 url=http://127.0.0.1:$port
 for _ in $(seq 50); do python3 -c "import urllib.request as u; u.urlopen('$url/')" 2>/dev/null && break; sleep 0.1; done
+kill -0 "$server" 2>/dev/null || fail "cannot serve on 127.0.0.1:$port; set SERVE_PORT to a free port"
 
 build() {
     # docker format: OCI images drop SHELL (bash -o pipefail) from the Dockerfile
