@@ -81,7 +81,9 @@ LABEL org.opencontainers.image.title="hemocoupling" \
       org.opencontainers.image.source="https://github.com/hemocoupling/hemocoupling" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="hemocoupling developers"
+# HEMOCOUPLING_IMAGE: the tag dataset_description.json records as GeneratedBy.Container.
 ENV HOME=/home/hemocoupling \
+    HEMOCOUPLING_IMAGE=hemocoupling/hemocoupling:${VERSION} \
     PATH=/opt/hemocoupling/venv/bin:$PATH \
     TEMPLATEFLOW_HOME=/home/hemocoupling/.cache/templateflow \
     TEMPLATEFLOW_AUTOUPDATE=0 \

@@ -16,13 +16,16 @@ fraction of vertices within ±0.05 of the truth, and per-parcel (100 random patc
 
 ``--part time``: wall seconds, peak traced heap (tracemalloc: numpy and Python
 allocations) and peak RSS of ``group_level`` (``~ age``, no report) in a fresh process for
-each N in ``--sizes`` (default 20 100) on ``--space``; the maps are written first.
+each N in ``--sizes`` (default 20 100) on ``--space``; the maps are written first. With
+``--dask`` the vertex blocks run on a fresh ``LocalCluster`` of 2 single-threaded worker
+processes per N (``--dask-scheduler`` as the CLI takes it), and the workers' peak RSS is
+printed beside the client's.
 
 Examples
 --------
     .venv/bin/python benchmarks/bench_group.py --part study --subjects 30
     .venv/bin/python benchmarks/bench_group.py --part retest --subjects 100 --icc 0.6
-    .venv/bin/python benchmarks/bench_group.py --part time --sizes 20 100 [--space fsLR]
+    .venv/bin/python benchmarks/bench_group.py --part time --sizes 20 100 [--space fsLR] [--dask]
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from scipy import stats  # noqa: E402
 from bids_app.group.latent import Z975, slope_factor, to_natural  # noqa: E402
 from bids_app.group.random_effects import bh_qvalues  # noqa: E402
 from bids_app.group.reliability import ReliabilityAccumulator  # noqa: E402
+from bids_app.io.dataset_description import mark_finished  # noqa: E402
 from bids_app.io.derivatives import (  # noqa: E402
     FitMetadata,
     ParameterMaps,
@@ -91,9 +95,11 @@ def simulate(n: int, beta: float, tau: float, seed: int, space: str = "fsaverage
 
 
 def write_study(root: Path, sim: dict) -> None:
-    """Participant maps (θ and time to peak with SE and 95% bounds) + participants.tsv."""
+    """Participant maps (θ and time to peak with SE and 95% bounds), each participant's
+    finished record (the group level reads only vouched-for maps) + participants.tsv."""
     n = len(sim["age"])
     for i in range(n):
+        paths = []
         for hemi in "LR":
             y, s = sim["y"][hemi][i], sim["s"][hemi][i]
             theta = to_natural("1p", "theta", y)
@@ -103,18 +109,20 @@ def write_study(root: Path, sim: dict) -> None:
             maps = {"theta": StatArrays(theta, se, lower, upper),
                     "timetopeak": StatArrays(5 / theta, 5 * se / theta**2, 5 / upper, 5 / lower)}
             ents = {"sub": f"{i:03d}", "task": "rest", "hemi": hemi, **SPACES[sim["space"]]}
-            write_parameter_maps(root / "out", ParameterMaps(ents, "1p", maps, META))
+            paths += write_parameter_maps(root / "out", ParameterMaps(ents, "1p", maps, META))
+        mark_finished(root / "out", f"{i:03d}", paths)
     (root / "bids").mkdir(exist_ok=True)
     pd.DataFrame({"participant_id": [f"sub-{i:03d}" for i in range(n)], "age": sim["age"]}
                  ).to_csv(root / "bids" / "participants.tsv", sep="\t", index=False)
 
 
-def run_group(root: Path, trace: bool = False) -> tuple[float, float]:
+def run_group(root: Path, trace: bool = False, scheduler: str | None = None
+              ) -> tuple[float, float]:
     """Wall seconds and (with ``trace``) peak traced numpy + Python heap MB of
     ``group_level``; tracing slows it, so the timing comes from an untraced run."""
     table = pd.read_csv(root / "bids" / "participants.tsv", sep="\t")
     options = GroupOptions(formula="~ age", participants_table=table,
-                           work_dir=root / "work")
+                           work_dir=root / "work", dask_scheduler=scheduler)
     if trace:
         tracemalloc.start()
     start = time.perf_counter()
@@ -215,19 +223,43 @@ def part_retest(args: argparse.Namespace) -> None:
           f"{np.median(vertex.result()['withinsd']):.4f} (true {within:.4f})")
 
 
+def _time_child(tmp: str, scheduler: str | None) -> tuple[float, float, float]:
+    """Wall seconds, peak traced heap MB and peak RSS MB of ``--part _run`` in a child."""
+    command = [sys.executable, __file__, "--part", "_run", "--dir", tmp]
+    child = subprocess.Popen(command + (["--scheduler", scheduler] if scheduler else []))
+    _, status, usage = os.wait4(child.pid, 0)
+    if status:
+        raise SystemExit(f"group_level failed in {tmp}")
+    seconds, traced = map(float, (Path(tmp) / "seconds").read_text().split())
+    return seconds, traced, usage.ru_maxrss / 1024
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def part_time(args: argparse.Namespace) -> None:
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             write_study(root, simulate(n, args.beta, args.tau, args.seed, args.space))
-            child = subprocess.Popen([sys.executable, __file__, "--part", "_run", "--dir", tmp])
-            _, status, usage = os.wait4(child.pid, 0)
-            if status:
-                raise SystemExit(f"group_level failed for N={n}")
-            seconds, traced = map(float, (root / "seconds").read_text().split())
-            print(f"{args.space} N={n}: group_level wall {seconds:.1f} s, peak traced heap "
-                  f"{traced:.0f} MB, peak RSS {usage.ru_maxrss / 1024:.0f} MB (fresh process: "
-                  "imports and memory-mapped spill pages included)")
+            where = "in process"
+            if args.dask:
+                from distributed import Client, LocalCluster
+
+                with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, Client(cluster) as client:
+                    seconds, traced, rss = _time_child(tmp, cluster.scheduler_address)
+                    workers = client.run(_peak_rss_mb).values()
+                where = ("on a LocalCluster of 2 workers (peak RSS "
+                         f"{' and '.join(f'{w:.0f}' for w in workers)} MB)")
+            else:
+                seconds, traced, rss = _time_child(tmp, None)
+            print(f"{args.space} N={n}: group_level {where}: wall {seconds:.1f} s, peak traced "
+                  f"heap {traced:.0f} MB, peak RSS {rss:.0f} MB (fresh process: imports and "
+                  "memory-mapped spill pages included)")
 
 
 def main() -> None:
@@ -241,11 +273,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--space", choices=sorted(SPACES), default="fsaverage5",
                         help="mesh of --part time (the study and retest use fsaverage5)")
+    parser.add_argument("--dask", action="store_true",
+                        help="--part time: vertex blocks on a 2-worker LocalCluster")
     parser.add_argument("--dir", type=Path)
+    parser.add_argument("--scheduler", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part == "_run":
-        seconds, _ = run_group(args.dir)
-        _, traced = run_group(args.dir, trace=True)
+        seconds, _ = run_group(args.dir, scheduler=args.scheduler)
+        _, traced = run_group(args.dir, trace=True, scheduler=args.scheduler)
         (args.dir / "seconds").write_text(f"{seconds} {traced}")
     else:
         {"study": part_study, "retest": part_retest, "time": part_time}[args.part](args)

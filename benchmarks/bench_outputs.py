@@ -1,10 +1,13 @@
-"""Wall time of writing participant maps, rendering the participant report, and the group level.
+"""Wall time of writing participant maps, drawing and assembling the participant report,
+and the group level.
 
 Synthetic participants (smooth θ maps with a bootstrap's four statistics, medial wall
 NaN) on a template mesh are written with :func:`write_parameter_maps`; then one
-participant report and the group level (maps, TSV, report) are timed. Printed: seconds
-per participant for the maps, seconds per report, seconds for the group level, and the
-report's size in MB.
+participant's report figures (surfaces shaded by the mesh curvature, evidence, Newton;
+no carpet: no fit), the report's assembly from them (what ``--reports-only`` does) and
+the group level (maps, TSV, report) are timed. Printed: seconds per participant for the
+maps, seconds for the figures and for the assembly, the figures' and the report's size
+in MB, and seconds for the group level.
 
 Examples
 --------
@@ -25,6 +28,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 import numpy as np  # noqa: E402
 
+from bids_app.io.dataset_description import mark_finished  # noqa: E402
 from bids_app.io.derivatives import (  # noqa: E402
     FitMetadata,
     ParameterMaps,
@@ -33,6 +37,7 @@ from bids_app.io.derivatives import (  # noqa: E402
 )
 from bids_app.io.templates import template_mesh  # noqa: E402
 from bids_app.report.participant import write_participant_report  # noqa: E402
+from bids_app.report.participant_figures import write_map_figures  # noqa: E402
 from bids_app.workflows.group import group_level  # noqa: E402
 
 
@@ -78,15 +83,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         for i in range(args.subjects):
+            written = []
             for hemi, (vertices, _) in meshes.items():
                 ents = {"sub": f"{i:02d}", "task": "rest", "hemi": hemi, "space": args.space}
-                write_parameter_maps(
+                written += write_parameter_maps(
                     out, ParameterMaps(ents, "1p", _maps(vertices, rng), _metadata())
                 )
+            mark_finished(out, f"{i:02d}", written)  # the group level takes finished ones
         t_maps = (time.perf_counter() - start) / args.subjects
+        start = time.perf_counter()
+        figures = write_map_figures(out, "00", lambda space, hemi: meshes[hemi])
+        t_figures = time.perf_counter() - start
         start = time.perf_counter()
         report = write_participant_report(out, "00")
         t_report = time.perf_counter() - start
+        figure_mb = sum(path.stat().st_size for path in figures) / 1e6
         start = time.perf_counter()
         group_level(out, parcellations={})
         t_group = time.perf_counter() - start
@@ -94,7 +105,9 @@ def main() -> None:
     n = len(meshes["L"][0])
     print(f"space {args.space} ({n} vertices/hemisphere), {args.subjects} participants")
     print(f"maps + sidecars per participant: {t_maps:.2f} s (16 files)")
-    print(f"participant report: {t_report:.2f} s, {size:.2f} MB")
+    print(f"participant report figures: {t_figures:.2f} s, {len(figures)} SVG, "
+          f"{figure_mb:.2f} MB")
+    print(f"participant report assembly (--reports-only): {t_report:.2f} s, {size:.2f} MB")
     print(f"group level (mean/SD/N maps, TSV, report): {t_group:.2f} s")
 
 

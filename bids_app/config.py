@@ -58,11 +58,14 @@ class Config:
     bias_correction: str = "simulation"
     nprocs: int = 1
     omp_nthreads: int = 1
+    mem_mb: int | None = None
     dask_scheduler: str | None = None
     random_seed: int = 0
     write_deconvolved: bool = False
     overwrite: bool = False
+    stop_on_first_crash: bool = False
     report: bool = True
+    reports_only: bool = False
     verbose: int = 0
     group_model: str | None = None
     contrast: str | None = None
@@ -150,16 +153,32 @@ COMMAND_LINE_ENTITIES = {
 
 
 def check_writable(path: Path, what: str) -> None:
-    """Create ``path`` if needed and prove it is writable (exit 73 otherwise)."""
+    """Prove ``path`` can be written without creating it (exit 73 otherwise): an existing
+    folder must be writable, a missing one must have a writable nearest existing parent.
+
+    Nothing is created here, so a run refused later (an unknown participant label, exit
+    18) leaves no empty OUTPUT_DIR or work folder behind: OUTPUT_DIR is made when the run
+    starts (:func:`make_folder`), the work folder by what first writes there."""
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write {what} {path} ({existing} is a file); choose a "
+                          "writable folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {what} {path} ({existing} is not writable); choose "
+                          "a writable folder")
+
+
+def make_folder(path: Path, what: str) -> Path:
+    """Create ``path`` (and parents) for writing; exit 73 when that fails."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_test_{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
     except OSError as err:
         raise OutputError(
             f"cannot write {what} {path} ({err.strerror}); choose a writable folder"
         ) from err
+    return path
 
 
 def make_config(args: Any) -> Config:
@@ -238,11 +257,14 @@ def make_config(args: Any) -> Config:
         bias_correction=args.bias_correction,
         nprocs=nprocs,
         omp_nthreads=omp,
+        mem_mb=args.mem_mb,
         dask_scheduler=args.dask_scheduler,
         random_seed=args.random_seed,
         write_deconvolved=args.write_deconvolved,
         overwrite=args.overwrite,
+        stop_on_first_crash=args.stop_on_first_crash,
         report=not args.no_report,
+        reports_only=args.reports_only,
         verbose=args.verbose,
         group_model=args.group_model,
         contrast=args.contrast,

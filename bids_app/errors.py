@@ -43,6 +43,9 @@ class OutputError(HemocouplingError):
     exit_code = 73
 
 
+# Exit status of a run ended by SIGTERM (128 + 15), as a shell reports a killed job.
+EXIT_SIGTERM = 143
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "runtime failure",
@@ -51,4 +54,7 @@ EXIT_CODES: dict[int, str] = {
     64: "usage error",
     66: "required inputs missing",
     73: "cannot create output",
+    EXIT_SIGTERM: "interrupted by SIGTERM (bootstrap refits kept for a resume)",
 }
+"""Every exit code of ``hemocoupling``: the parser's epilog, the README table and the
+Boutiques descriptor (``scripts/make_boutiques.py``) all list these."""

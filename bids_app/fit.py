@@ -40,7 +40,12 @@ from bids_app.config import DEFAULT_KAPPAS, DEFAULT_TAU2S, default
 from bids_app.errors import InputValidationError
 from bids_app.inference.deconvolve import wiener_deconvolve
 from bids_app.inference.evidence import SEARCHES
-from bids_app.inference.hemisphere import fit_map_with_evidence, identifiability, summed_loglik
+from bids_app.inference.hemisphere import (
+    fit_map_with_evidence,
+    flag_degenerate_intervals,
+    identifiability,
+    summed_loglik,
+)
 from bids_app.inference.refit import MapRefit
 from bids_app.models import HRFModel
 from bids_app.preprocess import clean, usable_rows
@@ -48,6 +53,8 @@ from bids_app.prior import FEM, mesh_prior_support
 from bids_app.quality import quality_control
 
 LOGGER = logging.getLogger(__name__)
+# Rows of the carpet plot kept per hemisphere (a screen's height of them).
+CARPET_ROWS = 800
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,9 @@ class HemisphereResult:
         (vertices, faces) the prior was built on.
     deconvolved : array (n, T) or None
         Wiener-deconvolved neural series (``FitOptions.deconvolve``).
+    carpet : array (k, T) float32 or None
+        z-scored cleaned series of up to :data:`CARPET_ROWS` evenly spaced fitted
+        vertices, for the report's carpet plot; None for a combined fit.
     likelihood : RunLikelihood or None
         For :func:`combine_runs`; None for a combined fit.
     refit : MapRefit or None
@@ -141,6 +151,7 @@ class HemisphereResult:
     quality_control: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     deconvolved: np.ndarray | None = None
+    carpet: np.ndarray | None = None
     likelihood: RunLikelihood | None = None
     refit: MapRefit | None = None
 
@@ -205,7 +216,8 @@ def fit_hemisphere(series: np.ndarray, mesh: tuple, tr: float, surrogate,
                                      search=options.search)
     noise_ar, loglik = noise_ars[evidence.candidate], logliks[evidence.candidate]
     theta_t = evidence.theta_t
-    identified = identifiability(loglik, theta_t, surrogate.model, evidence.kappa, fem)
+    identified = identifiability(loglik, theta_t, surrogate.model, evidence.kappa, fem,
+                                 evidence.convergence["Iterations"])
     calibration = surrogate.check_calibration(y_clean, tr, n_reg)
     refit = MapRefit(surrogate, evidence.precision, theta_t, tr, n_regressors=n_reg,
                      noise_ar=noise_ar)
@@ -215,6 +227,7 @@ def fit_hemisphere(series: np.ndarray, mesh: tuple, tr: float, surrogate,
     if options.bootstrap.mode != "none":
         intervals, bootstrap_record = bootstrap_intervals(
             y_clean, refit, shift, options.bootstrap, options.random_seed, cache_dir)
+        flag_degenerate_intervals(identified, intervals)
     theta_t = theta_t - shift
     quality = quality_control(y_clean, theta_t, surrogate, tr, n_reg, calibration,
                               evidence.convergence["Converged"], options.random_seed)
@@ -238,9 +251,18 @@ def fit_hemisphere(series: np.ndarray, mesh: tuple, tr: float, surrogate,
         calibration_check=calibration, quality_control=quality.sidecar(),
         extra={**(provenance or {}), "FittedVertices": len(fitted),
                "ExcludedVertices": excluded, **({"ModelCaveat": caveat} if caveat else {})},
-        deconvolved=deconvolved,
+        deconvolved=deconvolved, carpet=carpet_rows(y_clean),
         likelihood=RunLikelihood(surrogate, summaries, tr, n_frames, n_reg, noise_ar),
         refit=refit)
+
+
+def carpet_rows(y_clean: np.ndarray) -> np.ndarray:
+    """Evenly spaced rows (mesh order) of the cleaned series, z-scored, as float32: what a
+    carpet plot shows without keeping every vertex's series."""
+    rows = y_clean[:: max(1, len(y_clean) // CARPET_ROWS)][:CARPET_ROWS]
+    scale = rows.std(axis=1, keepdims=True)
+    return ((rows - rows.mean(axis=1, keepdims=True)) / np.where(scale > 0, scale, 1.0)
+            ).astype(np.float32)
 
 
 def combined_quality(records: list[dict[str, Any] | None]) -> dict[str, Any]:
@@ -307,7 +329,8 @@ def combine_runs(parts: list[HemisphereResult], options: FitOptions = FitOptions
         surrogate=parts[0].surrogate, evidence_grid=evidence.evidence_grid,
         convergence=evidence.convergence,
         hyperparameter_selection=evidence.hyperparameter_selection,
-        identifiability=identifiability(loglik, theta_t, model, evidence.kappa, fem),
+        identifiability=identifiability(loglik, theta_t, model, evidence.kappa, fem,
+                                        evidence.convergence["Iterations"]),
         bias_correction={"Method": "mean of the runs' simulated shifts",
                          "MeanShift": [float(v) for v in shift.mean(axis=0)]}
         if np.any(shift) else {"Method": "none", "Reason": "no run was corrected"},

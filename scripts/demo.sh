@@ -60,6 +60,7 @@ echo "derivatives:        $demo/out"
 echo "participant maps:   $(find "$demo/out" -path '*/func/*_boldmap.func.gii' | wc -l) files under $demo/out/sub-*/func/"
 echo "reports:"
 find "$demo/out" -maxdepth 1 -name '*.html' | sort | sed 's/^/  /'
+echo "report figures:     $demo/out/sub-*/figures/ (rebuild the reports: add --reports-only)"
 echo "logs:               $demo/out/logs/"
 if [ "${bootstrap[*]}" = "--bootstrap single --n-boot 20" ]; then
     echo "intervals:          a light single bootstrap (B = 20): nominal 95 % intervals, not"

@@ -3,7 +3,8 @@
 Why generated: CBRAIN, brainlife and ``bosh`` only see the descriptor, and a hand-kept
 copy drifts from the CLI. Inputs, value choices, defaults, list-ness and number bounds are
 read from :func:`bids_app.cli.parser.build_parser`; exit codes from
-:data:`bids_app.errors.EXIT_CODES`; the version from the ``version`` file.
+:data:`bids_app.errors.EXIT_CODES` (143, SIGTERM, included); the version from the ``version``
+file.
 
 Usage: ``python scripts/make_boutiques.py [--check]`` (``--check``: exit 1 if the file
 on disk differs from what would be written; CI runs it through tests/packaging).
@@ -27,7 +28,8 @@ META_DESTS = ("help", "version")
 # Words of argparse ``dest`` names spelled out for the human-readable input names.
 WORDS = {"bids": "BIDS", "dir": "directory", "fd": "FD", "id": "ID", "omp": "OMP",
          "nthreads": "threads", "nprocs": "processes", "n": "number of", "tau2": "tau²",
-         "kappa": "kappa (κ)", "boot": "bootstrap resamples", "inner": "inner resamples"}
+         "kappa": "kappa (κ)", "boot": "bootstrap resamples", "inner": "inner resamples",
+         "mem": "memory", "mb": "(MB)"}
 
 OUTPUT_FILES = [
     {"id": "derivatives_folder", "name": "Derivatives folder",

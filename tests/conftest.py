@@ -23,3 +23,41 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("needs ../shared/data beside the project")
     return SHARED_DATA
+
+
+@pytest.fixture
+def make_raw():
+    """Writes a minimal valid raw BIDS dataset (one 4D BOLD NIfTI and sidecar per subject)
+    at the path given; what the BIDS validator tests start from."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    def make(root: Path, subjects: tuple[str, ...] = ("01",)) -> Path:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "dataset_description.json").write_text(json.dumps(
+            {"Name": "raw", "BIDSVersion": "1.9.0", "DatasetType": "raw"}))
+        for subject in subjects:
+            func = root / f"sub-{subject}" / "func"
+            func.mkdir(parents=True, exist_ok=True)
+            image = nib.Nifti1Image(np.zeros((2, 2, 2, 3), np.int16), np.eye(4))
+            image.header.set_xyzt_units("mm", "sec")
+            image.header["pixdim"][4] = 1.0
+            nib.save(image, func / f"sub-{subject}_task-rest_bold.nii.gz")
+            (func / f"sub-{subject}_task-rest_bold.json").write_text(
+                json.dumps({"RepetitionTime": 1.0, "TaskName": "rest"}))
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> str:
+    """Address of a real Dask cluster: one single-threaded worker process (so tasks and
+    their arguments go through pickling, as on a remote cluster)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address

@@ -8,11 +8,12 @@ command can never disagree. Usage errors raise :class:`~bids_app.errors.UsageErr
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from bids_app import __version__
 from bids_app.config import default
-from bids_app.errors import UsageError
+from bids_app.errors import EXIT_CODES, UsageError
 from bids_app.io.spaces import SPACE_LABELS
 from bids_app.models import MODELS, models_help
 
@@ -65,10 +66,7 @@ def build_parser() -> BidsAppArgumentParser:
             "Vertex-wise hemodynamic coupling maps (HRF parameters with calibrated "
             "double-bootstrap intervals) from fMRIPrep surface BOLD outputs."
         ),
-        epilog=(
-            "Exit codes: 0 ok, 1 runtime failure, 16 input failed validation, 18 filters "
-            "selected nothing, 64 usage error, 66 required inputs missing, 73 cannot create output."
-        ),
+        epilog="Exit codes: " + ", ".join(f"{code} {text}" for code, text in EXIT_CODES.items()),
     )
     parser.add_argument("bids_dir", type=Path, metavar="BIDS_DIR",
                         help="fMRIPrep derivatives dataset, or raw BIDS with --derivatives")
@@ -77,6 +75,9 @@ def build_parser() -> BidsAppArgumentParser:
     parser.add_argument("analysis_level", choices=("participant", "group"),
                         help="participant: maps per subject; group: aggregate participants")
     parser.add_argument("--version", action="version", version=f"hemocoupling {__version__}")
+    parser.add_argument("--config-file", dest="config_file", type=Path, metavar="FILE",
+                        help="TOML file of options, one key per long option name (n-boot = 50,"
+                             " participant-label = ['01']); the command line wins")
 
     bids = parser.add_argument_group("Selecting inputs")
     bids.add_argument("--participant-label", "--participant_label", dest="participant_label",
@@ -95,7 +96,8 @@ def build_parser() -> BidsAppArgumentParser:
                            + ", ".join(SPACE_LABELS) + " found)")
     bids.add_argument("--skip-bids-validation", "--skip_bids_validation",
                       dest="skip_bids_validation", action="store_true",
-                      help="do not validate BIDS_DIR with pybids")
+                      help="do not run the BIDS validator (bids-validator-deno) on a raw "
+                           "BIDS_DIR (derivatives are never validated)")
 
     model = parser.add_argument_group("Model and denoising")
     model.add_argument("--model", choices=tuple(MODELS), default=default("model"),
@@ -165,10 +167,14 @@ def build_parser() -> BidsAppArgumentParser:
                       help="intermediate files and bootstrap cache (default: ./work)")
     perf.add_argument("--nprocs", "--n_cpus", "--n-cpus", dest="nprocs", type=_positive_int,
                       help="parallel worker processes (default: all CPUs)")
+    perf.add_argument("--mem", "--mem-mb", "--mem_mb", dest="mem_mb", type=_positive_int,
+                      metavar="MB", help="memory the run may use, in MB: bounds the number of "
+                                         "worker processes (default: no bound)")
     perf.add_argument("--omp-nthreads", dest="omp_nthreads", type=_positive_int,
                       help="BLAS/torch threads per process (default: CPUs / workers)")
     perf.add_argument("--dask-scheduler", dest="dask_scheduler", metavar="ADDRESS",
-                      help="run bootstrap refits on this dask.distributed scheduler")
+                      help="run bootstrap refits and the group level's vertex blocks on this "
+                           "dask.distributed scheduler")
     perf.add_argument("--random-seed", dest="random_seed", type=_nonnegative_int,
                       default=default("random_seed"),
                       help="seed of every random draw (default %(default)s)")
@@ -176,8 +182,29 @@ def build_parser() -> BidsAppArgumentParser:
                       help="also write Wiener-deconvolved neural time series")
     perf.add_argument("--overwrite", action="store_true",
                       help="redo participants whose outputs already exist")
+    perf.add_argument("--stop-on-first-crash", dest="stop_on_first_crash", action="store_true",
+                      help="stop at the first participant that fails (default: go on with the "
+                           "others and exit with the first failure's code)")
     perf.add_argument("--no-report", dest="no_report", action="store_true",
                       help="do not write the HTML reports")
+    perf.add_argument("--reports-only", dest="reports_only", action="store_true",
+                      help="only re-assemble the HTML reports of this level from OUTPUT_DIR "
+                           "(the figures and sidecars an earlier run wrote); nothing is "
+                           "refitted")
     perf.add_argument("-v", "--verbose", dest="verbose", action="count", default=0,
                       help="more log output (-vv for debug)")
     return parser
+
+
+def parse_command_line(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse argv, with the options of ``--config-file`` (if given) as defaults that the
+    command line overrides (:mod:`bids_app.cli.config_file`)."""
+    from bids_app.cli.config_file import options_from_file
+
+    parser = build_parser()
+    first = BidsAppArgumentParser(prog="hemocoupling", add_help=False)
+    first.add_argument("--config-file", dest="config_file", type=Path)
+    known, _ = first.parse_known_args(argv)
+    if known.config_file is not None:
+        parser.set_defaults(**options_from_file(build_parser(), known.config_file))
+    return parser.parse_args(argv)

@@ -19,19 +19,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from bids_app import __version__
-from bids_app.cli.parser import build_parser
-from bids_app.config import Config, make_config
-from bids_app.errors import HemocouplingError
+from bids_app.cli.parser import parse_command_line
+from bids_app.config import Config, make_config, make_folder
+from bids_app.errors import EXIT_SIGTERM, HemocouplingError
 from bids_app.io.refit_progress import refits_kept
 
 LOGGER = logging.getLogger("hemocoupling")
 LOGGER.addHandler(logging.NullHandler())  # errors before logging starts go to stderr once
 _VERSIONED = ("numpy", "scipy", "torch", "nflows", "nibabel", "pybids", "templateflow",
               "nilearn", "pandas", "scikit-sparse")
-
-
-# Exit status of a job ended by SIGTERM (128 + 15), as a shell reports a killed one.
-EXIT_SIGTERM = 143
 
 
 class Interrupted(BaseException):
@@ -61,14 +57,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     started, config = time.time(), None
+    early = hold_early_records()
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_command_line(argv)
         config = make_config(args)
-        log_file = start_logging(config)
+        if args.config_file is not None:
+            LOGGER.info("options from --config-file %s", args.config_file)
+        selected = select_inputs(config)  # before any folder exists: exit 18 leaves none
+        log_file = start_logging(config, early)
         apply_threads(config)
         LOGGER.info("hemocoupling %s, %s level; log %s",
                     __version__, config.analysis_level, log_file)
-        run_workflow(config)
+        run_workflow(config, selected)
     except Interrupted:
         return interrupted(config, started)
     except HemocouplingError as err:
@@ -95,26 +95,67 @@ def interrupted(config: Config | None, started: float) -> int:
     return EXIT_SIGTERM
 
 
-def run_workflow(config: Config) -> None:
-    """Dispatch to the participant or group workflow (imported late: heavy modules)."""
-    if config.analysis_level == "participant":
+def select_inputs(config: Config) -> dict | None:
+    """The participant level's runs per participant (:func:`bids_app.io.bids.discover`:
+    unknown labels and empty filters fail here); the group level selects its own, and
+    ``--reports-only`` reads OUTPUT_DIR only."""
+    if config.analysis_level != "participant" or config.reports_only:
+        return None
+    from bids_app.io.bids import discover
+
+    return discover(config)
+
+
+def run_workflow(config: Config, selected: dict | None = None) -> None:
+    """Dispatch to the participant or group workflow (imported late: heavy modules); a raw
+    BIDS_DIR is validated first (:mod:`bids_app.io.bids_validator`)."""
+    if config.reports_only:
+        from bids_app.workflows.reports_only import rebuild_reports
+
+        rebuild_reports(config)
+    elif config.analysis_level == "participant":
+        from bids_app.io.bids import fmriprep_root
+        from bids_app.io.bids_validator import validate_bids_dir
         from bids_app.workflows.participant import run_participants
 
-        run_participants(config)
+        validate_bids_dir(config.bids_dir, fmriprep_root(config), config.skip_bids_validation)
+        run_participants(config, selected)
     else:
         from bids_app.workflows.group import run_group
 
         run_group(config)
 
 
-def start_logging(config: Config) -> Path:
-    """Log to ``OUTPUT_DIR/logs/`` and save the resolved config and versions beside it.
+class EarlyRecords(logging.Handler):
+    """Holds what is logged before OUTPUT_DIR exists (input discovery), for the log file."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def hold_early_records() -> EarlyRecords:
+    """Route the app's log records to an :class:`EarlyRecords` until :func:`start_logging`."""
+    early = EarlyRecords()
+    for logger in (LOGGER, logging.getLogger("bids_app")):
+        logger.setLevel(logging.DEBUG)
+        logger.handlers = [early]
+        logger.propagate = False
+    return early
+
+
+def start_logging(config: Config, early: EarlyRecords | None = None) -> Path:
+    """Create OUTPUT_DIR, log to ``OUTPUT_DIR/logs/`` (with the records held in ``early``)
+    and save the resolved config and versions beside it. The work folder is made by what
+    first writes there (the bootstrap cache, the group's spill files).
 
     File names carry a timestamp and the PID so concurrent participant jobs never
     share a log file.
     """
-    logs = config.output_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    logs = make_folder(config.output_dir / "logs", "OUTPUT_DIR")
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
     labels = "_".join(f"sub-{x}" for x in config.participant_labels[:3]) or config.analysis_level
     stem = logs / f"hemocoupling_{labels}_{stamp}"
@@ -136,6 +177,10 @@ def start_logging(config: Config) -> Path:
         logger.setLevel(logging.DEBUG)
         logger.handlers = [file_handler, console]
         logger.propagate = False
+    for record in early.records if early else ():
+        for handler in (file_handler, console):
+            if record.levelno >= handler.level:
+                handler.handle(record)
     return stem.with_suffix(".log")
 
 

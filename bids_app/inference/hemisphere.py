@@ -25,6 +25,9 @@ LOGGER = logging.getLogger(__name__)
 # A parameter is flagged unidentified when the data remove less than this fraction of
 # its latent prior variance over one prior correlation region.
 IDENTIFIED_FRACTION = 0.5
+# A map whose bootstrap intervals are narrower than this share of its estimate (median
+# over vertices) did not respond to resampled data: the refits sat where they started.
+MIN_RELATIVE_WIDTH = 1e-3
 
 _AXIS_LABELS = {"kappa": ("κ", " /mm", "--kappa"), "tau2": ("τ²", "", "--tau2")}
 
@@ -130,7 +133,7 @@ def convergence_record(result) -> dict[str, Any]:
 
 
 def identifiability(loglik, theta_t: np.ndarray, model: HRFModel, kappa: float,
-                    fem: FEM) -> dict[str, dict[str, Any]]:
+                    fem: FEM, iterations: int) -> dict[str, dict[str, Any]]:
     """How much the data inform each parameter, per reported map.
 
     At the MAP, a vertex's likelihood curvature c = −∂²log q/∂θ̃² against the unit
@@ -141,7 +144,9 @@ def identifiability(loglik, theta_t: np.ndarray, model: HRFModel, kappa: float,
     of the n = min(V, πρ²/mean vertex area) vertices in one such disc, n·c̄ / (n·c̄ + 1)
     with c̄ the mean curvature (a median would read a likelihood that peaks sharply at
     some vertices and is flat at the rest as no information at all). A parameter is
-    flagged when that is below 0.5.
+    flagged when that is below 0.5, and whenever the MAP's Newton ran no iteration
+    (``iterations`` 0): the map is then its starting point, not an estimate, whatever
+    the curvature there says.
     """
     _, _, hess = loglik(theta_t)
     curvature = np.clip(-np.diagonal(np.asarray(hess), axis1=1, axis2=2), 0.0, None)
@@ -151,7 +156,10 @@ def identifiability(loglik, theta_t: np.ndarray, model: HRFModel, kappa: float,
     regional = regional_info / (regional_info + 1.0)
     names = list(model.derived(model.to_theta(theta_t[:1])))
     index = {name: (0 if model.n_params == 1 else k) for k, name in enumerate(names)}
-    return {name: {"Identified": bool(regional[k] >= IDENTIFIED_FRACTION),
+    reasons = {name: _unidentified_reason(float(regional[k]), iterations)
+               for name, k in index.items()}
+    return {name: {"Identified": reasons[name] is None,
+                   **({"Reason": reasons[name]} if reasons[name] else {}),
                    "RegionalInformationFraction": float(regional[k]),
                    "MedianVertexInformationFraction": float(per_vertex[k]),
                    "VerticesPerCorrelationRegion": float(n_region),
@@ -159,6 +167,31 @@ def identifiability(loglik, theta_t: np.ndarray, model: HRFModel, kappa: float,
                            "(likelihood curvature c/(c+1)), per vertex and pooled over one "
                            f"prior correlation region; flagged below {IDENTIFIED_FRACTION}"}
             for name, k in index.items()}
+
+
+def _unidentified_reason(regional: float, iterations: int) -> str | None:
+    if iterations == 0:
+        return ("the MAP's Newton ran 0 iterations: the map is the starting guess, not "
+                "fitted")
+    if regional < IDENTIFIED_FRACTION:
+        return (f"the data remove {regional:.0%} of the prior variance over one correlation "
+                f"region (< {IDENTIFIED_FRACTION:.0%}): the map mostly reflects the prior")
+    return None
+
+
+def flag_degenerate_intervals(record: dict[str, dict[str, Any]], intervals: dict) -> None:
+    """Mark a map not identified when its bootstrap intervals have (almost) no width:
+    refits that do not move under resampled data say the data do not determine it."""
+    for name, interval in intervals.items():
+        width = np.nanmedian(interval.upper - interval.lower)
+        scale = np.nanmedian(np.abs(interval.estimate))
+        entry = record.get(name)
+        if entry is None or not np.isfinite(width) or width > MIN_RELATIVE_WIDTH * scale:
+            continue
+        entry["Identified"] = False
+        entry["Reason"] = (f"the bootstrap intervals have median width {width:.2g}, under "
+                           f"{MIN_RELATIVE_WIDTH:g} of the estimate: the refits did not move "
+                           "with the resampled data")
 
 
 def summed_loglik(logliks: list):

@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import os
+import platform
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,8 @@ LOGGER = logging.getLogger(__name__)
 
 APP_NAME = "hemocoupling"
 CODE_URL = "https://github.com/hemocoupling/hemocoupling"
-DOCKER_IMAGE = "hemocoupling/hemocoupling"
+# Set by the Dockerfile to the image's own tag (e.g. hemocoupling/hemocoupling:0.1.0).
+IMAGE_VARIABLE = "HEMOCOUPLING_IMAGE"
 BIDS_VERSION = "1.10.0"
 
 # Files the BIDS validator does not know: non-standard entities/suffix, reports, logs.
@@ -37,6 +40,7 @@ BIDSIGNORE_PATTERNS: tuple[str, ...] = (
     "group_participants.*",
     "*.html",
     "logs/",
+    "figures/",
 )
 
 FINISHED_DIR = "logs"
@@ -75,36 +79,83 @@ def _ensure_dir(folder: Path) -> None:
 def detect_container(
     environ: Mapping[str, str] | None = None, root: Path | str = "/"
 ) -> dict[str, str] | None:
-    """``GeneratedBy.Container`` when running inside Apptainer/Singularity or Docker.
+    """``GeneratedBy.Container`` of the container this process runs in, or None.
 
-    Apptainer and Singularity export the image path; Docker leaves ``/.dockerenv``. The
-    Docker tag is the one the project's image is published under for this version.
+    Apptainer/Singularity export the image file; Podman writes ``/run/.containerenv``
+    (with the image name when it knows it); Docker leaves ``/.dockerenv``. The tag is the
+    image's own, which the project's Dockerfile records in ``HEMOCOUPLING_IMAGE``: a
+    container built otherwise (a venv inside some other image) gets no tag.
     """
     environ = os.environ if environ is None else environ
-    for variable, kind in (
-        ("APPTAINER_CONTAINER", "apptainer"),
-        ("SINGULARITY_CONTAINER", "singularity"),
-    ):
+    tag = environ.get(IMAGE_VARIABLE)
+    found: dict[str, str | None] | None = None
+    for variable, kind in (("APPTAINER_CONTAINER", "apptainer"),
+                           ("SINGULARITY_CONTAINER", "singularity")):
         if environ.get(variable):
-            return {"Type": kind, "URI": environ[variable]}
-    if (Path(root) / ".dockerenv").exists():
-        return {"Type": "docker", "Tag": f"{DOCKER_IMAGE}:{__version__}"}
+            found = {"Type": kind, "Tag": tag, "URI": Path(environ[variable]).as_uri()
+                     if environ[variable].startswith("/") else environ[variable]}
+            break
+    else:
+        podman = Path(root) / "run" / ".containerenv"
+        if podman.is_file():
+            found = {"Type": "podman", "Tag": _podman_image(podman) or tag}
+        elif (Path(root) / ".dockerenv").exists():
+            found = {"Type": "docker", "Tag": tag}
+    return None if found is None else {k: v for k, v in found.items() if v}
+
+
+def _podman_image(containerenv: Path) -> str | None:
+    """The ``image="…"`` line of Podman's ``/run/.containerenv`` (empty when rootless)."""
+    try:
+        lines = containerenv.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == "image" and value.strip('"'):
+            return value.strip('"')
     return None
+
+
+def python_environment() -> str:
+    """The interpreter and environment running the app, for ``GeneratedBy.Description``."""
+    if os.environ.get("CONDA_PREFIX") == sys.prefix:
+        kind = "a conda environment"
+    elif sys.prefix != sys.base_prefix:
+        kind = "a virtual environment"
+    else:
+        kind = "the system Python"
+    return (f"{platform.python_implementation()} {platform.python_version()} in {kind} "
+            f"on {platform.system()} {platform.machine()}")
+
+
+def source_datasets(bids_dir: Path, fmriprep_dir: Path) -> dict[str, Path]:
+    """Input datasets by ``DatasetLinks`` name: ``fmriprep`` (what ``Sources`` URIs name),
+    and ``raw`` when BIDS_DIR is a raw dataset beside it."""
+    links = {"fmriprep": fmriprep_dir}
+    if Path(bids_dir).resolve() != Path(fmriprep_dir).resolve():
+        links["raw"] = bids_dir
+    return links
 
 
 def dataset_description(
     source_datasets: Mapping[str, Path | str] | None = None,
     container: Mapping[str, str] | None = None,
+    output_dir: Path | str = ".",
 ) -> dict[str, Any]:
-    """The description this version of the app writes.
+    """The description this version of the app writes in ``output_dir``.
 
     ``source_datasets`` maps a short name (used in ``bids:<name>:`` Sources URIs, e.g.
-    ``fmriprep``) to the input dataset's path or URL; ``container`` is e.g.
-    ``{"Type": "docker", "Tag": "hemocoupling/hemocoupling:0.1.0"}`` (default: what
-    :func:`detect_container` finds).
+    ``fmriprep``) to the input dataset's path or URL; ``DatasetLinks`` records each path
+    relative to ``output_dir`` (the dataset moves with its inputs), ``SourceDatasets``
+    the ``bids:<name>:`` URI. ``container`` is e.g. ``{"Type": "docker", "Tag":
+    "hemocoupling/hemocoupling:0.1.0"}`` (default: what :func:`detect_container` finds).
     """
     container = detect_container() if container is None else container
-    generated: dict[str, Any] = {"Name": APP_NAME, "Version": __version__, "CodeURL": CODE_URL}
+    runs_in = f"in a {container['Type']} container" if container else "outside a container"
+    generated: dict[str, Any] = {
+        "Name": APP_NAME, "Version": __version__, "CodeURL": CODE_URL,
+        "Description": f"{APP_NAME} {__version__} run {runs_in}, {python_environment()}"}
     if container:
         generated["Container"] = dict(container)
     record: dict[str, Any] = {
@@ -114,17 +165,18 @@ def dataset_description(
         "GeneratedBy": [generated],
     }
     if source_datasets:
-        links = {name: _as_uri(where) for name, where in source_datasets.items()}
-        record["DatasetLinks"] = links
-        record["SourceDatasets"] = [{"URL": uri} for uri in links.values()]
+        record["DatasetLinks"] = {name: _link(where, output_dir)
+                                  for name, where in source_datasets.items()}
+        record["SourceDatasets"] = [{"URL": f"bids:{name}:"} for name in source_datasets]
     return record
 
 
-def _as_uri(where: Path | str) -> str:
+def _link(where: Path | str, output_dir: Path | str) -> str:
+    """A URL as it is; a local folder as its path relative to ``output_dir``."""
     text = str(where)
     if "://" in text:
         return text
-    return Path(text).resolve().as_uri()
+    return os.path.relpath(Path(text).resolve(), Path(output_dir).resolve())
 
 
 def _generated_by_us(record: Mapping[str, Any]) -> bool:
@@ -146,7 +198,7 @@ def write_dataset_description(
     output_dir = Path(output_dir)
     _ensure_dir(output_dir)
     path = output_dir / "dataset_description.json"
-    desired = dataset_description(source_datasets, container)
+    desired = dataset_description(source_datasets, container, output_dir)
     with directory_lock(output_dir):
         if not path.exists():
             return write_json(path, desired)
@@ -178,7 +230,7 @@ def write_dataset_description(
             urls = [s.get("URL") for s in existing.get("SourceDatasets", [])]
             existing["SourceDatasets"] = [
                 *existing.get("SourceDatasets", []),
-                *({"URL": u} for u in new.values() if u not in urls),
+                *({"URL": f"bids:{name}:"} for name in new if f"bids:{name}:" not in urls),
             ]
             write_json(path, existing)
     return path

@@ -1,17 +1,36 @@
 """Disk-backed participant × vertex arrays, so the group level's memory does not grow with N.
 
 Each participant's row is written once as it is read; the statistics then read blocks of
-vertices (all participants, a few thousand vertices) back. The files live in a temporary
-folder removed when the store is closed.
+vertices (all participants, a few thousand vertices) back, here or in Dask workers that see
+the same folder (:class:`SpillReader`). The files live in a temporary folder removed when
+the store is closed.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class SpillReader:
+    """Read-only access to a store's files by name: small and picklable, so a task on
+    another process or machine (with the folder on a shared filesystem) can read a block."""
+
+    folder: Path
+    rows: int
+    columns: int
+
+    def read(self, name: str, rows: slice | np.ndarray, columns: slice) -> np.ndarray:
+        """A float32 copy of ``name[rows, columns]``."""
+        path = self.folder / f"{name}.f32"
+        array = np.memmap(path, dtype=np.float32, mode="r", shape=(max(self.rows, 1),
+                                                                    self.columns))
+        return np.array(array[rows, columns])
 
 
 class SpillStore:
@@ -33,8 +52,11 @@ class SpillStore:
             self._arrays[name] = arr
         return self._arrays[name]
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._arrays
+    def reader(self) -> SpillReader:
+        """A reader of what has been written so far (flushed to the files first)."""
+        for array in self._arrays.values():
+            array.flush()
+        return SpillReader(self._dir, self.rows, self.columns)
 
     def close(self) -> None:
         self._arrays.clear()

@@ -131,15 +131,27 @@ def _templateflow_files(template: str, query: Mapping[str, str | None]
     return [p for p in listed if usable(p)], [p for p in listed if not usable(p)]
 
 
-def _templateflow_file(template: str, density: str, hemi: str, suffix: str) -> Path | None:
-    """One TemplateFlow surface file, or None when it cannot be had."""
-    query = {"hemi": hemi, "density": density, "suffix": suffix, "extension": ".surf.gii"}
+def _templateflow_file(template: str, density: str, hemi: str, suffix: str,
+                       extension: str = ".surf.gii") -> Path | None:
+    """One TemplateFlow surface file (or per-vertex ``.shape.gii``), or None when it
+    cannot be had."""
+    query = {"hemi": hemi, "density": density, "suffix": suffix, "extension": extension}
     try:
         found = _templateflow_files(template, query)[0]
     except Exception:  # offline, missing skeleton, S3 errors: treat as absent
         return None
     found = [f for f in found if "desc-" not in f.name]
     return found[0] if len(found) == 1 else None
+
+
+def template_shape(space: str, hemi: str, suffix: str) -> np.ndarray | None:
+    """A template's per-vertex ``sulc`` or ``curv`` map, or None when TemplateFlow has none
+    (the offline copy may hold meshes only)."""
+    if template_of(space) is None:
+        return None
+    template, density = template_of(space)
+    path = _templateflow_file(template, density, hemi, suffix, ".shape.gii")
+    return None if path is None else np.asarray(nib.load(path).darrays[0].data, dtype=float)
 
 
 def _templateflow_midthickness(template: str, density: str, hemi: str

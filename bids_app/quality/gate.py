@@ -48,6 +48,7 @@ class QualityControl:
 
     checks: dict[str, Check]
     reasons: list[str] = field(default_factory=list)
+    envelope: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -55,7 +56,8 @@ class QualityControl:
 
     def sidecar(self) -> dict[str, Any]:
         return {"Pass": self.passed, "Reasons": list(self.reasons),
-                "Checks": {name: check.sidecar() for name, check in self.checks.items()}}
+                "Checks": {name: check.sidecar() for name, check in self.checks.items()},
+                **({"SpectrumEnvelope": self.envelope} if self.envelope else {})}
 
 
 def quality_control(y_clean: np.ndarray, theta_t: np.ndarray, surrogate, tr: float,
@@ -113,7 +115,7 @@ def quality_control(y_clean: np.ndarray, theta_t: np.ndarray, surrogate, tr: flo
         reasons.append(f"the spectrum above {HIGH_BAND_HZ:g} Hz is "
                        f"{-predictive.high_band_z:.0f} sd below the model's: low-pass filtered "
                        "upstream? pass its cut-off with --lowpass HZ")
-    return QualityControl(checks, reasons)
+    return QualityControl(checks, reasons, predictive.envelope)
 
 
 def _reason(name: str, check: Check) -> str:

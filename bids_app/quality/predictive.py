@@ -18,7 +18,7 @@ log band spectra, standardised by those simulations (z per band):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -51,12 +51,16 @@ class PredictiveCheck:
         least as far from the model's centre as the data's.
     high_band_z : signed mean z of the data's bands at or above :data:`HIGH_BAND_HZ`.
     n_checked : vertices checked.
+    envelope : the data's log band spectra against the simulated ones (5th, 50th, 95th
+        percentile per usable band, ``SpectrumEnvelope`` of the sidecar: the report's
+        picture of whether the model fits).
     """
 
     outlier_fraction: float
     run_tail_probability: float
     high_band_z: float
     n_checked: int
+    envelope: dict = field(default_factory=dict)
 
 
 class _Reference:
@@ -111,9 +115,11 @@ def predictive_check(y_clean: np.ndarray, theta: np.ndarray, surrogate, tr: floa
     centre = np.empty_like(data)
     scale = np.empty_like(data)
     limit = np.empty(len(rows))
+    pooled = []
     for members in bins:
         simulated = ref.simulate(theta[rows[rng.choice(members, N_SIMULATED)]],
                                  sample_nuisance(ref.prior, N_SIMULATED, rng))
+        pooled.append(simulated)
         centre[members], scale[members] = simulated.mean(axis=0), simulated.std(axis=0) + 1e-6
         z_sim = (simulated - centre[members[0]]) / scale[members[0]]
         limit[members] = np.quantile(np.abs(z_sim).mean(axis=1), 0.99)
@@ -130,6 +136,15 @@ def predictive_check(y_clean: np.ndarray, theta: np.ndarray, surrogate, tr: floa
                                      ** 2))
     high = (band_edges(ref.n_bands)[:-1] >= HIGH_BAND_HZ)[ref.mask]
     high_z = float(z[:, high].mean()) if high.any() else 0.0
+    edges = band_edges(ref.n_bands)
+    centres = np.sqrt(edges[:-1] * edges[1:])[ref.mask]
     return PredictiveCheck(float(outlying.mean()),
                            float(np.mean(np.asarray(run_distances) >= data_distance)),
-                           high_z, len(rows))
+                           high_z, len(rows),
+                           {"FrequencyHz": centres.tolist(), "Data": _percentiles(data),
+                            "Simulated": _percentiles(np.concatenate(pooled))})
+
+
+def _percentiles(spectra: np.ndarray) -> dict[str, list[float]]:
+    """5th, 50th and 95th percentile per band of log band spectra (rows)."""
+    return {f"P{q:02d}": np.percentile(spectra, q, axis=0).tolist() for q in (5, 50, 95)}

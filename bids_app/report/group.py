@@ -14,9 +14,9 @@ from bids_app.errors import MissingInputError
 from bids_app.io.atomic import write_text
 from bids_app.io.derivatives import MapFile, find_group_maps, read_map, split_hemispheres
 from bids_app.models import DERIVED_UNITS
-from bids_app.report.figures import histogram_figure
+from bids_app.report.figures import Figure, histogram_figure
 from bids_app.report.render import render
-from bids_app.report.surfaces import Figure, MeshLookup, find_meshes, map_figure
+from bids_app.report.surfaces import MeshLookup, find_meshes, map_figure, surface_shading
 
 _PARAM_MODEL = {param: model for model, units in DERIVED_UNITS.items() for param in units}
 _STAT_STYLE = {"mean": "viridis", "sd": "magma", "n": "Blues"}
@@ -70,6 +70,7 @@ def _figures(
     mesh_by_hemi: dict,
     label: str,
     units: dict[str, str],
+    shades: dict[str, np.ndarray],
 ) -> list[Figure]:
     figures = []
     for (param, stat), files in sorted(by_stat.items()):
@@ -79,7 +80,8 @@ def _figures(
         symmetric = stat in ("z", "effect") and label not in ("mean", "intercept")
         unit = {"icc": "ICC", "z": "z", "q": "q"}.get(stat, units.get(param, ""))
         figures.append(map_figure(mesh_by_hemi, values, f"{param} {label} {stat}", unit,
-                                  "RdBu_r" if symmetric else "viridis", symmetric))
+                                  "RdBu_r" if symmetric else "viridis", symmetric,
+                                  shading=shades))
     return figures
 
 
@@ -119,11 +121,14 @@ def _section(key: tuple, model: str, files: list[MapFile], meshes: MeshLookup | 
     if first.get("ParcelTablesNote"):
         section["notes"].append(first["ParcelTablesNote"])
     mesh_by_hemi: dict = {}
+    shades: dict[str, np.ndarray] = {}
     for param in params:
         stats = {stat: _per_hemisphere(by_stat[param, stat]) for stat in ("mean", "sd", "n")}
         if not mesh_by_hemi:
             mesh_by_hemi, notes = find_meshes(entities.get("space", ""), stats["mean"], meshes)
             section["notes"].extend(notes)
+            shades = {h: surface_shading(entities.get("space", ""), h, mesh)
+                      for h, mesh in mesh_by_hemi.items()}
         for hemi, mean in sorted(stats["mean"].items()):
             sd, n = stats["sd"].get(hemi), stats["n"].get(hemi)
             finite = np.isfinite(mean)
@@ -156,6 +161,7 @@ def _section(key: tuple, model: str, files: list[MapFile], meshes: MeshLookup | 
                 cmap,
                 symmetric and stat == "mean",
                 limits,
+                shading=shades,
             )
             section["map_figures"].append(figure)
     units_all = DERIVED_UNITS[model]
@@ -172,7 +178,8 @@ def _section(key: tuple, model: str, files: list[MapFile], meshes: MeshLookup | 
             chosen = ["mode1", "mode2", "mode3"]
         else:
             chosen = ["effect", "q"] if desc in ("mean", "intercept") else ["z"]
-        section["map_figures"] += _figures(by_stat, chosen, mesh_by_hemi, desc, units_all)
+        section["map_figures"] += _figures(by_stat, chosen, mesh_by_hemi, desc, units_all,
+                                           shades)
         if desc == _MODES_DESC:
             first = next(iter(by_stat.values()))[0]
             ratio = read_map(first.path).metadata.get("ExplainedVarianceRatio") or []
@@ -220,17 +227,34 @@ def write_group_report(output_dir: Path | str, meshes: MeshLookup | None = None)
             histogram_figure({"participants": identifiability},
                              "participant identifiability", "regional information fraction"),
             "Lowest regional information fraction of each participant's maps "
-            "(below 0.5: weakly identified).",
+            "(below 0.5: weakly identified).", wide=False,
         )
+    participants = participant_rows(output_dir, header, rows)
     html = render(
         "group.html.j2",
         identifiability=histogram,
         output_dir=str(output_dir),
         sections=sections,
-        participants=rows,
+        participants=participants,
+        excluded=[p for p in participants if p["status"] == "excluded"],
         participant_header=header,
     )
     return write_text(output_dir / GROUP_REPORT, html)
+
+
+def participant_rows(output_dir: Path, header: list[str], rows: list[list[str]]
+                     ) -> list[dict[str, Any]]:
+    """Rows of ``group_participants.tsv`` with the participant report to link (when it
+    exists beside the group report), the status and the reason."""
+    out = []
+    for row in rows:
+        record = dict(zip(header, row, strict=False))
+        label = record.get("participant_id", row[0] if row else "")
+        report = f"{label}.html"
+        out.append({"id": label, "cells": row,
+                    "href": report if (output_dir / report).is_file() else None,
+                    "status": record.get("status", ""), "reason": record.get("reason", "")})
+    return out
 
 
 def _column(header: list[str], rows: list[list[str]], name: str) -> np.ndarray:

@@ -26,9 +26,9 @@ from bids_app.io.derivatives import (
     split_hemispheres,
 )
 from bids_app.models import DEFAULT_MODEL, DERIVED_UNITS
-from bids_app.report.figures import evidence_figure, numeric_series, traces_figure
+from bids_app.report.figure_files import figure_path, figures_dir
+from bids_app.report.figures import Figure, numeric_series
 from bids_app.report.render import format_value, render
-from bids_app.report.surfaces import Figure, MeshLookup, find_meshes, map_figure
 
 # Sidecar keys shown in their own tables; any other key is listed under "Fit".
 _AXIS_NAMES = {"kappa": "κ", "tau2": "τ²"}
@@ -70,7 +70,8 @@ class Section:
     convergence_rows: list[list[str]] = field(default_factory=list)
     convergence_figures: list[Figure] = field(default_factory=list)
     calibration: list[dict[str, Any]] = field(default_factory=list)
-    identifiability: list[list[str]] = field(default_factory=list)
+    identifiability: list[dict[str, Any]] = field(default_factory=list)
+    input_figures: list[Figure] = field(default_factory=list)
     quality: list[dict[str, Any]] = field(default_factory=list)
     quality_rows: list[list[str]] = field(default_factory=list)
 
@@ -139,6 +140,20 @@ def hemisphere_records(by_file: Mapping[str, Mapping[str, Any]]) -> Iterator[tup
             yield "L+R", record
 
 
+def hemi_entity(label: str) -> str | None:
+    """``hemi`` entity of a per-hemisphere record label ("L", "R"; none for "L+R")."""
+    return label if label in ("L", "R") else None
+
+
+def ci_width(fit: LoadedFit, param: str) -> dict[str, np.ndarray] | None:
+    """Upper minus lower bound per hemisphere, None without interval maps."""
+    lower, upper = fit.values.get((param, "cilower")), fit.values.get((param, "ciupper"))
+    if not (lower and upper):
+        return None
+    return {h: upper[h] - lower[h] for h in fit.values[param, "estimate"]
+            if h in lower and h in upper}
+
+
 def fit_title(entities: Mapping[str, str]) -> str:
     """Human title of a fit from its entities, e.g. ``ses-1 task-rest run-2 space-fsLR``."""
     parts = [f"{k}-{entities[k]}" for k in ENTITY_ORDER if k in entities and k != "sub"]
@@ -154,12 +169,23 @@ def _percentiles(arr: np.ndarray) -> tuple[str, str]:
     return f"{med:.4g}", f"{lo:.4g} – {hi:.4g}"
 
 
-def _map_section(fit: LoadedFit, section: Section, meshes: MeshLookup | None) -> None:
-    """Summary statistics and surface figures of each parameter and its CI width."""
+def _figure(output_dir: Path, fit: LoadedFit, caption: str, desc: str,
+            hemi: str | None = None, param: str | None = None,
+            required: bool = False, wide: bool = True) -> Figure | None:
+    """A figure file of this fit (drawn at the participant level) with its caption."""
+    path = figure_path(output_dir, fit.entities, desc, hemi, param)
+    if path.is_file():
+        return Figure(path.read_bytes(), caption, wide)
+    if required:
+        raise MissingInputError(
+            f"{path} is missing; rerun the participant level (with --overwrite) to draw the "
+            "report's figures")
+    return None
+
+
+def _map_section(fit: LoadedFit, section: Section, output_dir: Path) -> None:
+    """Summary statistics of each parameter and its CI width, and their surface figures."""
     units = DERIVED_UNITS[fit.model]
-    estimates = {h: fit.values[p, "estimate"][h] for p in fit.params[:1] for h in fit.hemis}
-    mesh_by_hemi, notes = find_meshes(fit.entities.get("space", ""), estimates, meshes)
-    section.notes.extend(notes)
     section.param_header = [
         "parameter",
         "units",
@@ -171,25 +197,22 @@ def _map_section(fit: LoadedFit, section: Section, meshes: MeshLookup | None) ->
     ]
     without_intervals = []
     for param in fit.params:
-        symmetric = param == "latency"
-        cmap = "RdBu_r" if symmetric else "viridis"
         estimate = fit.values[param, "estimate"]
-        lower, upper = fit.values.get((param, "cilower")), fit.values.get((param, "ciupper"))
-        width = None
-        if lower and upper:
-            width = {h: upper[h] - lower[h] for h in estimate if h in lower and h in upper}
+        width = ci_width(fit, param)
         for hemi in fit.hemis:
             median, spread = _percentiles(estimate[hemi])
             ci = _percentiles(width[hemi])[0] if width else "–"
             count = int(np.isfinite(estimate[hemi]).sum())
             section.param_rows.append([param, units[param], hemi, str(count), median, spread, ci])
-        section.map_figures.append(
-            map_figure(mesh_by_hemi, estimate, f"{param} estimate", units[param], cmap, symmetric)
-        )
+        count = sum(int(np.isfinite(v).sum()) for v in estimate.values())
+        blank = "the medial wall and vertices not estimated are flat grey"
+        section.map_figures.append(_figure(
+            output_dir, fit, f"{param} estimate ({units[param]}) at {count} vertices; {blank}.",
+            "estimate", param=param, required=True))
         if width:
-            section.map_figures.append(
-                map_figure(mesh_by_hemi, width, f"{param} CI width", units[param], "magma")
-            )
+            section.map_figures.append(_figure(
+                output_dir, fit, f"Width of the {param} confidence interval ({units[param]}); "
+                f"{blank}.", "ciwidth", param=param, required=True))
         else:
             without_intervals.append(param)
     if without_intervals:
@@ -197,8 +220,8 @@ def _map_section(fit: LoadedFit, section: Section, meshes: MeshLookup | None) ->
         section.notes.append(f"No interval maps for {names} in this fit (estimates only).")
 
 
-def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
-    """Hyperparameters, evidence surface, Newton traces, calibration check, identifiability."""
+def _diagnostics_section(fit: LoadedFit, section: Section, output_dir: Path) -> None:
+    """Hyperparameters, evidence surface, Newton traces, calibration check, input QC."""
     first = fit.params[0]
     records = list(hemisphere_records(fit.sidecars[first]))
     convergence_keys: list[str] = []
@@ -208,7 +231,13 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
                 convergence_keys.append(key)
     section.convergence_header = ["hemisphere", "κ (1/mm)", "τ²", "noise AR(1) φ",
                                   "log evidence", *convergence_keys]
+    confounds = _figure(output_dir, fit, "Framewise displacement (dashed: the censoring "
+                        "threshold) and the confound regressors removed, z-scored; frames "
+                        "shaded grey were not analysed.", "confounds")
+    spectra: list[Figure] = []
+    carpets: list[Figure] = []
     for label, record in records:
+        hemi = hemi_entity(label)
         convergence = record.get("Convergence") or {}
         noise = (record.get("HyperparameterSelection") or {}).get("NoiseAR") or {}
         section.convergence_rows.append(
@@ -222,13 +251,25 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
                 *(format_value(convergence.get(k)) for k in convergence_keys),
             ]
         )
-        png = evidence_figure(record.get("EvidenceGrid") or {}, f"log evidence, {label}")
-        if png:
-            caption = f"Laplace log evidence over the (κ, τ²) grid, {label}; ★ = selected."
-            section.evidence_figures.append(Figure(png, caption))
-        png = traces_figure(convergence, f"Newton iterations, {label}")
-        if png:
-            section.convergence_figures.append(Figure(png, f"Newton traces, {label}."))
+        found = [
+            (spectra, _figure(
+                output_dir, fit, f"Log band spectra of the data ({label}; red: median and "
+                "5–95 % of vertices) against spectra the surrogate simulates at the "
+                "estimates under its nuisance prior (blue): where red leaves blue, the "
+                "model does not describe the data.", "spectrum", hemi, wide=False)),
+            (carpets, _figure(
+                output_dir, fit, f"Carpet plot of the cleaned series, {label}: sampled "
+                "vertices in mesh order, each z-scored (±2 sd black to white).", "carpet",
+                hemi)),
+            (section.evidence_figures, _figure(
+                output_dir, fit, f"Laplace log evidence over the (κ, τ²) grid, {label}: "
+                "nats below the best cell.", "evidence", hemi, wide=False)),
+            (section.convergence_figures, _figure(
+                output_dir, fit, f"Newton traces, {label}.", "newton", hemi, wide=False)),
+        ]
+        for where, figure in found:
+            if figure is not None:
+                where.append(figure)
         if convergence.get("Converged") is False:
             section.notes.append(f"{label}: the Newton iterations did not converge.")
         edges = (record.get("HyperparameterSelection") or {}).get("OnGridBoundary") or {}
@@ -251,21 +292,30 @@ def _diagnostics_section(fit: LoadedFit, section: Section) -> None:
             message = check.get("message") or "outside the surrogate's training distribution"
             section.notes.append(f"{label}: calibration check failed: {message}.")
         traces = numeric_series(check) if isinstance(check, Mapping) else {}
-        rows = [[k, format_value(v)] for k, v in check.items() if k not in traces]
-        x_key = next((k for k in traces if "freq" in k.lower()), None)
-        png = traces_figure(check, f"calibration check, {label}", x_key=x_key) if traces else None
-        caption = f"Data against the surrogate's simulations, {label}."
-        section.calibration.append(
-            {"label": label, "rows": rows, "figure": Figure(png, caption) if png else None}
-        )
+        rows = [[_label(k), format_value(v)] for k, v in check.items() if k not in traces]
+        section.calibration.append({"label": label, "rows": rows})
+    section.input_figures = [*([confounds] if confounds else []), *spectra, *carpets]
+    _identifiability_rows(fit, section)
+
+
+def _identifiability_rows(fit: LoadedFit, section: Section) -> None:
+    """One readable row per parameter and hemisphere: identified or why not."""
     for param in fit.params:
         for label, record in hemisphere_records(fit.sidecars.get(param, {})):
-            assessment = record.get("Identifiability")
-            section.identifiability.append([param, label, format_value(assessment)])
-            if isinstance(assessment, Mapping) and assessment.get("Identified") is False:
+            entry = record.get("Identifiability")
+            if not isinstance(entry, Mapping):
+                continue
+            identified = entry.get("Identified")
+            section.identifiability.append({
+                "cells": [param, label, "yes" if identified else "NO",
+                          format_value(entry.get("RegionalInformationFraction")),
+                          format_value(entry.get("MedianVertexInformationFraction")),
+                          entry.get("Reason") or ""],
+                "ok": bool(identified)})
+            if identified is False:
                 section.notes.append(
-                    f"{param} ({label}) is weakly identified: its map mostly reflects the prior."
-                )
+                    f"{param} ({label}) is not identified: "
+                    f"{entry.get('Reason') or 'its map mostly reflects the prior'}.")
 
 
 def _quality_section(fit: LoadedFit, section: Section) -> None:
@@ -279,34 +329,56 @@ def _quality_section(fit: LoadedFit, section: Section) -> None:
         section.quality.append({"label": label, "passed": bool(gate["Pass"]),
                                 "reasons": list(gate.get("Reasons") or [])})
         for name, check in (gate.get("Checks") or {}).items():
-            section.quality_rows.append([label, name, format_value(check.get("Value")),
+            section.quality_rows.append([label, _label(name), format_value(check.get("Value")),
                                          format_value(check.get("Threshold")),
-                                         "yes" if check.get("Pass") else "NO"])
+                                         "yes" if check.get("Pass") else "NO",
+                                         check.get("Description") or ""])
+
+
+def _label(key: str) -> str:
+    """``OnGridBoundary`` → ``on grid boundary`` (sidecar keys as words)."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|_", " ", key).split()
+    text = " ".join(w if w.isupper() and len(w) > 1 else w.lower() for w in words)
+    return text[:1].upper() + text[1:]
+
+
+def record_rows(record: Mapping[str, Any], prefix: str = "") -> list[list[str]]:
+    """A sidecar record as readable rows: nested records become "Parent › child" rows,
+    empty values read "none", long numeric lists their length."""
+    rows = []
+    for key, value in record.items():
+        name = f"{prefix} › {_label(key)}" if prefix else _label(key)
+        if isinstance(value, Mapping) and value and not _is_per_hemisphere(value):
+            rows += record_rows(value, name)
+        elif value in ({}, [], None, ""):
+            rows.append([name, "none"])
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            paths = any("/" in v for v in value)  # one file a line; names in a row
+            rows.append([name, ("\n" if paths else ", ").join(value)])
+        else:
+            rows.append([name, format_value(value)])
+    return rows
 
 
 def _summary_rows(record: Mapping[str, Any]) -> list[list[str]]:
     surrogate = record.get("Surrogate") or {}
-    rows = [
-        ["Model", format_value((record.get("Model") or {}).get("Name"))],
-        ["Surrogate", format_value(surrogate.get("Id"))],
-        ["Surrogate sha256", format_value(surrogate.get("Sha256"))],
-        ["Bootstrap", format_value(record.get("Bootstrap"))],
-        ["Sources", format_value(record.get("Sources"))],
-    ]
-    rows += [[k, format_value(v)] for k, v in record.items() if k not in _SHOWN_ELSEWHERE]
-    return rows
+    shown = {"Model": (record.get("Model") or {}).get("Name"),
+             "Surrogate": surrogate.get("Id"), "SurrogateSha256": surrogate.get("Sha256"),
+             "Bootstrap": record.get("Bootstrap"), "Sources": record.get("Sources")}
+    rest = {k: v for k, v in record.items() if k not in _SHOWN_ELSEWHERE}
+    return record_rows({**shown, **rest})
 
 
-def build_section(files: list[MapFile], meshes: MeshLookup | None = None) -> Section:
-    """The report section of one fit."""
+def build_section(files: list[MapFile], output_dir: Path) -> Section:
+    """The report section of one fit, from its maps, sidecars and figure files."""
     fit = load_fit(files)
     title = fit_title(fit.entities)
     section = Section(title=title, anchor=re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-"))
     first = next(iter(fit.sidecars[fit.params[0]].values()))
     section.summary = _summary_rows(first)
     _quality_section(fit, section)
-    _map_section(fit, section, meshes)
-    _diagnostics_section(fit, section)
+    _map_section(fit, section, output_dir)
+    _diagnostics_section(fit, section, output_dir)
     return section
 
 
@@ -333,14 +405,10 @@ def methods_context(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_participant_report(
-    output_dir: Path | str, subject: str, meshes: MeshLookup | None = None
-) -> Path:
-    """Write ``OUTPUT_DIR/sub-<subject>.html`` from the participant's maps on disk.
-
-    ``meshes(space, hemi)`` gives the midthickness to draw on (default: the template's
-    through TemplateFlow); without one the maps are shown as histograms.
-    """
+def write_participant_report(output_dir: Path | str, subject: str) -> Path:
+    """Write ``OUTPUT_DIR/sub-<subject>.html`` from the participant's maps, sidecars and
+    figure files (``sub-<subject>/figures/``, drawn by the participant level); nothing is
+    refitted or redrawn, so ``--reports-only`` runs this alone."""
     output_dir = Path(output_dir)
     files = find_maps(output_dir, subject)
     if not files:
@@ -348,11 +416,15 @@ def write_participant_report(
             f"no parameter maps for sub-{subject} under {output_dir}; run the participant "
             "level first"
         )
+    if not figures_dir(output_dir, subject).is_dir():
+        raise MissingInputError(
+            f"{figures_dir(output_dir, subject)} is missing; rerun the participant level "
+            "(with --overwrite) to draw the report's figures")
     groups: dict[tuple, list[MapFile]] = defaultdict(list)
     for item in files:
         groups[item.fit_key].append(item)
     ordered = sorted(groups.items(), key=lambda kv: ("run" in dict(kv[0]), kv[0]))
-    sections = [build_section(group, meshes) for _, group in ordered]
+    sections = [build_section(group, output_dir) for _, group in ordered]
     first = next(f for f in files if f.entities["stat"] == "estimate")
     context = methods_context(read_map(first.path).metadata)
     html = render("participant.html.j2", subject=subject, sections=sections, **context)

@@ -17,6 +17,7 @@ from bids_app.fit import HemisphereResult
 from bids_app.inference.deconvolve import NOISE_TO_SIGNAL
 from bids_app.io.atomic import write_json
 from bids_app.io.bids import SurfaceRun, fmriprep_root
+from bids_app.io.confounds import read_confounds, select_frames
 from bids_app.io.derivatives import (
     FitMetadata,
     ParameterMaps,
@@ -33,6 +34,8 @@ from bids_app.io.derivatives import (
 from bids_app.io.surface_files import SurfaceBlock, save_cifti_series, save_func_gifti
 from bids_app.io.templates import template_mesh
 from bids_app.report.participant import write_participant_report
+from bids_app.report.participant_figures import write_input_figures, write_map_figures
+from bids_app.report.surfaces import surface_shading
 
 Fits = dict[str, HemisphereResult]  # hemi -> fit
 
@@ -58,7 +61,8 @@ def write_participant(subject: str, runs: list[SurfaceRun], fits: dict[str, Fits
             for run in runs:
                 written += write_deconvolved(run, fits[run.prefix], config)
         if config.report:
-            written.append(write_report(subject, planned, config))
+            written += write_figures(subject, planned, config)
+            written.append(write_participant_report(config.output_dir, subject))
     except BaseException:
         for path in [*targets, *written]:
             path.unlink(missing_ok=True)
@@ -150,12 +154,42 @@ def fit_metadata(hemi_fits: Fits, run: SurfaceRun, config: Config) -> FitMetadat
     )
 
 
-def write_report(subject: str, planned: list, config: Config) -> Path:
-    """``sub-<label>.html`` from the maps on disk, drawn on the meshes the fits used."""
+def write_figures(subject: str, planned: list, config: Config) -> list[Path]:
+    """The report's figures (``sub-<label>/figures/``): maps drawn on the meshes the fits
+    used, shaded with the subject's or template's sulcal depth; a carpet and the
+    confounds of each run."""
     meshes = {(run.space.partition("_den-")[0], hemi): fit.mesh
               for _, hemi_fits, run in planned for hemi, fit in hemi_fits.items()}
+    mesh_files = {(run.space.partition("_den-")[0], hemi): run.meshes.get(hemi)
+                  for _, _, run in planned for hemi in run.hemispheres}
 
     def lookup(space: str, hemi: str) -> tuple:
         return meshes.get((space, hemi)) or template_mesh(space, hemi)
 
-    return write_participant_report(config.output_dir, subject, lookup)
+    def shading(space: str, hemi: str, mesh: tuple) -> np.ndarray:
+        return surface_shading(space, hemi, mesh, mesh_files.get((space, hemi)))
+
+    written = write_map_figures(config.output_dir, subject, lookup, shading)
+    for entities, hemi_fits, run in planned:
+        carpets = {hemi: fit.carpet for hemi, fit in hemi_fits.items() if fit.carpet is not None}
+        if not carpets:  # a combined fit: its runs have their own
+            continue
+        first = next(iter(hemi_fits.values())).extra
+        written += write_input_figures(
+            config.output_dir, {**output_entities(entities, run), "sub": subject}, carpets,
+            first["RepetitionTime"], first["FirstFrame"], run_confounds(run, config))
+    return written
+
+
+def run_confounds(run: SurfaceRun, config: Config) -> dict | None:
+    """What the confounds plot shows of a run: FD, the regressors removed (the same
+    selection the fit made), the analysed frames and the censoring threshold."""
+    if run.confounds is None:
+        return None
+    table = read_confounds(run.confounds)
+    selection = select_frames(run.confounds, len(table), config.confounds,
+                              config.fd_threshold, config.dummy_scans, run=run.prefix)
+    fd = (table["framewise_displacement"].to_numpy(float)
+          if "framewise_displacement" in table else None)
+    return {"fd": fd, "regressors": selection.regressors, "names": selection.names,
+            "kept": (selection.start, selection.stop), "fd_threshold": config.fd_threshold}

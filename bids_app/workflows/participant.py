@@ -28,29 +28,36 @@ from bids_app.fit import FitOptions, HemisphereResult, fit_hemisphere
 from bids_app.fit import combine_runs as combine_hemisphere
 from bids_app.io.bids import SurfaceRun, discover, fmriprep_root, load_mesh, read_run
 from bids_app.io.confounds import select_frames
+from bids_app.io.derivatives import bids_uri
+from bids_app.resources import worker_count
 from bids_app.surrogate import load_surrogate
 from bids_app.workflows.outputs import Fits, write_participant
 
 LOGGER = logging.getLogger(__name__)
 
 
-def run_participants(config: Config) -> None:
-    """Analyse every selected participant; raise the first failure after trying all.
+def run_participants(config: Config,
+                     selected: dict[str, list[SurfaceRun]] | None = None) -> None:
+    """Analyse every selected participant (``selected``: :func:`discover`'s answer, found
+    anew when None); raise the first failure after trying all, or at once with
+    ``--stop-on-first-crash``.
 
     Each participant runs under its lock (a second job on the same OUTPUT_DIR waits, then
     skips); it is skipped when its finished record matches these settings and inputs."""
     from bids_app.io.dataset_description import (
         finished_state,
+        source_datasets,
         write_bidsignore,
         write_dataset_description,
     )
     from bids_app.io.input_fingerprint import input_fingerprint
     from bids_app.io.participant_lock import participant_lock
 
-    selected = discover(config)
-    write_dataset_description(config.output_dir, {"fmriprep": fmriprep_root(config)})
+    selected = discover(config) if selected is None else selected
+    write_dataset_description(config.output_dir, source_datasets(config.bids_dir,
+                                                                 fmriprep_root(config)))
     write_bidsignore(config.output_dir)
-    failures: list[HemocouplingError] = []
+    failures: list[Exception] = []
     for subject, runs in selected.items():
         with participant_lock(config.output_dir, subject):
             done, why = finished_state(config.output_dir, subject, settings(config),
@@ -62,11 +69,15 @@ def run_participants(config: Config) -> None:
             LOGGER.info("sub-%s: running (%s)", subject, "--overwrite" if done else why)
             try:
                 run_participant(subject, runs, config)
-            except HemocouplingError as err:
-                if len(selected) > 1:
-                    LOGGER.warning("sub-%s failed: %s", subject, err)
+            except Exception as err:  # a bug in one participant's data must not stop all
+                if config.stop_on_first_crash or len(selected) == 1:
+                    raise
+                LOGGER.warning("sub-%s failed: %s", subject, err,
+                               exc_info=not isinstance(err, HemocouplingError))
                 failures.append(err)
     if failures:
+        LOGGER.warning("%d of %d participant(s) failed; the first failure decides the exit "
+                       "code", len(failures), len(selected))
         raise failures[0]
 
 
@@ -106,14 +117,16 @@ def run_participant(subject: str, runs: list[SurfaceRun], config: Config) -> lis
 # --------------------------------------------------------------------------- fitting
 
 
-def fit_options(config: Config) -> FitOptions:
-    """The fitting options a configuration asks for."""
+def fit_options(config: Config, n_jobs: int | None = None) -> FitOptions:
+    """The fitting options a configuration asks for, with ``n_jobs`` bootstrap workers
+    (default ``--nprocs``)."""
     return FitOptions(
         kappas=config.kappas, tau2s=config.tau2s, bias_correction=config.bias_correction,
         bootstrap=BootstrapOptions(mode=config.bootstrap, n_boot=config.n_boot,
                                    n_inner=config.n_inner, resampling=config.resampling,
                                    block_length=config.block_length,
-                                   n_jobs=config.nprocs, dask_scheduler=config.dask_scheduler,
+                                   n_jobs=n_jobs or config.nprocs,
+                                   dask_scheduler=config.dask_scheduler,
                                    progress=config.verbose > 0),
         random_seed=config.random_seed, deconvolve=config.write_deconvolved)
 
@@ -125,18 +138,23 @@ def fit_run(run: SurfaceRun, config: Config) -> Fits:
                               config.fd_threshold, config.dummy_scans, run=run.prefix)
     meshes = {hemi: load_mesh(run, hemi, data.blocks[hemi].n_vertices)
               for hemi in run.hemispheres}
+    root = fmriprep_root(config)
     surrogate = load_surrogate(config.model, data.tr, selection.n_frames, config.lowpass,
                                card_path=config.surrogate)
     if caveat := surrogate.card.get("caveat"):
         LOGGER.warning("%s: --model %s: %s", run.prefix, config.model, caveat)
-    options = fit_options(config)
+    largest = max(block.n_vertices for block in data.blocks.values())
+    options = fit_options(config, worker_count(config.nprocs, config.mem_mb, largest,
+                                               selection.n_frames))
     fits = {}
     for hemi in run.hemispheres:
         block = data.blocks[hemi]
         vertices, faces, mesh_source = meshes[hemi]
         provenance = {"RepetitionTime": data.tr, **selection.summary(),
                       "ConfoundStrategy": config.confounds,
-                      "Preprocessing": surrogate.preprocessing.to_dict(), "Mesh": mesh_source}
+                      "Preprocessing": surrogate.preprocessing.to_dict(),
+                      "Mesh": mesh_source if mesh_source.startswith("template:")
+                      else bids_uri(mesh_source, root)}
         fits[hemi] = fit_hemisphere(
             block.data[:, selection.start:selection.stop], (vertices, faces), data.tr,
             surrogate, options, confounds=selection.regressors, vertex_index=block.vertices,

@@ -110,3 +110,9 @@ def test_bids_dir_that_is_a_file_says_so(tmp_path):
     argv = [str(regular), str(tmp_path / "out"), "participant", "-w", str(tmp_path / "w")]
     with pytest.raises(MissingInputError, match="is a file, not a folder"):
         make_config(build_parser().parse_args(argv))
+
+
+def test_config_creates_no_folder(tmp_path):
+    """Folders are made when the run starts, after the inputs were selected."""
+    config = _config(tmp_path, "-w", str(tmp_path / "deep" / "work"))
+    assert not config.output_dir.exists() and not config.work_dir.exists()

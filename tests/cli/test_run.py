@@ -63,3 +63,13 @@ def test_surrogate_card_must_exist_and_match_the_model(tmp_path, capsys):
     assert main([str(bids), out, "participant", "--surrogate", str(card)]) == 64
     err = capsys.readouterr().err.strip()
     assert "2p surrogate" in err and "--model is 1p" in err and len(err.splitlines()) == 1
+
+
+def test_readme_lists_every_exit_code():
+    import re
+
+    from bids_app.errors import EXIT_CODES
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
+    assert {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)} == set(EXIT_CODES)

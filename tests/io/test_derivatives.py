@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import platform
 from pathlib import Path
 
 import nibabel as nib
@@ -267,8 +268,10 @@ def test_concurrent_dataset_description_writers(tmp_path):
     assert final["DatasetType"] == "derivative"
     generated = dict(final["GeneratedBy"][0])
     assert generated.pop("Container", None) == dd.detect_container()  # this machine's
+    assert dd.python_environment() in generated.pop("Description")
     assert generated == {"Name": "hemocoupling", "Version": __version__, "CodeURL": dd.CODE_URL}
     assert set(final["DatasetLinks"]) == {"fmriprep"}
+    assert final["SourceDatasets"] == [{"URL": "bids:fmriprep:"}]
     assert sorted(os.listdir(tmp_path)) == [".bidsignore", "dataset_description.json"]
     ignore = (tmp_path / ".bidsignore").read_text().splitlines()
     assert ignore == list(dd.BIDSIGNORE_PATTERNS)
@@ -279,10 +282,14 @@ def test_dataset_description_merges_links_and_refuses_foreign(tmp_path):
     first = json.loads((tmp_path / "dataset_description.json").read_text())
     assert first["GeneratedBy"][0]["Container"] == {"Type": "docker", "Tag": "x:1"}
     assert "DatasetLinks" not in first
-    dd.write_dataset_description(tmp_path, {"fmriprep": tmp_path / "in"})
+    dd.write_dataset_description(tmp_path, {"fmriprep": tmp_path.parent / "in"})
     merged = json.loads((tmp_path / "dataset_description.json").read_text())
-    assert merged["DatasetLinks"]["fmriprep"] == (tmp_path / "in").resolve().as_uri()
-    assert merged["SourceDatasets"] == [{"URL": merged["DatasetLinks"]["fmriprep"]}]
+    assert merged["DatasetLinks"] == {"fmriprep": "../in"}  # relative: moves with the data
+    assert merged["SourceDatasets"] == [{"URL": "bids:fmriprep:"}]
+    dd.write_dataset_description(tmp_path, {"fmriprep": "/elsewhere", "raw": tmp_path / "raw"})
+    merged = json.loads((tmp_path / "dataset_description.json").read_text())
+    assert merged["DatasetLinks"] == {"fmriprep": "../in", "raw": "raw"}
+    assert merged["SourceDatasets"] == [{"URL": "bids:fmriprep:"}, {"URL": "bids:raw:"}]
     other = tmp_path / "other"
     other.mkdir()
     (other / "dataset_description.json").write_text('{"Name": "x", "DatasetType": "raw"}')
@@ -296,12 +303,31 @@ def test_dataset_description_merges_links_and_refuses_foreign(tmp_path):
 def test_detect_container(tmp_path):
     assert dd.detect_container({}, tmp_path) is None
     sif = {"APPTAINER_CONTAINER": "/images/hemocoupling.sif"}
-    assert dd.detect_container(sif, tmp_path) == {
-        "Type": "apptainer",
-        "URI": sif["APPTAINER_CONTAINER"],
-    }
+    assert dd.detect_container(sif, tmp_path) == {"Type": "apptainer",
+                                                  "URI": "file:///images/hemocoupling.sif"}
+    image = {dd.IMAGE_VARIABLE: f"hemocoupling/hemocoupling:{__version__}"}
+    assert dd.detect_container({**sif, **image}, tmp_path)["Tag"] == image[dd.IMAGE_VARIABLE]
     (tmp_path / ".dockerenv").write_text("")
-    assert dd.detect_container({}, tmp_path)["Tag"] == f"hemocoupling/hemocoupling:{__version__}"
+    # A venv inside some other image: the engine is known, the image is not.
+    assert dd.detect_container({}, tmp_path) == {"Type": "docker"}
+    assert dd.detect_container(image, tmp_path) == {"Type": "docker",
+                                                    "Tag": image[dd.IMAGE_VARIABLE]}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".containerenv").write_text(
+        'engine="podman-5.0"\nimage="docker.io/hemocoupling/hemocoupling:0.1.0"\n')
+    assert dd.detect_container({}, tmp_path) == {
+        "Type": "podman", "Tag": "docker.io/hemocoupling/hemocoupling:0.1.0"}
+    (tmp_path / "run" / ".containerenv").write_text("")  # rootless: no image name
+    assert dd.detect_container(image, tmp_path)["Tag"] == image[dd.IMAGE_VARIABLE]
+
+
+def test_description_outside_a_container_records_the_python_environment(tmp_path):
+    dd.write_dataset_description(tmp_path, container={})
+    generated = json.loads((tmp_path / "dataset_description.json").read_text())["GeneratedBy"]
+    assert "Container" not in generated[0]
+    assert generated[0]["Description"].startswith(f"hemocoupling {__version__} run outside a "
+                                                  "container, ")
+    assert platform.python_version() in generated[0]["Description"]
 
 
 def test_bidsignore_keeps_user_lines(tmp_path):

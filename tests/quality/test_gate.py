@@ -50,6 +50,12 @@ def test_gate_passes_runs_the_model_describes(surrogate) -> None:
     assert record["Pass"] is True and record["Reasons"] == []
     assert set(record["Checks"]) == {"PosteriorPredictiveSpectra", "RunSpectrumShape",
                                      "TrainingDistribution", "AtRangeBound", "MapConverged"}
+    # the report's spectrum-against-envelope: the data's median inside the model's 5-95 %
+    envelope = record["SpectrumEnvelope"]
+    data, model = envelope["Data"], envelope["Simulated"]
+    assert len(envelope["FrequencyHz"]) == len(data["P50"]) == len(model["P05"]) > 5
+    inside = (np.array(data["P50"]) >= model["P05"]) & (np.array(data["P50"]) <= model["P95"])
+    assert inside.all()
 
 
 def test_gate_flags_an_undeclared_low_pass(surrogate) -> None:
@@ -58,6 +64,10 @@ def test_gate_flags_an_undeclared_low_pass(surrogate) -> None:
     assert not quality.passed
     assert not quality.checks["PosteriorPredictiveSpectra"].passed
     assert any("--lowpass" in reason for reason in quality.reasons)
+    envelope = quality.sidecar()["SpectrumEnvelope"]
+    high = np.array(envelope["FrequencyHz"]) > 0.1
+    assert (np.array(envelope["Data"]["P50"])[high]
+            < np.array(envelope["Simulated"]["P05"])[high]).all()  # the picture shows it
 
 
 def test_gate_flags_a_pinned_map_and_a_failed_newton(surrogate) -> None:
@@ -84,3 +94,7 @@ def test_gate_flags_the_real_low_passed_run(shared_data) -> None:
     quality = gate(surrogate, y_clean, 1.4, 0)
     assert not quality.passed
     assert any("--lowpass" in reason for reason in quality.reasons)
+    envelope = quality.sidecar()["SpectrumEnvelope"]
+    high = np.array(envelope["FrequencyHz"]) > 0.1
+    assert (np.array(envelope["Data"]["P50"])[high]
+            < np.array(envelope["Simulated"]["P05"])[high]).all()  # the picture shows it

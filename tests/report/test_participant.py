@@ -19,8 +19,14 @@ from bids_app.io.derivatives import (
     write_parameter_maps,
 )
 from bids_app.report.figures import evidence_figure
-from bids_app.report.participant import hemisphere_records, write_participant_report
+from bids_app.report.participant import (
+    hemisphere_records,
+    record_rows,
+    write_participant_report,
+)
+from bids_app.report.participant_figures import write_map_figures
 from bids_app.report.render import format_value
+from bids_app.report.surfaces import mesh_curvature
 
 
 def sphere_mesh(n: int = 120) -> tuple[np.ndarray, np.ndarray]:
@@ -105,19 +111,25 @@ def _write_gifti_subject(root, rng, runs=("1", "2")):
 
 
 def _images(html: str) -> list[bytes]:
-    found = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    found = re.findall(r"data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)", html)
     return [base64.b64decode(s) for s in found]
+
+
+def _report(root, meshes=lambda space, hemi: MESH):
+    """Draw the figures as the participant level does, then assemble the report."""
+    write_map_figures(root, "01", meshes, lambda space, hemi, mesh: mesh_curvature(*mesh))
+    return write_participant_report(root, "01")
 
 
 def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
     _write_gifti_subject(tmp_path, np.random.default_rng(0), runs=("1",))
-    path = write_participant_report(tmp_path, "01", meshes=lambda space, hemi: MESH)
+    path = _report(tmp_path)
     assert path == tmp_path / "sub-01.html"
     html = path.read_text()
     images = _images(html)
-    # 2 params x (estimate, CI width) maps, 2 evidence, 2 Newton, 2 calibration
-    assert len(images) == 4 + 2 + 2 + 2
-    assert all(img.startswith(b"\x89PNG") for img in images)
+    # 2 params x (estimate, CI width) maps, 2 evidence, 2 Newton
+    assert len(images) == 4 + 2 + 2
+    assert all(b"<svg" in img[:500] for img in images)
     assert "task-rest run-1 hemi" not in html and "task-rest run-1 space-tiny" in html
     for text in (
         "arXiv:2601.00973",
@@ -126,17 +138,16 @@ def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
         "Politis",
         "Hall",
         "Esteban",
-        "sharp likelihood",
         "1p-demo",
-        "RepetitionTime",
+        "Repetition time",
         "Distance",
     ):
         assert text in html, text
     assert "calibrated level was" in html and "0.02" in html
     assert "spectral moment" in html and "2 runs were simulated" in html
-    assert "histograms shown" not in html
-    assert "calibration check failed" in html and "weakly identified" not in html
-    assert "grid boundary" not in html  # interior selection: no warning
+    assert not any(b"no mesh to draw on" in image for image in _images(html))
+    assert "calibration check failed" in html and "not identified" not in html
+    assert "selected on the grid boundary" not in html  # interior selection: no warning
     assert "noise AR(1) φ" in html and "<td>0.025</td>" in html
     assert "as autocorrelated" not in html  # φ inside the trained range: no warning
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -145,9 +156,9 @@ def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
 def test_missing_mesh_falls_back_to_histograms(tmp_path):
     _write_gifti_subject(tmp_path, np.random.default_rng(1), runs=("1",))
     small = sphere_mesh(60)  # vertex count does not match the maps
-    html = write_participant_report(tmp_path, "01", meshes=lambda s, h: small).read_text()
-    assert "histograms shown" in html
-    assert len(_images(html)) == 4 + 2 + 2 + 2
+    html = _report(tmp_path, lambda s, h: small).read_text()
+    assert sum(b"no mesh to draw on" in image for image in _images(html)) == 4
+    assert len(_images(html)) == 4 + 2 + 2
 
 
 def test_cifti_report_splits_per_hemisphere_records(tmp_path):
@@ -165,9 +176,9 @@ def test_cifti_report_splits_per_hemisphere_records(tmp_path):
                                      "R": selection(3.0, noise_ar=0.1)}
     meta.hyperparameter_selection["L"]["NoiseAR"]["Selected"] = None
     write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", merged, meta, axis))
-    html = write_participant_report(tmp_path, "01", meshes=lambda s, h: MESH).read_text()
+    html = _report(tmp_path).read_text()
     assert "(all runs)" in html
-    assert "theta (L) is weakly identified" in html
+    assert "theta (L) is not identified" in html
     assert ("L: hyperparameters selected on the grid boundary (κ at its lower grid edge, "
             "τ² at its upper grid edge)") in html
     assert "R: hyperparameters selected" not in html
@@ -175,7 +186,7 @@ def test_cifti_report_splits_per_hemisphere_records(tmp_path):
     assert "L: the noise is at least" not in html and "<td>averaged</td>" in html
     # κ table has one row per hemisphere even though one sidecar holds both
     assert html.count("<td>0.01</td>") >= 2
-    assert len(_images(html)) == 4 + 2 + 2 + 2
+    assert len(_images(html)) == 4 + 2 + 2
 
 
 def test_hemisphere_records_and_format_value():
@@ -211,9 +222,41 @@ def test_failed_quality_gate_is_a_banner_with_reasons(tmp_path):
         meta = replace(_metadata(), quality_control=verdict)
         write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", _params(rng, N, slice(0, 6)),
                                                      meta))
-    html = write_participant_report(tmp_path, "01", meshes=lambda space, hemi: MESH).read_text()
+    html = _report(tmp_path).read_text()
     banner = html[html.index("QUALITY GATE FAILED"):html.index("</div>",
                                                               html.index("QUALITY GATE FAILED"))]
     assert "L: 100% of vertices sit at a bound" in banner and "R:" not in banner
     assert html.index("QUALITY GATE FAILED") < html.index("<h3>Fit</h3>")
-    assert "<td>AtRangeBound</td>" in html and "<td>NO</td>" in html
+    assert "<td>At range bound</td>" in html and "<td>NO</td>" in html
+
+
+def test_reports_only_needs_the_figures(tmp_path):
+    """The report is assembled from figure files; without them it names the fix."""
+    _write_gifti_subject(tmp_path, np.random.default_rng(6), runs=("1",))
+    with pytest.raises(MissingInputError, match=r"figures.*rerun the participant level"):
+        write_participant_report(tmp_path, "01")
+    _report(tmp_path)
+    estimate = next((tmp_path / "sub-01" / "figures").glob("*desc-estimate_param-theta*.svg"))
+    estimate.unlink()
+    with pytest.raises(MissingInputError, match=estimate.name):
+        write_participant_report(tmp_path, "01")
+
+
+def test_fit_record_reads_as_rows():
+    rows = record_rows({"HyperparameterSelection": {"OnGridBoundary": {}, "LogEvidenceGap": 2.5},
+                        "Sources": ["sub-01/a.gii", "sub-01/b.tsv"],
+                        "Confounds": ["trans_x", "rot_x"]})
+    assert rows == [["Hyperparameter selection › On grid boundary", "none"],
+                    ["Hyperparameter selection › Log evidence gap", "2.5"],
+                    ["Sources", "sub-01/a.gii\nsub-01/b.tsv"],  # one file a line
+                    ["Confounds", "trans_x, rot_x"]]
+
+
+def test_mesh_curvature_is_negative_on_a_convex_mesh():
+    """Sulci positive, gyri negative: a sphere is all gyrus (−2/R), whichever way its
+    faces wind."""
+    from bids_app.prior import icosphere
+
+    vertices, faces = icosphere(2, 50.0)
+    for wound in (faces, faces[:, ::-1]):
+        assert np.allclose(mesh_curvature(vertices, wound), -2 / 50.0, rtol=0.2)

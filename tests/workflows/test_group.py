@@ -23,7 +23,8 @@ from bids_app.io.derivatives import (
     write_parameter_maps,
 )
 from bids_app.report.group import write_group_report
-from bids_app.workflows.group import group_level, subject_maps, vertex_stats
+from bids_app.workflows.group import group_level
+from bids_app.workflows.group.participant_maps import subject_maps
 
 N = 80
 
@@ -138,7 +139,7 @@ def test_group_maps_table_and_report(study):
     html = (root / "group.html").read_text()
     # 2 params x mean/SD/N + 2 population modes of theta (3 participants; no SE, so no
     # random-effects maps)
-    assert html.count("data:image/png;base64,") == 8
+    assert html.count("data:image/svg+xml;base64,") == 8
     assert "sub-04" in html and "no theta map for hemi-R" in html
     hidden = {p.name for p in root.rglob(".*")}
     assert hidden == {".bidsignore"}  # no temporary files left behind
@@ -187,12 +188,16 @@ def test_selection_errors(study, tmp_path_factory):
         group_level(tmp_path_factory.mktemp("empty"))
 
 
-def test_vertex_stats_handles_missing_values():
-    stack = np.array([[1.0, np.nan, np.nan], [3.0, 2.0, np.nan]])
-    stats = vertex_stats(stack)
-    np.testing.assert_array_equal(stats["n"], [2, 1, 0])
-    np.testing.assert_allclose(stats["mean"], [2, 2, np.nan])
-    np.testing.assert_allclose(stats["sd"], [np.sqrt(2), np.nan, np.nan])
+def test_group_label_matching_nobody_exits_18_and_makes_no_work_folder(study, tmp_path_factory):
+    from bids_app.cli.run import main
+
+    root, _ = study
+    elsewhere = tmp_path_factory.mktemp("group_cli")
+    (elsewhere / "bids").mkdir()
+    work = elsewhere / "work"
+    assert main([str(elsewhere / "bids"), str(root), "group", "-w", str(work),
+                 "--participant-label", "99", "--no-report"]) == 18
+    assert not work.exists()
 
 
 def test_two_parameter_model_groups_separately(study):
@@ -360,6 +365,19 @@ def test_random_effects_maps_match_the_model_and_flagged_are_excluded(model_stud
     assert age_z.metadata["GroupModel"]["Columns"] == ["Intercept", "age"]
 
 
+def test_group_sidecars_name_participants_tsv_without_its_absolute_path(model_study):
+    bids, out, _ = model_study
+    table = pd.read_csv(bids / "participants.tsv", sep="\t")
+    table[table["participant_id"] != "sub-04"].to_csv(bids / "participants.tsv", sep="\t",
+                                                      index=False)
+    assert _run(bids, out, "--group-model", "~ age") == 0
+    effect = read_map(out / "task-rest_hemi-L_space-tiny_desc-age_param-theta_stat-effect_"
+                            "boldmap.func.gii")
+    assert effect.metadata["GroupModel"]["LeftOut"] == {"sub-04": "not listed in "
+                                                                  "participants.tsv"}
+    assert not [p for p in out.glob("*.json") if str(bids.parent) in p.read_text()]
+
+
 def test_group_model_errors_exit_16(model_study, capsys):
     bids, out, _ = model_study
     assert _run(bids, out, "--group-model", "~ age + weight") == 16
@@ -422,3 +440,24 @@ def test_sessions_give_test_retest_maps(tmp_path):
     parcels = pd.read_csv(tmp_path / "task-rest_space-tiny_seg-toy_desc-retest_boldparcels.tsv",
                           sep="\t")
     assert len(parcels) == 8 and (parcels["icc"] > 0.9).all()  # 2 hemis x 2 parcels x 2 params
+
+
+def test_dask_cluster_writes_the_same_files(model_study, dask_scheduler):
+    import shutil
+
+    from distributed import Client
+
+    bids, out, _ = model_study
+    on_cluster = out.parent / "out-dask"
+    shutil.copytree(out, on_cluster)
+    model = ("--group-model", "~ age + sex", "--contrast", "age=2", "--include-flagged")
+    assert _run(bids, out, *model) == 0
+    assert _run(bids, on_cluster, *model, "--dask-scheduler", dask_scheduler) == 0
+    with Client(dask_scheduler) as client:  # the vertex blocks did run there
+        ran = client.run_on_scheduler(lambda dask_scheduler: set(dask_scheduler.task_prefixes))
+    assert {"tau2_task", "random_effects_task", "stats_task"} <= ran
+    written = sorted(p.name for p in out.iterdir() if p.is_file())
+    assert any("desc-age_param-theta_stat-q" in name for name in written)
+    assert written == sorted(p.name for p in on_cluster.iterdir() if p.is_file())
+    for name in written:
+        assert (out / name).read_bytes() == (on_cluster / name).read_bytes(), name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -13,6 +14,7 @@ import pytest
 from nibabel.gifti import GiftiDataArray, GiftiImage
 
 from bids_app.cli.run import main
+from bids_app.io.bids_validator import validator_command
 from bids_app.io.surface_files import SurfaceBlock, save_cifti_series, save_func_gifti
 from bids_app.prior import icosphere
 from bids_app.simulate.dataset import DatasetSpec, simulate_dataset
@@ -43,10 +45,10 @@ def one_line_error(capsys) -> str:
     return message[0]
 
 
-def test_label_matching_nobody_exits_18(dataset, tmp_path, capsys):
-    assert run(dataset, tmp_path / "out", "--participant-label", "99") == 18
+def test_label_matching_nobody_exits_18_and_creates_no_folder(dataset, tmp_path, capsys):
+    assert run(dataset, tmp_path / "out", "--participant-label", "01", "99") == 18
     assert "99" in one_line_error(capsys)
-    assert maps_in(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
 def test_no_surface_bold_exits_66(copy, tmp_path, capsys):
@@ -255,3 +257,74 @@ def test_noise_colour_candidates_are_selected_and_recorded(tmp_path, caplog):
     assert noise["Candidates"] == candidates and int(np.argmax(noise["LogEvidence"])) == 2
     assert (noise["Kappa"][2], noise["Tau2"][2]) == (fit.kappa, fit.tau2)
     assert "at least as autocorrelated" in caplog.text
+
+
+def test_sidecars_name_inputs_without_absolute_paths_and_mem_bounds_workers(dataset, tmp_path):
+    """Mesh and Sources are bids: URIs, DatasetLinks a path relative to OUTPUT_DIR; --mem
+    below two workers' estimate runs one, and the log says so."""
+    out = tmp_path / "out"
+    assert run(dataset, out, "--bootstrap", "single", "--n-boot", "2", "--nprocs", "2",
+               "--mem", "1000") == 0
+    description = json.loads((out / "dataset_description.json").read_text())
+    link = description["DatasetLinks"]["fmriprep"]
+    assert not Path(link).is_absolute() and (out / link).resolve() == dataset.resolve()
+    assert description["SourceDatasets"] == [{"URL": "bids:fmriprep:"}]
+    sidecar = json.loads(next(out.rglob("*_stat-estimate_boldmap.json")).read_text())
+    dataset_name, _, inside = sidecar["Mesh"].removeprefix("bids:").partition(":")
+    assert dataset_name == "fmriprep" and inside.startswith("sub-01/anat/")
+    assert inside.endswith("_midthickness.surf.gii") and (out / link / inside).is_file()
+    texts = [p.read_text() for p in out.rglob("*.json") if "logs" not in p.parts]
+    assert texts and not any(str(tmp_path) in text for text in texts)
+    log = next((out / "logs").glob("hemocoupling_*.log")).read_text()
+    assert "--mem 1000 MB: 1 worker process(es)" in log
+    # The BIDS validator accepts the derivatives dataset (relative links, bids: URLs).
+    done = subprocess.run([validator_command(), str(out), "--format", "json"],
+                          capture_output=True, text=True, check=False)
+    issues = json.loads(done.stdout)["issues"]["issues"]
+    assert [i for i in issues if i["severity"] == "error"] == []
+
+
+@pytest.fixture(scope="module")
+def two_subjects(tmp_path_factory) -> Path:
+    """Two subjects on the 642-vertex sphere; sub-01 has no repetition time anywhere."""
+    mesh = icosphere(3, radius_mm=50.0)
+    root = tmp_path_factory.mktemp("two") / "fmriprep"
+    simulate_dataset(root, DatasetSpec(n_subjects=2, n_frames=200, tr=1.0, seed=4),
+                     meshes={"L": mesh, "R": mesh})
+    _drop_repetition_time(root / FUNC.format(hemi="{hemi}"))
+    return root
+
+
+def _drop_repetition_time(stem_pattern: Path) -> None:
+    for hemi in "LR":
+        stem = str(stem_pattern).format(hemi=hemi)
+        Path(f"{stem}.json").unlink()
+        image = nib.load(f"{stem}.func.gii")
+        arrays = [GiftiDataArray(a.data, intent=a.intent) for a in image.darrays]
+        nib.save(GiftiImage(darrays=arrays), f"{stem}.func.gii")
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_a_failing_participant_stops_the_run_only_with_stop_on_first_crash(two_subjects,
+                                                                           tmp_path, stop):
+    out = tmp_path / "out"
+    extra = ["--stop-on-first-crash"] if stop else []
+    assert run(two_subjects, out, *extra) == 66  # sub-01's failure decides the exit code
+    assert not list(out.glob("sub-01/func/*_boldmap.*"))
+    assert bool(list(out.glob("sub-02/func/*_boldmap.*"))) is not stop
+
+
+def test_raw_bids_dir_is_validated_unless_skipped(dataset, make_raw, tmp_path, capsys):
+    raw = make_raw(tmp_path / "raw")
+    (raw / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz").write_bytes(b"")
+    out = tmp_path / "out"
+    args = [str(raw), str(out), "participant", "-w", str(tmp_path / "work"), "--bootstrap",
+            "none", "--no-report", "--kappa", "0.05", "--tau2", "100", "--derivatives",
+            f"fmriprep={dataset}"]
+    assert main(args) == 16
+    assert "sub-01_task-rest_bold.nii.gz" in one_line_error(capsys)
+    assert "EMPTY_FILE" in next((out / "logs").glob("hemocoupling_*.log")).read_text()
+    assert maps_in(out) == []
+    assert main([*args, "--skip-bids-validation"]) == 0
+    links = json.loads((out / "dataset_description.json").read_text())["DatasetLinks"]
+    assert (out / links["raw"]).resolve() == raw.resolve()
