@@ -31,7 +31,8 @@ ENV HEMOCOUPLING_VENV=/opt/hemocoupling/venv \
 WORKDIR /src
 # Dependencies first, from the lock files alone: a source edit reuses this layer instead
 # of reinstalling torch and recompiling scikit-sparse (benchmarks/RESULTS.md, image build).
-# The pip cache mount keeps downloaded and built wheels across lock-file changes.
+# The pip cache mount keeps built wheels (and downloads, where pip may cache them)
+# across lock-file changes.
 COPY requirements.lock requirements-dev.lock /src/
 COPY scripts/install.sh /src/scripts/
 RUN --mount=type=cache,target=/root/.cache/pip \
