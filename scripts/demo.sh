@@ -5,36 +5,53 @@
 # Usage: bash scripts/demo.sh
 #   DEMO_DIR=demo           where the dataset and outputs go
 #   DEMO_BOOTSTRAP="--bootstrap single --n-boot 20"   bootstrap options of the participant level
+#   DEMO_IMAGE=IMAGE        run every step in this container image instead, as a cluster
+#                           would: podman, read-only root, UID 1000, no network
 # Re-running reuses the simulated dataset and skips participants already finished.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh
 venv=${HEMOCOUPLING_VENV:-.venv}
 demo=${DEMO_DIR:-demo}
 read -r -a bootstrap <<< "${DEMO_BOOTSTRAP:---bootstrap single --n-boot 20}"
-export MPLBACKEND=Agg
-# Offline template copy beside the project when there is one (as CI uses); otherwise
-# TemplateFlow downloads the fsaverage5 meshes once into ~/.cache/templateflow.
-if [ -z "${TEMPLATEFLOW_HOME:-}" ] && [ -d ../shared/data/templateflow ]; then
-    export TEMPLATEFLOW_HOME=$PWD/../shared/data/templateflow TEMPLATEFLOW_AUTOUPDATE=0
+if [ -n "${DEMO_IMAGE:-}" ]; then
+    # The folder is bound at the same path, so every path below holds inside and out.
+    demo=$(realpath -m "$demo")
+    mkdir -p "$demo"
+    [ "$(id -u)" = 0 ] && chown 1000:1000 "$demo"
+    in_image() {
+        podman run --rm --read-only --tmpfs /tmp -u 1000:1000 --network none \
+            -v "$demo:$demo" --entrypoint "$1" "$DEMO_IMAGE" "${@:2}"
+    }
+    simulate=(in_image hemocoupling-simulate)
+    app=(in_image hemocoupling)
+else
+    bash scripts/install.sh
+    simulate=("$venv/bin/hemocoupling-simulate")
+    app=("$venv/bin/hemocoupling")
+    export MPLBACKEND=Agg
+    # Offline template copy beside the project when there is one (as CI uses); otherwise
+    # TemplateFlow downloads the fsaverage5 meshes once into ~/.cache/templateflow.
+    if [ -z "${TEMPLATEFLOW_HOME:-}" ] && [ -d ../shared/data/templateflow ]; then
+        export TEMPLATEFLOW_HOME=$PWD/../shared/data/templateflow TEMPLATEFLOW_AUTOUPDATE=0
+    fi
 fi
 
 step() { printf '\n== %s\n' "$*"; }
 started=$SECONDS
 if [ ! -f "$demo/bids/dataset_description.json" ]; then
     step "simulating 2 subjects on fsaverage5 (TR 1.4 s, 300 frames) into $demo/bids"
-    "$venv/bin/hemocoupling-simulate" "$demo/bids" --mesh fsaverage5 --subjects 2 \
+    "${simulate[@]}" "$demo/bids" --mesh fsaverage5 --subjects 2 \
         --tr 1.4 --frames 300 --model 1p --seed 1
 fi
 t_sim=$((SECONDS - started))
 
 step "participant level: hemocoupling $demo/bids $demo/out participant ${bootstrap[*]}"
-"$venv/bin/hemocoupling" "$demo/bids" "$demo/out" participant "${bootstrap[@]}" \
+"${app[@]}" "$demo/bids" "$demo/out" participant "${bootstrap[@]}" \
     --random-seed 1 -w "$demo/work" -v
 t_part=$((SECONDS - started - t_sim))
 
 step "group level: hemocoupling $demo/bids $demo/out group"
-"$venv/bin/hemocoupling" "$demo/bids" "$demo/out" group -w "$demo/work" -v
+"${app[@]}" "$demo/bids" "$demo/out" group -w "$demo/work" -v
 t_group=$((SECONDS - started - t_sim - t_part))
 
 step "done in $((SECONDS - started)) s (simulate ${t_sim} s, participant ${t_part} s, group ${t_group} s)"

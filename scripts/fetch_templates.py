@@ -5,6 +5,10 @@ download at run time. The container build runs this once; cluster users run it o
 node with ``TEMPLATEFLOW_HOME`` pointing at a shared folder (see the README, "Deployment").
 
 Usage: ``TEMPLATEFLOW_HOME=DIR python scripts/fetch_templates.py [--prune] [--list]``
+
+``--archive URL`` unpacks a tar of an existing TemplateFlow home instead of downloading
+from TemplateFlow's S3 (builds without access to it, scripts/build_image.sh) and says
+which listed files it lacked.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tarfile
+import urllib.request
 from pathlib import Path
 
 HEMIS = ("L", "R")
@@ -82,6 +88,34 @@ def fetch(per_hemisphere: list[tuple[str, dict]], tables: list[dict],
     return sorted(set(paths))
 
 
+def unpack_archive(url: str, root: Path) -> None:
+    """Unpack a tar of a TemplateFlow home over TemplateFlow's skeleton in ``root``.
+
+    The skeleton (empty placeholders of every published file) comes first, so the listing
+    afterwards tells the files the archive held from those it lacked.
+    """
+    import templateflow.api  # noqa: F401  (importing it lays the skeleton into an empty root)
+
+    with urllib.request.urlopen(url) as response, \
+            tarfile.open(fileobj=response, mode="r|*") as tar:
+        # extraction filters exist from Python 3.11.4 (Debian bookworm has 3.11.2)
+        tar.extractall(root, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+
+
+def report_missing(paths: list[Path]) -> list[Path]:
+    """Print how many listed files are missing and how to get them; return them."""
+    missing = [p for p in paths if not p.is_file() or p.stat().st_size == 0]
+    if missing:
+        atlases = sum("_dseg." in p.name for p in missing)
+        print(f"fetch_templates: {len(missing)} of {len(paths)} listed files are not in the "
+              f"archive ({atlases} parcellation files, e.g. {missing[0].name}); without them "
+              "the group level skips its per-parcel tables. To get them, on a machine with "
+              "internet: TEMPLATEFLOW_HOME=DIR python scripts/fetch_templates.py, then bind "
+              "DIR into the container and set TEMPLATEFLOW_HOME to it (docs/deployment.md)",
+              file=sys.stderr)
+    return missing
+
+
 def prune_placeholders(root: Path) -> int:
     """Delete TemplateFlow's empty placeholder files (everything not downloaded).
 
@@ -103,10 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the fetched paths")
     parser.add_argument("--dry-run", action="store_true",
                         help="only match the queries against TemplateFlow's index")
+    parser.add_argument("--archive", metavar="URL",
+                        help="unpack this tar of a TemplateFlow home instead of downloading")
     args = parser.parse_args(argv)
     if not os.environ.get("TEMPLATEFLOW_HOME"):
         parser.error("set TEMPLATEFLOW_HOME to the folder to fill")
-    paths = fetch(PER_HEMISPHERE, FSAVERAGE_TABLES, download=not args.dry_run)
+    if args.archive:
+        unpack_archive(args.archive, Path(os.environ["TEMPLATEFLOW_HOME"]))
+    paths = fetch(PER_HEMISPHERE, FSAVERAGE_TABLES,
+                  download=not (args.dry_run or args.archive))
+    if args.archive:
+        missing = report_missing(paths)
+        paths = [p for p in paths if p not in missing]
     if args.list:
         print("\n".join(str(p) for p in paths))
     size = sum(p.stat().st_size for p in paths) / 2**20

@@ -30,6 +30,9 @@ Parcellation = Mapping[str, tuple[np.ndarray, Mapping[int, str]]]
 """Per hemisphere: (integer label per vertex, label → parcel name); 0 = unlabelled."""
 _INSTALL_HINT = ("set TEMPLATEFLOW_HOME to a TemplateFlow copy holding it, or allow "
                  "TemplateFlow to download (TEMPLATEFLOW_AUTOUPDATE=1, network)")
+_FETCH_HINT = ("fetch it on a machine with internet with the hemocoupling sources' "
+               "`TEMPLATEFLOW_HOME=DIR python scripts/fetch_templates.py`, then run with "
+               "TEMPLATEFLOW_HOME=DIR (docs/deployment.md, TemplateFlow offline)")
 
 
 def template_mesh(space: str, hemi: str) -> tuple[np.ndarray, np.ndarray]:
@@ -71,57 +74,74 @@ def templateflow_parcellations(space: str, hemis: Sequence[str]) -> dict[str, Pa
     """Surface parcellations (``*_dseg.label.gii``) TemplateFlow has for ``space``.
 
     Returns ``{atlas: {hemi: (labels, names)}}`` for atlases covering every hemisphere;
-    empty when TemplateFlow has none locally and cannot download (offline).
+    empty, with one warning naming the missing file and how to fetch it, when
+    TemplateFlow has none locally and may not or cannot download (offline).
     """
     if template_of(space) is None:
         return {}
     template, density = template_of(space)
     found: dict[str, dict[str, tuple[np.ndarray, dict[int, str]]]] = defaultdict(dict)
-    try:
-        import templateflow.api as tflow
+    missing: list[str] = []
+    for hemi in hemis:
+        query = {"hemi": hemi, "density": density, "suffix": "dseg", "extension": ".label.gii"}
+        try:
+            usable, absent = _templateflow_files(template, query)
+        except Exception as exc:  # downloads fail with network errors of many kinds
+            LOGGER.warning("TemplateFlow parcellations for %s unavailable (%s): per-parcel "
+                           "tables skipped; %s", space, exc, _FETCH_HINT)
+            return {}
+        missing += [path.name for path in absent]
+        if not usable and not absent:
+            missing.append(f"tpl-{template}_hemi-{hemi}_den-{density}_atlas-*_dseg.label.gii")
+        for path in usable:
+            ents = parse_name(path.name)[0]
+            # atlas alone is ambiguous (Yeo 7/17 networks, Schaefer scales, Desikan
+            # variants share it): key on every distinguishing entity.
+            atlas = "_".join(f"{key}-{ents[key]}" for key in ("atlas", "seg", "scale", "desc")
+                             if key in ents) or path.name.split(".")[0]
+            img = nib.load(path)
+            labels = np.asarray(img.darrays[0].data, dtype=int)
+            found[atlas][hemi] = (labels, img.labeltable.get_labels_as_dict())
+    complete = {atlas: per for atlas, per in found.items() if set(per) == set(hemis)}
+    if not complete:
+        from templateflow.conf import TF_HOME
 
-        for hemi in hemis:
-            paths = tflow.get(
-                template,
-                hemi=hemi,
-                density=density,
-                suffix="dseg",
-                extension=".label.gii",
-                raise_empty=False,
-            )
-            for path in [paths] if isinstance(paths, (str, Path)) else paths:
-                path = Path(path)
-                if not path.is_file() or path.stat().st_size == 0:
-                    continue
-                ents = parse_name(path.name)[0]
-                # atlas alone is ambiguous (Yeo 7/17 networks, Schaefer scales, Desikan
-                # variants share it): key on every distinguishing entity.
-                atlas = "_".join(f"{key}-{ents[key]}" for key in ("atlas", "seg", "scale", "desc")
-                                 if key in ents) or path.name.split(".")[0]
-                img = nib.load(path)
-                labels = np.asarray(img.darrays[0].data, dtype=int)
-                found[atlas][hemi] = (labels, img.labeltable.get_labels_as_dict())
-    except Exception as exc:  # offline TemplateFlow raises network errors of many kinds
-        LOGGER.info("TemplateFlow parcellations for %s unavailable: %s", space, exc)
-    return {atlas: per for atlas, per in found.items() if set(per) == set(hemis)}
+        LOGGER.warning("no %s parcellation in TEMPLATEFLOW_HOME=%s (missing %s%s): per-parcel "
+                       "tables skipped; %s", space, TF_HOME, missing[0] if missing else "?",
+                       f" and {len(missing) - 1} more" if len(missing) > 1 else "", _FETCH_HINT)
+    return complete
+
+
+def _templateflow_files(template: str, query: Mapping[str, str | None]
+                        ) -> tuple[list[Path], list[Path]]:
+    """(usable, absent) files TemplateFlow lists for a query.
+
+    Files not downloaded yet are empty placeholders. They are downloaded only when
+    TEMPLATEFLOW_AUTOUPDATE allows it, so an offline or read-only run never reaches for S3.
+    """
+    import templateflow.api as tflow
+    from templateflow.conf import TF_AUTOUPDATE
+
+    def usable(path: Path) -> bool:
+        return path.is_file() and path.stat().st_size > 0
+
+    listed = [Path(p) for p in tflow.ls(template, **query)]
+    if TF_AUTOUPDATE and not all(map(usable, listed)):
+        tflow.get(template, raise_empty=False, **query)
+    return [p for p in listed if usable(p)], [p for p in listed if not usable(p)]
 
 
 def _templateflow_file(template: str, density: str, hemi: str, suffix: str,
                        extension: str = ".surf.gii") -> Path | None:
     """One TemplateFlow surface file (or per-vertex ``.shape.gii``), or None when it
     cannot be had."""
+    query = {"hemi": hemi, "density": density, "suffix": suffix, "extension": extension}
     try:
-        import templateflow.api as tflow
-
-        found = tflow.get(template, hemi=hemi, density=density, suffix=suffix,
-                          extension=extension, raise_empty=False)
+        found = _templateflow_files(template, query)[0]
     except Exception:  # offline, missing skeleton, S3 errors: treat as absent
         return None
-    if isinstance(found, list):
-        found = [f for f in found if "desc-" not in Path(f).name]
-        found = found[0] if len(found) == 1 else None
-    ok = found and Path(found).is_file() and Path(found).stat().st_size > 0
-    return Path(found) if ok else None
+    found = [f for f in found if "desc-" not in f.name]
+    return found[0] if len(found) == 1 else None
 
 
 def template_shape(space: str, hemi: str, suffix: str) -> np.ndarray | None:

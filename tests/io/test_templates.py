@@ -1,6 +1,10 @@
-"""Template meshes from TemplateFlow (offline copy) and the nilearn wheel."""
+"""Template meshes from TemplateFlow (offline copy) and the nilearn wheel; parcellations offline."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -39,3 +43,21 @@ def test_missing_template_names_templateflow_home(shared_data):
 def test_unknown_space_is_missing_input_error():
     with pytest.raises(MissingInputError, match="MNI152"):
         template_mesh("MNI152NLin6Asym", "L")
+
+
+def test_offline_parcellations_never_download(tmp_path):
+    """With TEMPLATEFLOW_AUTOUPDATE=0 the empty placeholders of TemplateFlow's skeleton stay
+    empty (no S3 request) and one warning names a missing atlas file and the fetch script."""
+    code = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "from bids_app.io.templates import templateflow_parcellations\n"
+        "assert templateflow_parcellations('fsaverage5', ['L', 'R']) == {}\n"
+    )
+    env = {**os.environ, "TEMPLATEFLOW_HOME": str(tmp_path), "TEMPLATEFLOW_AUTOUPDATE": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "parcellation" in line]
+    assert len(warnings) == 1
+    assert "den-10k_atlas-" in warnings[0] and "scripts/fetch_templates.py" in warnings[0]
+    atlases = list(tmp_path.glob("tpl-fsaverage/*den-10k*_dseg.label.gii"))
+    assert atlases and all(path.stat().st_size == 0 for path in atlases)

@@ -39,7 +39,7 @@ def test_stages_and_absolute_entrypoint():
 
 
 def test_installs_through_the_ci_install_script_and_lock_files():
-    assert "RUN bash scripts/install.sh" in DOCKERFILE
+    assert "bash scripts/install.sh --deps-only" in DOCKERFILE
     assert re.search(r"-r \S*requirements-dev\.lock", DOCKERFILE)  # test stage: CI tools, locked
 
 
@@ -62,3 +62,45 @@ def test_templates_prefetched_into_the_image_home():
 def test_dockerignore_keeps_the_venv_and_git_out():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv"} <= set(ignored)
+
+
+def stage(name: str) -> list[str]:
+    """Instructions of one stage, continuation lines joined."""
+    text = DOCKERFILE.replace("\\\n", " ")
+    body = re.split(rf"^FROM \S+ AS {name}$", text, flags=re.MULTILINE)[1]
+    body = re.split(r"^FROM ", body, flags=re.MULTILINE)[0]
+    return [line for line in body.splitlines() if line and not line.startswith("#")]
+
+
+def test_download_sources_are_build_arguments_with_public_defaults():
+    # scripts/build_image.sh overrides each one to build from local copies
+    args = dict(re.findall(r"^ARG (\w+)=(.*)$", DOCKERFILE, flags=re.MULTILINE))
+    assert args["HEMOCOUPLING_TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
+    assert args["PIP_INDEX_URL"] == "https://pypi.org/simple"
+    assert args["TEMPLATEFLOW_ARCHIVE"] == '""'  # empty: TemplateFlow's own S3
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS build$", DOCKERFILE, flags=re.MULTILINE)
+    script = (ROOT / "scripts" / "build_image.sh").read_text()
+    for name in ("PYTHON_IMAGE", "HEMOCOUPLING_TORCH_INDEX", "TEMPLATEFLOW_ARCHIVE"):
+        assert f"--build-arg {name}=" in script
+    assert "--target runtime" in script  # the last stage is test
+
+
+def test_dependencies_are_installed_before_the_sources_are_copied():
+    """A source edit must not reinstall torch or recompile scikit-sparse."""
+    build = stage("build")
+    deps = next(i for i, line in enumerate(build) if "install.sh --deps-only" in line)
+    assert "--mount=type=cache,target=/root/.cache/pip" in build[deps]
+    assert build.index("COPY . /src") > deps
+    copied = {src for line in build[:deps] if line.startswith("COPY ")
+              for src in line.split()[1:-1]}
+    assert copied == {"requirements.lock", "requirements-dev.lock", "scripts/install.sh"}
+    # the runtime stage copies the venv of that layer and adds the package after it
+    runtime = stage("runtime")
+    venv = runtime.index(f"COPY --from=build {env_value('HEMOCOUPLING_VENV')} "
+                         f"{env_value('HEMOCOUPLING_VENV')}")
+    wheel = next(i for i, line in enumerate(runtime) if "pip install" in line and ".whl" in line)
+    assert venv < wheel
+    test = stage("test")
+    dev_tools = next(i for i, line in enumerate(test) if "requirements-dev.lock" in line
+                     and line.startswith("RUN "))
+    assert test.index("COPY . /src") > dev_tools

@@ -167,9 +167,6 @@ def aggregate_group(
             path = Path(output_dir) / derivative_name(ents, "boldparcels", ".tsv")
             tables.append(path.name)
             result.outputs.append(write_tsv(path, pd.concat(frames, ignore_index=True)))
-        if not tables:
-            LOGGER.info("no parcellation available for space %s: per-parcel tables skipped",
-                        key.space)
         labels = [m.subject for m in result.included]
         record = {
             "Model": key.model,
