@@ -84,7 +84,9 @@ def detect_container(
     Apptainer/Singularity export the image file; Podman writes ``/run/.containerenv``
     (with the image name when it knows it); Docker leaves ``/.dockerenv``. The tag is the
     image's own, which the project's Dockerfile records in ``HEMOCOUPLING_IMAGE``: a
-    container built otherwise (a venv inside some other image) gets no tag.
+    container built otherwise (a venv inside some other image) gets no tag. That variable
+    alone also marks the project's OCI image where the engine leaves no marker file
+    (Podman with a read-only root, containerd, Kubernetes).
     """
     environ = os.environ if environ is None else environ
     tag = environ.get(IMAGE_VARIABLE)
@@ -99,7 +101,7 @@ def detect_container(
         podman = Path(root) / "run" / ".containerenv"
         if podman.is_file():
             found = {"Type": "podman", "Tag": _podman_image(podman) or tag}
-        elif (Path(root) / ".dockerenv").exists():
+        elif (Path(root) / ".dockerenv").exists() or tag:
             found = {"Type": "docker", "Tag": tag}
     return None if found is None else {k: v for k, v in found.items() if v}
 

@@ -307,6 +307,9 @@ def test_detect_container(tmp_path):
                                                   "URI": "file:///images/hemocoupling.sif"}
     image = {dd.IMAGE_VARIABLE: f"hemocoupling/hemocoupling:{__version__}"}
     assert dd.detect_container({**sif, **image}, tmp_path)["Tag"] == image[dd.IMAGE_VARIABLE]
+    # The project's image run by an engine that leaves no marker (Podman, read-only root).
+    assert dd.detect_container(image, tmp_path) == {"Type": "docker",
+                                                    "Tag": image[dd.IMAGE_VARIABLE]}
     (tmp_path / ".dockerenv").write_text("")
     # A venv inside some other image: the engine is known, the image is not.
     assert dd.detect_container({}, tmp_path) == {"Type": "docker"}
