@@ -180,7 +180,7 @@ def test_cifti_group(tmp_path):
 
 def test_selection_errors(study, tmp_path_factory):
     root, _ = study
-    with pytest.raises(NothingSelectedError, match="participant_label"):
+    with pytest.raises(NothingSelectedError, match="participant-label 99"):
         group_level(root, participants=["99"], report=False)
     with pytest.raises(NothingSelectedError):
         group_level(root, space="fsaverage5", report=False)
@@ -197,6 +197,19 @@ def test_group_label_matching_nobody_exits_18_and_makes_no_work_folder(study, tm
     work = elsewhere / "work"
     assert main([str(elsewhere / "bids"), str(root), "group", "-w", str(work),
                  "--participant-label", "99", "--no-report"]) == 18
+    assert not work.exists()
+
+
+def test_group_label_list_with_an_unknown_label_exits_18(study, tmp_path_factory):
+    from bids_app.cli.run import main
+
+    root, _ = study
+    elsewhere = tmp_path_factory.mktemp("group_cli_mixed")
+    (elsewhere / "bids").mkdir()
+    work = elsewhere / "work"
+    known = sorted(p.name[4:] for p in root.glob("sub-*") if p.is_dir())[0]
+    assert main([str(elsewhere / "bids"), str(root), "group", "-w", str(work),
+                 "--participant-label", known, "99", "--no-report"]) == 18
     assert not work.exists()
 
 

@@ -62,6 +62,12 @@ def select_groups(
             f"no participant maps under {output_dir}; run the participant level first"
         )
     if participants:
+        unknown = sorted(set(participants) - {f.entities["sub"] for f in files})
+        if unknown:
+            raise NothingSelectedError(
+                f"--participant-label {' '.join(unknown)} has no participant maps in "
+                f"{output_dir}; run the participant level for it or drop the label"
+            )
         files = [f for f in files if f.entities["sub"] in set(participants)]
     if space:
         files = [f for f in files if space in (f.entities.get("space"), space_label(f.entities))]
