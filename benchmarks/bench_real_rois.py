@@ -30,9 +30,14 @@ GRID = np.linspace(-4.0, 4.0, 641)
 
 def pointwise_mode(surrogate, y_clean: np.ndarray) -> np.ndarray:
     """Per-region mode of log q(S | θ̃) + log N(θ̃; 0, 1) on a 0.0125-wide latent grid."""
-    summaries = surrogate.summarize(y_clean, TR)
-    loglik = surrogate.loglik(summaries, TR, y_clean.shape[1])
-    values = np.stack([loglik(np.full((len(y_clean), 1), g))[0] - 0.5 * g**2 for g in GRID])
+    return summary_mode(surrogate, surrogate.summarize(y_clean, TR), y_clean.shape[1])
+
+
+def summary_mode(surrogate, summaries: np.ndarray, n_frames: int) -> np.ndarray:
+    """:func:`pointwise_mode` of per-region summaries (V, 1) of ``n_frames``-frame runs."""
+    loglik = surrogate.loglik(summaries, TR, n_frames)
+    values = np.stack([loglik(np.full((len(summaries), 1), g))[0] - 0.5 * g**2
+                       for g in GRID])
     return GRID[values.argmax(axis=0)]
 
 
