@@ -233,7 +233,6 @@ def write_group_report(output_dir: Path | str, meshes: MeshLookup | None = None)
     html = render(
         "group.html.j2",
         identifiability=histogram,
-        output_dir=str(output_dir),
         sections=sections,
         participants=participants,
         excluded=[p for p in participants if p["status"] == "excluded"],

@@ -16,7 +16,7 @@ def test_excluded_participants_are_listed_with_links(tmp_path):
     (tmp_path / "sub-02.html").write_text("<html></html>")
     participants = participant_rows(tmp_path, HEADER, ROWS)
     assert [p["href"] for p in participants] == ["sub-01.html", "sub-02.html", None]
-    html = render("group.html.j2", identifiability=None, output_dir=str(tmp_path), sections=[],
+    html = render("group.html.j2", identifiability=None, sections=[],
                   participants=participants,
                   excluded=[p for p in participants if p["status"] == "excluded"],
                   participant_header=HEADER)

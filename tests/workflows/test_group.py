@@ -141,6 +141,7 @@ def test_group_maps_table_and_report(study):
     # random-effects maps)
     assert html.count("data:image/svg+xml;base64,") == 8
     assert "sub-04" in html and "no theta map for hemi-R" in html
+    assert str(root) not in html  # a shared report does not reveal where it was made
     hidden = {p.name for p in root.rglob(".*")}
     assert hidden == {".bidsignore"}  # no temporary files left behind
 
