@@ -437,8 +437,9 @@ class ResamplingPlan:
 
     def resamples(self, data: np.ndarray, seed: int, b: int, rs: list[int]
                   ) -> Iterator[tuple[int, np.ndarray]]:
-        """(r, resample) for each r in ``rs``: outer resample ``b`` (r = 0) or its inner
-        resample r ≥ 1."""
+        """(r, resample) for each r in ``rs``, in any order: outer resample ``b`` (r = 0)
+        or its inner resample r ≥ 1. A resample may be overwritten by the next one:
+        refit it before drawing on."""
         raise NotImplementedError
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:
@@ -469,9 +470,11 @@ class BlockPlan(ResamplingPlan):
     def resamples(self, data: np.ndarray, seed: int, b: int, rs: list[int]
                   ) -> Iterator[tuple[int, np.ndarray]]:
         outer = resample_series(data, seed, b, 0, self.mean_block, self.fade)
-        for r in rs:
-            yield r, (_spare(outer, rs) if r == 0 else np.ascontiguousarray(crossfade_resample(
-                outer, _draw(seed, b, r, data.shape[1], self.mean_block), self.fade)))
+        for r in (r for r in rs if r):
+            yield r, np.ascontiguousarray(crossfade_resample(
+                outer, _draw(seed, b, r, data.shape[1], self.mean_block), self.fade))
+        if 0 in rs:
+            yield 0, outer  # last, so a refit that writes into its input harms nothing
 
     def fit(self, refit: Refit, sample: np.ndarray) -> np.ndarray:
         return refit(sample)
@@ -498,21 +501,20 @@ class LocalPlan(ResamplingPlan):
     def resamples(self, data: np.ndarray, seed: int, b: int, rs: list[int]
                   ) -> Iterator[tuple[int, np.ndarray]]:
         """The R inner resamples share the outer resample's local spectrum (at fsLR 32k
-        the spectrum was a third of an inner refit's CPU)."""
+        the spectrum was a third of an inner refit's CPU) and one output buffer: each is
+        valid until the next is drawn. The outer resample comes last, so it needs no
+        copy to survive its refit."""
         outer = self.plan.resample(data, resample_rng(seed, b, 0))
-        spectrum = self.plan.spectrum(outer) if any(rs) else None
-        for r in rs:
-            yield r, (_spare(outer, rs) if r == 0 else
-                      self.plan.resample(outer, resample_rng(seed, b, r), spectrum))
+        inner = [r for r in rs if r]
+        if inner:
+            spectrum, buffer = self.plan.spectrum(outer), np.empty_like(outer)
+            for r in inner:
+                yield r, self.plan.resample(outer, resample_rng(seed, b, r), spectrum, buffer)
+        if 0 in rs:
+            yield 0, outer
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:
         return refit.fit_periodogram(sample)
-
-
-def _spare(outer: np.ndarray, rs: list[int]) -> np.ndarray:
-    """The outer resample as handed to its refit: a copy when inner resamples are still
-    to be drawn from it (a refit may scribble on its input)."""
-    return outer.copy() if any(rs) else outer
 
 
 def resample_rng(seed: int, *key: int) -> np.random.Generator:

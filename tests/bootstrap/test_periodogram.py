@@ -112,8 +112,8 @@ def test_features_from_the_periodogram_equal_the_time_domain_features():
 @pytest.mark.parametrize("scheme", ["local", "block"])
 def test_resamples_drawn_together_equal_those_drawn_alone(scheme):
     """One worker task draws an outer resample and its inner ones together (the outer
-    resample and its local spectrum once); any grouping gives the same resamples, and a
-    refit that scribbles on the outer resample does not change the inner ones."""
+    resample, its local spectrum and the inner resamples' buffer once); any grouping
+    gives the same resamples, also when a refit writes into the one it is given."""
     from bids_app.bootstrap.double import BlockPlan, LocalPlan
 
     rng = np.random.default_rng(7)
