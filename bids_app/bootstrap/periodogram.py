@@ -67,7 +67,7 @@ HALF_WIDTH = 3
 # Ordinates whose power the cleaning kept less of than this are not resampled.
 GAIN_FLOOR = 0.1
 # Vertices resampled per block: the block's temporaries stay in cache, where whole
-# (V, J) temporaries streamed through memory at fsLR 32k (a resample took 4x the CPU;
+# (V, J) temporaries streamed through memory at fsLR 32k (a resample took ~3x the CPU;
 # benchmarks/RESULTS.md, "fsLR 32k intervals under 10 minutes").
 ROWS = 512
 

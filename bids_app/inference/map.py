@@ -349,7 +349,7 @@ def _thread_cholesky() -> SparseCholesky:
 
 def _thread_system(Qb: sp.csc_matrix, n_params: int) -> NewtonSystem:
     """The Newton system of this pattern, kept per thread: building it (pattern union and
-    positions) was ~3 % of a bootstrap refit at fsLR 32k, and refits share one pattern."""
+    positions) was ~2 % of a bootstrap refit at fsLR 32k, and refits share one pattern."""
     held = getattr(_PER_THREAD, "system", None)
     if held is None or held.n_params != n_params or not held.matches(Qb):
         held = _PER_THREAD.system = NewtonSystem(Qb, n_params)

@@ -141,7 +141,7 @@ class LoglikTable:
     def _evaluate(self, s_weights: tuple[np.ndarray, np.ndarray], theta_t: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The spline and its θ̃-derivatives in one pass (three ``spline.ev`` calls cost
-        six times as much, 16 % of a bootstrap refit at fsLR 32k: benchmarks/RESULTS.md,
+        four times as much, 16 % of a bootstrap refit at fsLR 32k: benchmarks/RESULTS.md,
         "fsLR 32k intervals under 10 minutes"); equal to them to rounding. Per vertex the
         s-weights contract the coefficients to a cubic spline in θ̃, whose derivatives
         are the splines of its differenced coefficients (de Boor)."""
