@@ -4,12 +4,15 @@ The study of ``bench_bootstrap.py`` (fsLR 32k left hemisphere, white HCP noise, 
 its evidence-selected point estimate and MapRefit), then ``double_bootstrap`` with
 ``--B`` outer and ``--R`` inner resamples in this process (``n_jobs=1``: every refit is
 seen by the profiler), profiled with CPU time. Printed: CPU seconds per refit of each
-step, summed over the functions that make it up, and the total. Only public entry
+step (from the cumulative time of the functions that make it up) and the total;
+``--plain`` runs without the profiler and prints the total only. The digest of the
+lower bounds tells whether two checkouts give the same intervals. Only public entry
 points are used, so the same script measures another checkout
 (``PYTHONPATH=/path/to/other/tree``); run two checkouts side by side to compare them
 at the same load.
 
     .venv/bin/python benchmarks/bench_refit_steps.py [--study fslr32k] [--B 2] [--R 10]
+        [--plain]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 from bench_bootstrap import STUDIES, point_estimate, synthetic_study  # noqa: E402
 
 from bids_app.bootstrap import double_bootstrap  # noqa: E402
+from bids_app.digest import array_digest  # noqa: E402
 from bids_app.inference.refit import MapRefit  # noqa: E402
 from bids_app.preprocess import clean  # noqa: E402
 from bids_app.surrogate import load_surrogate  # noqa: E402
@@ -72,6 +76,8 @@ def main() -> None:
     parser.add_argument("--B", type=int, default=2)
     parser.add_argument("--R", type=int, default=10)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--plain", action="store_true",
+                        help="no profiler (it adds ~25 %%): the total CPU per refit only")
     args = parser.parse_args()
     study = STUDIES[args.study]
     tr, n_frames = study["tr"], study["n_frames"]
@@ -83,14 +89,21 @@ def main() -> None:
     refit(y_clean)  # the sparse analysis and the likelihood table, as each worker once
 
     profiler = cProfile.Profile(time.process_time)
+    run = profiler.runcall if not args.plain else lambda f, *a, **k: f(*a, **k)
     with tempfile.TemporaryDirectory() as tmp:
-        result = profiler.runcall(double_bootstrap, y_clean, refit, theta_t_hat, tr,
-                                  mode="double", B=args.B, R=args.R, seed=args.seed,
-                                  n_jobs=1, cache_dir=tmp, progress=False)
-    stats = pstats.Stats(profiler).stats
+        cpu = time.process_time()
+        result = run(double_bootstrap, y_clean, refit, theta_t_hat, tr, mode="double",
+                     B=args.B, R=args.R, seed=args.seed, n_jobs=1, cache_dir=tmp,
+                     progress=False)
+        cpu = time.process_time() - cpu
     n = result.n_refits
     print(f"{args.study}: {y.shape[0]} vertices, B={args.B} R={args.R}, {n} refits in "
-          f"process; load average {os.getloadavg()[0]:.1f}")
+          f"process; load average {os.getloadavg()[0]:.1f}; intervals digest "
+          f"{array_digest(result.lower)[:12]}")
+    if args.plain:
+        print(f"  total {cpu / n:.3f} CPU-s per refit (no profiler)")
+        return
+    stats = pstats.Stats(profiler).stats
     split = steps(stats)
     for step, seconds in split.items():
         print(f"  {step:<68} {seconds / n:6.3f} CPU-s per refit "
