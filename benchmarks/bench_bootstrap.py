@@ -116,15 +116,18 @@ def point_estimate(prior: SPDEPrior, surrogate, y_clean: np.ndarray, tr: float):
     return np.asarray(evidence.map.theta_t), precision, evidence, noise_ars[choice.index]
 
 
-def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 3) -> dict[str, float]:
+def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 1, n_inner: int = 10
+               ) -> dict[str, float]:
     """Mean CPU seconds of one refit and of its steps, run in this process on ``n``
-    outer resamples of the scheme (``plan``, ``fit`` from :func:`resampling_plan`).
+    outer resamples of the scheme and ``n_inner`` inner resamples of each, drawn as one
+    worker task draws them (``plan``, ``fit`` from :func:`resampling_plan`).
 
     CPU time is what extrapolates on a shared machine: an idle 2-core box runs two
     single-threaded refits at once, so B·(R+1) refits take ≈ B·(R+1)·cpu/2 seconds.
-    Steps: drawing the resample; the summary (local: features from the periodogram and
-    the summary network; block: re-cleaning, FFT, features, network); the likelihood's
-    binding; the MAP. The block refit's steps are not split (its cleaning runs inside).
+    Steps: drawing the resample (an outer one and its local spectrum once per task);
+    the summary (local: features from the periodogram and the summary network; block:
+    re-cleaning, FFT, features, network); the likelihood's binding; the MAP. The block
+    refit's steps are not split (its cleaning runs inside).
     """
     from bids_app.inference import fit_map
 
@@ -132,39 +135,45 @@ def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 3) -> dict[str, float]:
     steps = {"resample": [], "summary": [], "loglik": [], "map": [], "total": [],
              "newton_iterations": []}
     for b in range(n):
-        c0 = time.process_time()
-        sample = plan.resample(data, 999, b, 0)
-        c1 = time.process_time()
-        if hasattr(fit, "fit_periodogram"):
-            m = fit.refit
-            summaries = fit.summaries(sample)
-            c2 = time.process_time()
-            loglik = m.surrogate.loglik(summaries, m.tr, y_clean.shape[1], m.n_regressors,
-                                        noise_ar=m.noise_ar)
-            c3 = time.process_time()
-            result = fit_map(loglik, m.precision, m.theta_t0, laplace=False,
-                             observed=m.observed, **m.map_options)
-            steps["newton_iterations"].append(result.n_iter)
-        else:
-            c2 = c3 = c1
-            fit(sample)
-        c4 = time.process_time()
-        for key, value in (("resample", c1 - c0), ("summary", c2 - c1), ("loglik", c3 - c2),
-                           ("map", c4 - c3), ("total", c4 - c0)):
-            steps[key].append(value)
+        draws = iter(plan.resamples(data, 999, b, list(range(n_inner + 1))))
+        while True:
+            c0 = time.process_time()
+            sample = next(draws, None)
+            if sample is None:
+                break
+            sample = sample[1]
+            c1 = time.process_time()
+            if hasattr(fit, "fit_periodogram"):
+                m = fit.refit
+                summaries = fit.summaries(sample)
+                c2 = time.process_time()
+                loglik = m.surrogate.loglik(summaries, m.tr, y_clean.shape[1], m.n_regressors,
+                                            noise_ar=m.noise_ar)
+                c3 = time.process_time()
+                result = fit_map(loglik, m.precision, m.theta_t0, laplace=False,
+                                 observed=m.observed, **m.map_options)
+                steps["newton_iterations"].append(result.n_iter)
+            else:
+                c2 = c3 = c1
+                fit(sample)
+            c4 = time.process_time()
+            for key, value in (("resample", c1 - c0), ("summary", c2 - c1),
+                               ("loglik", c3 - c2), ("map", c4 - c3), ("total", c4 - c0)):
+                steps[key].append(value)
     return {key: float(np.mean(v)) for key, v in steps.items() if v}
 
 
-def profile_refits(plan, fit, y_clean: np.ndarray, n: int = 3, top: int = 14) -> None:
-    """Where a refit's CPU goes inside its steps: cProfile of ``n`` refits as
-    :func:`refit_cost` runs them, the functions with the most cumulative time."""
+def profile_refits(plan, fit, y_clean: np.ndarray, n_inner: int, top: int = 16) -> None:
+    """Where a refit's CPU goes inside its steps: cProfile of one outer resample and its
+    ``n_inner`` inner ones as :func:`refit_cost` runs them, the functions with the most
+    time of their own."""
     import cProfile
     import pstats
 
     profiler = cProfile.Profile(time.process_time)  # CPU, as the load varies
-    profiler.runcall(refit_cost, plan, fit, y_clean, n)
-    print(f"profile of {n} refits (cumulative CPU seconds, top {top}):")
-    pstats.Stats(profiler).sort_stats("cumulative").print_stats(top)
+    profiler.runcall(refit_cost, plan, fit, y_clean, 1, n_inner)
+    print(f"profile of 1 + {n_inner} refits (own CPU seconds, top {top}):")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
 def periodogram_check(y_clean: np.ndarray, surrogate, refit, tr: float, args,
@@ -349,16 +358,17 @@ def main() -> None:
         plan, fit = resampling_plan(refit, n_frames, tr, args.resampling, args.block_s,
                                     args.fade_s)
         refit(y_clean)  # first call builds the sparse analysis, as each worker does once
-        cost = refit_cost(plan, fit, y_clean)
+        cost = refit_cost(plan, fit, y_clean, n_inner=args.R)
         split = ", ".join(f"{k} {v:.3f}" for k, v in cost.items()
                           if k not in ("total", "newton_iterations"))
         if "newton_iterations" in cost:
             split += f"; {cost['newton_iterations']:.1f} Newton iterations"
-        print(f"per refit ({args.resampling}, {y.shape[0]} vertices, in-process): "
-              f"{cost['total']:.2f} CPU-s ({split}); B=100, R=10 (1100 refits) on 2 idle "
-              f"cores ~ {1100 * cost['total'] / 2 / 60:.1f} min", flush=True)
+        print(f"per refit ({args.resampling}, {y.shape[0]} vertices, in-process, 1 outer + "
+              f"{args.R} inner): {cost['total']:.2f} CPU-s ({split}); B=100, R=10 (1100 "
+              f"refits) on 2 idle cores ~ {1100 * cost['total'] / 2 / 60:.1f} min; "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
         if args.profile:
-            profile_refits(plan, fit, y_clean)
+            profile_refits(plan, fit, y_clean, args.R)
             return
     sim_bias = simulation_bias(refit, theta_t_hat, y_clean, surrogate, tr, args.seed)
     mle_t = likelihood_mle(surrogate, y_clean, tr, noise_ar)

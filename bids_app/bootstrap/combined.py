@@ -14,6 +14,7 @@ run (:class:`bids_app.inference.hemisphere.RunLikelihood`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from os import PathLike
 
@@ -24,6 +25,7 @@ from bids_app.bootstrap.cache import array_digest
 from bids_app.bootstrap.double import (
     BootstrapResult,
     LocalPlan,
+    ResamplingPlan,
     cleaning_recipe,
     resample_rng,
     run_plan,
@@ -37,7 +39,7 @@ from bids_app.inference.refit import refit_map
 
 
 @dataclass(frozen=True)
-class MultiRunPlan:
+class MultiRunPlan(ResamplingPlan):
     """Local periodogram bootstrap of each run; the data are the runs' periodograms side
     by side, (V, Σ ⌊T_i/2⌋)."""
 
@@ -59,13 +61,19 @@ class MultiRunPlan:
     def prepare(self, powers: list[np.ndarray]) -> np.ndarray:
         return np.concatenate([np.asarray(p, dtype=np.float64) for p in powers], axis=1)
 
-    def resample(self, data: np.ndarray, seed: int, b: int, r: int) -> np.ndarray:
-        """Outer resample ``b`` (r = 0) or its inner resample ``r``, run by run."""
-        edges, parts = self.edges, []
-        for i, plan in enumerate(self.plans):
-            part = plan.resample(data[:, edges[i]:edges[i + 1]], resample_rng(seed, b, 0, i))
-            parts.append(plan.resample(part, resample_rng(seed, b, r, i)) if r else part)
-        return np.concatenate(parts, axis=1)
+    def resamples(self, data: np.ndarray, seed: int, b: int, rs: list[int]
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+        """Outer resample ``b`` (r = 0) or its inner resamples, run by run; each run's
+        outer resample and its local spectrum are drawn once for all of them."""
+        edges = self.edges
+        outers = [plan.resample(data[:, edges[i]:edges[i + 1]], resample_rng(seed, b, 0, i))
+                  for i, plan in enumerate(self.plans)]
+        spectra = [plan.spectrum(part) if any(rs) else None
+                   for plan, part in zip(self.plans, outers, strict=True)]
+        for r in rs:
+            yield r, np.concatenate(outers if r == 0 else [
+                plan.resample(part, resample_rng(seed, b, r, i), spectra[i])
+                for i, (plan, part) in enumerate(zip(self.plans, outers, strict=True))], axis=1)
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:
         return refit.fit_periodogram(sample)

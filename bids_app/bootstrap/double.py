@@ -324,7 +324,7 @@ def double_bootstrap(
 
 
 def run_plan(
-    plan: Plan, refit, source, theta_t_hat: np.ndarray, key: list,
+    plan: ResamplingPlan, refit, source, theta_t_hat: np.ndarray, key: list,
     mode: str = default("bootstrap"), B: int = default("n_boot"), R: int = default("n_inner"),
     seed: int = default("random_seed"), bias_correct: bool = False, n_jobs: int = 1,
     cache_dir: str | PathLike | None = None, client: object | None = None,
@@ -424,8 +424,35 @@ def run_plan(
     )
 
 
+class ResamplingPlan:
+    """How the resamples of one bootstrap are drawn. :meth:`resamples` yields those of
+    one outer resample ``b`` together, so its outer resample (and, local scheme, the
+    local spectrum its inner resamples start from) is drawn once per ``b``; every
+    resample is still a function of (seed, b, r) alone. ``token`` identifies the
+    resamples in the cache key."""
+
+    def prepare(self, source):
+        """The data the resamples are drawn from (sent to the workers once)."""
+        raise NotImplementedError
+
+    def resamples(self, data: np.ndarray, seed: int, b: int, rs: list[int]
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+        """(r, resample) for each r in ``rs``, in any order: outer resample ``b`` (r = 0)
+        or its inner resample r ≥ 1. A resample may be overwritten by the next one:
+        refit it before drawing on."""
+        raise NotImplementedError
+
+    def fit(self, refit, sample: np.ndarray) -> np.ndarray:
+        """The refit of one resample."""
+        raise NotImplementedError
+
+    def resample(self, data: np.ndarray, seed: int, b: int, r: int) -> np.ndarray:
+        """One resample, as :meth:`resamples` draws it."""
+        return next(iter(self.resamples(data, seed, b, [r])))[1]
+
+
 @dataclass(frozen=True)
-class BlockPlan:
+class BlockPlan(ResamplingPlan):
     """Stationary block bootstrap of the cleaned series; the refit takes series."""
 
     mean_block: float
@@ -440,15 +467,21 @@ class BlockPlan:
     def prepare(self, y_clean: np.ndarray) -> np.ndarray:
         return y_clean
 
-    def resample(self, data: np.ndarray, seed: int, b: int, r: int) -> np.ndarray:
-        return resample_series(data, seed, b, r, self.mean_block, self.fade)
+    def resamples(self, data: np.ndarray, seed: int, b: int, rs: list[int]
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+        outer = resample_series(data, seed, b, 0, self.mean_block, self.fade)
+        for r in (r for r in rs if r):
+            yield r, np.ascontiguousarray(crossfade_resample(
+                outer, _draw(seed, b, r, data.shape[1], self.mean_block), self.fade))
+        if 0 in rs:
+            yield 0, outer  # last, so a refit that writes into its input harms nothing
 
     def fit(self, refit: Refit, sample: np.ndarray) -> np.ndarray:
         return refit(sample)
 
 
 @dataclass(frozen=True)
-class LocalPlan:
+class LocalPlan(ResamplingPlan):
     """Local periodogram bootstrap; the refit takes periodograms (``fit_periodogram``)."""
 
     plan: LocalPeriodogramBootstrap
@@ -465,33 +498,23 @@ class LocalPlan:
     def prepare(self, y_clean: np.ndarray) -> np.ndarray:
         return self.plan.periodogram(y_clean)
 
-    def resample(self, data: np.ndarray, seed: int, b: int, r: int) -> np.ndarray:
-        """Outer resample ``b`` (r = 0) or inner resample ``r`` drawn from it. A worker
-        keeps its last outer resample and its local spectrum: tasks come b by b, so the
-        R inner resamples of an outer one reuse them (the result is the same either way;
-        at fsLR 32k the spectrum was a third of an inner refit's CPU)."""
-        # A memory map is named by its file (joblib reopens it for every task); any other
-        # array by its identity, kept alive here so that no new array can take its id.
-        source = data.filename if isinstance(data, np.memmap) else data
-        key = (self.token, seed, b)
-        stored = _LAST_OUTER.get("source")
-        same = (isinstance(stored, str) and stored == source if isinstance(source, str)
-                else stored is source)
-        if not same or _LAST_OUTER.get("key") != key:
-            _LAST_OUTER.update(key=key, source=source, spectrum=None,
-                               value=self.plan.resample(data, resample_rng(seed, b, 0)))
-        out = _LAST_OUTER["value"]
-        if not r:
-            return out.copy()
-        if _LAST_OUTER["spectrum"] is None:
-            _LAST_OUTER["spectrum"] = self.plan.spectrum(out)
-        return self.plan.resample(out, resample_rng(seed, b, r), _LAST_OUTER["spectrum"])
+    def resamples(self, data: np.ndarray, seed: int, b: int, rs: list[int]
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+        """The R inner resamples share the outer resample's local spectrum (at fsLR 32k
+        the spectrum was a third of an inner refit's CPU) and one output buffer: each is
+        valid until the next is drawn. The outer resample comes last, so it needs no
+        copy to survive its refit."""
+        outer = self.plan.resample(data, resample_rng(seed, b, 0))
+        inner = [r for r in rs if r]
+        if inner:
+            spectrum, buffer = self.plan.spectrum(outer), np.empty_like(outer)
+            for r in inner:
+                yield r, self.plan.resample(outer, resample_rng(seed, b, r), spectrum, buffer)
+        if 0 in rs:
+            yield 0, outer
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:
         return refit.fit_periodogram(sample)
-
-
-_LAST_OUTER: dict = {}
 
 
 def resample_rng(seed: int, *key: int) -> np.random.Generator:
@@ -515,9 +538,6 @@ def cleaning_recipe(refit: Refit):
     return getattr(getattr(refit, "surrogate", None), "preprocessing", None)
 
 
-Plan = BlockPlan | LocalPlan
-
-
 def resampling_plan(refit: Refit, n_frames: int, tr: float,
                     resampling: str = default("resampling"),
                     block_s: float = default("block_length"), fade_s: float = FADE_S,
@@ -531,28 +551,48 @@ def resampling_plan(refit: Refit, n_frames: int, tr: float,
     return BlockPlan(to_block_frames(block_s, tr), to_fade_frames(fade_s, tr)), refit
 
 
-def _refit_task(plan: Plan, refit, data: np.ndarray, seed: int, b: int, r: int
-                ) -> tuple[int, int, np.ndarray]:
-    """Refit one resample (runs in a worker; module-level so it pickles)."""
-    return b, r, np.asarray(plan.fit(refit, plan.resample(data, seed, b, r)))
+def _refit_batch(plan: ResamplingPlan, refit, data: np.ndarray, seed: int, b: int,
+                 rs: list[int]) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Refit the resamples ``rs`` of outer resample ``b``, one by one as they are drawn."""
+    for r, sample in plan.resamples(data, seed, b, rs):
+        yield b, r, np.asarray(plan.fit(refit, sample))
+
+
+def _refit_task(plan: ResamplingPlan, refit, data: np.ndarray, seed: int, b: int,
+                rs: list[int]) -> list[tuple[int, int, np.ndarray]]:
+    """:func:`_refit_batch` in a worker (module-level so it pickles)."""
+    return list(_refit_batch(plan, refit, data, seed, b, rs))
+
+
+def _batches(tasks: list[Task]) -> list[tuple[int, list[int]]]:
+    """Tasks grouped by outer resample: one worker task per ``b`` sends the refit and
+    draws the outer resample once for its R + 1 refits (benchmarks/RESULTS.md,
+    "fsLR 32k intervals under 10 minutes")."""
+    grouped: dict[int, list[int]] = {}
+    for b, r in tasks:
+        grouped.setdefault(b, []).append(r)
+    return list(grouped.items())
 
 
 def _run(
-    tasks: list[Task], plan: Plan, refit, data: np.ndarray, seed: int, n_jobs: int,
+    tasks: list[Task], plan: ResamplingPlan, refit, data: np.ndarray, seed: int, n_jobs: int,
     client: object | None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Yield (b, r, θ̃*) as refits finish, in any order."""
-    if not tasks:
+    """Yield (b, r, θ̃*) as refits finish, in any order (in-process: each as it is done,
+    so an interrupted run keeps every finished refit)."""
+    batches = _batches(tasks)
+    if not batches:
         return iter(())
     if client is not None:
-        return _run_dask(tasks, plan, refit, data, seed, client)
+        return _run_dask(batches, plan, refit, data, seed, client)
     if n_jobs == 1:
-        return (_refit_task(plan, refit, data, seed, b, r) for b, r in tasks)
-    return _run_joblib(tasks, plan, refit, data, seed, n_jobs)
+        return (fit for b, rs in batches for fit in _refit_batch(plan, refit, data, seed, b, rs))
+    return _run_joblib(batches, plan, refit, data, seed, n_jobs)
 
 
 def _run_joblib(
-    tasks: list[Task], plan: Plan, refit, data: np.ndarray, seed: int, n_jobs: int,
+    batches: list[tuple[int, list[int]]], plan: ResamplingPlan, refit, data: np.ndarray,
+    seed: int, n_jobs: int,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """Local worker processes (loky). The data go to the workers as one memory map
     written once; joblib would otherwise hash and copy them for every task."""
@@ -563,22 +603,25 @@ def _run_joblib(
         np.save(path, data)
         shared = np.load(path, mmap_mode="r")
         parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
-        yield from parallel(delayed(_refit_task)(plan, refit, shared, seed, b, r)
-                            for b, r in tasks)
+        for fits in parallel(delayed(_refit_task)(plan, refit, shared, seed, b, rs)
+                             for b, rs in batches):
+            yield from fits
 
 
 def _run_dask(
-    tasks: list[Task], plan: Plan, refit, data: np.ndarray, seed: int, client,
+    batches: list[tuple[int, list[int]]], plan: ResamplingPlan, refit, data: np.ndarray,
+    seed: int, client,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Submit every refit to a Dask ``Client``; data and refit are broadcast once."""
+    """Submit one task per outer resample to a Dask ``Client``; data and refit are
+    broadcast once."""
     from distributed import as_completed
 
     data_future, refit_future = client.scatter([data, refit], broadcast=True, hash=False)
-    futures = [client.submit(_refit_task, plan, refit_future, data_future, seed, b, r,
+    futures = [client.submit(_refit_task, plan, refit_future, data_future, seed, b, rs,
                              pure=False)
-               for b, r in tasks]
+               for b, rs in batches]
     for future in as_completed(futures):
-        yield future.result()
+        yield from future.result()
         future.release()
 
 

@@ -66,6 +66,10 @@ from bids_app.surrogate.features import periodogram
 HALF_WIDTH = 3
 # Ordinates whose power the cleaning kept less of than this are not resampled.
 GAIN_FLOOR = 0.1
+# Vertices resampled per block: the block's temporaries stay in cache, where whole
+# (V, J) temporaries streamed through memory at fsLR 32k (a resample took ~3x the CPU;
+# benchmarks/RESULTS.md, "fsLR 32k intervals under 10 minutes").
+ROWS = 512
 
 
 @lru_cache(maxsize=32)
@@ -183,26 +187,41 @@ class LocalPeriodogramBootstrap:
         outer resample share it)."""
         power = np.asarray(power, dtype=np.float64)
         band = self.band
-        return local_spectrum(power[:, band] / self.gain[band], self.half_width)
+        gain = self.gain[band]
+        smooth = np.empty((len(power), gain.size))
+        ratio = np.empty_like(smooth)
+        for start in range(0, len(power), ROWS):
+            rows = slice(start, start + ROWS)
+            smooth[rows], ratio[rows] = local_spectrum(power[rows, band] / gain, self.half_width)
+        return smooth, ratio
 
     def resample(self, power: np.ndarray, rng: np.random.Generator,
-                 spectrum: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                 spectrum: tuple[np.ndarray, np.ndarray] | None = None,
+                 out: np.ndarray | None = None) -> np.ndarray:
         """One resample (V, J) of periodograms (V, J), unit-variance; ``spectrum`` is
-        :meth:`spectrum` of ``power`` when the caller kept it."""
+        :meth:`spectrum` of ``power`` when the caller kept it; ``out`` (V, J) float64, if
+        given, receives the resample (a reused buffer: at fsLR 32k the first touch of a
+        fresh (V, J) array cost more than the resample's arithmetic)."""
         power = np.asarray(power, dtype=np.float64)
         band = self.band
-        gain = self.gain[band]
         smooth, ratio = spectrum if spectrum is not None else self.spectrum(power)
-        k = local_draws(gain.size, self.half_width, rng)
-        smooth = smooth * np.take(ratio, k, axis=1)  # 6x faster than ratio[:, k] at fsLR 32k
-        smooth *= gain
-        # In place from here: at fsLR 32k a fresh (V, J) array per step doubled the cost.
-        out = np.empty_like(power)
-        out[:, :band.start] = power[:, :band.start]
-        out[:, band] = smooth
-        out[:, band.stop:] = power[:, band.stop:]
-        out /= variance(out, self.n_frames)[:, None]
+        k = local_draws(band.stop - band.start, self.half_width, rng)
+        out = np.empty_like(power) if out is None else out
+        for start in range(0, len(out), ROWS):
+            rows = slice(start, start + ROWS)
+            self._resample_rows(power[rows], smooth[rows], ratio[rows], k, band, out[rows])
         return out
+
+    def _resample_rows(self, power: np.ndarray, smooth: np.ndarray, ratio: np.ndarray,
+                       k: np.ndarray, band: slice, out: np.ndarray) -> None:
+        """:meth:`resample` of a block of rows into ``out``: I*(f_j) = H(f_j)·Ŝ(f_j)·ε_k
+        over the passband, the rest kept, then every row scaled to unit variance."""
+        out[:, :band.start] = power[:, :band.start]
+        out[:, band.stop:] = power[:, band.stop:]
+        resampled = out[:, band]
+        np.multiply(np.take(ratio, k, axis=1), smooth, out=resampled)
+        resampled *= self.gain[band]
+        out /= variance(out, self.n_frames)[:, None]
 
     def periodogram(self, y_clean: np.ndarray) -> np.ndarray:
         """The periodogram (V, J) resamples start from, float64."""

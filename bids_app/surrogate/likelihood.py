@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.interpolate import RectBivariateSpline
 
 from bids_app.surrogate.flow_derivatives import CHUNK as JET_CHUNK
@@ -121,15 +122,45 @@ class LoglikTable:
         self.table = exact_grid(flow, protocol_vec, self.s_grid, self.theta_grid)
         self.spline = RectBivariateSpline(self.s_grid, self.theta_grid, self.table,
                                           kx=3, ky=3, s=0)
+        self.s_knots, self.theta_knots = self.spline.get_knots()
+        self.coeffs = self.spline.get_coeffs().reshape(self.s_knots.size - 4,
+                                                       self.theta_knots.size - 4)
 
     def evaluate(self, s: np.ndarray, theta_t: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Value, d/dθ̃ and d²/dθ̃² at paired points s (V,), θ̃ (V,)."""
-        s = np.clip(s, self.s_grid[0], self.s_grid[-1])
+        return self._evaluate(self._s_weights(s), theta_t)
+
+    def _s_weights(self, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Knot span and cubic B-spline weights (V, 4) of summaries s (clipped onto the
+        grid): fixed for a bound likelihood, so a Newton iteration only evaluates θ̃."""
+        s = np.clip(np.asarray(s, dtype=np.float64), self.s_grid[0], self.s_grid[-1])
+        span, bases = cubic_bases(self.s_knots, s)
+        return span, bases[2]
+
+    def _evaluate(self, s_weights: tuple[np.ndarray, np.ndarray], theta_t: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The spline and its θ̃-derivatives in one pass (three ``spline.ev`` calls cost
+        four times as much, 16 % of a bootstrap refit at fsLR 32k: benchmarks/RESULTS.md,
+        "fsLR 32k intervals under 10 minutes"); equal to them to rounding. Per vertex the
+        s-weights contract the coefficients to a cubic spline in θ̃, whose derivatives
+        are the splines of its differenced coefficients (de Boor)."""
+        theta_t = np.asarray(theta_t, dtype=np.float64)
         inner = np.clip(theta_t, -THETA_LIMIT, THETA_LIMIT)
-        value = self.spline.ev(s, inner)
-        d1 = self.spline.ev(s, inner, dy=1)
-        d2 = self.spline.ev(s, inner, dy=2)
+        s_span, s_basis = s_weights
+        span, (b1, b2, b3) = cubic_bases(self.theta_knots, inner)
+        # the 4 × 4 coefficients around each point, gathered as four runs of four
+        windows = sliding_window_view(self.coeffs, 4, axis=1)
+        block = windows[s_span[:, None] + np.arange(-3, 1), (span - 3)[:, None]]
+        c = np.einsum("va,vab->vb", s_basis, block)  # coefficients d_{i-3..i} in θ̃
+        t = self.theta_knots
+        j = span[:, None] + np.arange(-2, 1)
+        c1 = 3.0 * np.diff(c, axis=1) / (t[j + 3] - t[j])
+        j = span[:, None] + np.arange(-1, 1)
+        c2 = 2.0 * np.diff(c1, axis=1) / (t[j + 2] - t[j])
+        value = np.einsum("vb,vb->v", b3, c)
+        d1 = np.einsum("vb,vb->v", b2, c1)
+        d2 = np.einsum("vb,vb->v", b1, c2)
         beyond = theta_t - inner
         if np.any(beyond):
             curv = np.minimum(d2, -1.0)
@@ -140,14 +171,33 @@ class LoglikTable:
 
     def bind(self, summaries: np.ndarray) -> LoglikFn:
         """The contract callable for fixed summaries (V, 1)."""
-        s = np.asarray(summaries, dtype=np.float64).reshape(-1)
+        s_weights = self._s_weights(np.asarray(summaries, dtype=np.float64).reshape(-1))
 
         def loglik(theta_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             th = np.asarray(theta_t, dtype=np.float64).reshape(-1)
-            value, d1, d2 = self.evaluate(s, th)
+            value, d1, d2 = self._evaluate(s_weights, th)
             return value, d1[:, None], d2[:, None, None]
 
         return loglik
+
+
+def cubic_bases(knots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Knot span i of each x (knots[i] ≤ x < knots[i + 1]; the last span at the right
+    end) and the non-zero B-splines there of degree 1, 2 and 3, B_{i−p … i, p}(x):
+    arrays (n, 2), (n, 3), (n, 4) (Cox–de Boor, The NURBS Book algorithm A2.2)."""
+    span = np.clip(np.searchsorted(knots, x, side="right") - 1, 3, knots.size - 5)
+    left = [x - knots[span + 1 - j] for j in range(4)]
+    right = [knots[span + j] - x for j in range(4)]
+    basis, out = [np.ones_like(x)], []
+    for j in range(1, 4):
+        saved, new = np.zeros_like(x), []
+        for r in range(j):
+            temp = basis[r] / (right[r + 1] + left[j - r])
+            new.append(saved + right[r + 1] * temp)
+            saved = left[j - r] * temp
+        basis = [*new, saved]
+        out.append(np.stack(basis, axis=1))
+    return span, out
 
 
 @torch.no_grad()

@@ -109,31 +109,24 @@ def test_features_from_the_periodogram_equal_the_time_domain_features():
                                   feature_matrix_from_periodogram(periodogram(y), proto))
 
 
-def test_kept_outer_resample_never_serves_other_data():
-    """Inner resamples reuse the worker's last outer resample; other data of the same
-    shape (a new array, possibly at a freed one's address) must not get it."""
-    from bids_app.bootstrap.double import LocalPlan
+@pytest.mark.parametrize("scheme", ["local", "block"])
+def test_resamples_drawn_together_equal_those_drawn_alone(scheme):
+    """One worker task draws an outer resample and its inner ones together (the outer
+    resample, its local spectrum and the inner resamples' buffer once); any grouping
+    gives the same resamples, also when a refit writes into the one it is given."""
+    from bids_app.bootstrap.double import BlockPlan, LocalPlan
 
     rng = np.random.default_rng(7)
-    plan = LocalPlan(LocalPeriodogramBootstrap(T, cleaning_gain(T, TR, Preprocessing())))
-    first, second = (periodogram(ar1(4, 0.5, rng)) for _ in range(2))
-    alone = plan.resample(second.copy(), 3, 1, 2)
-    plan.resample(first, 3, 1, 0)
-    np.testing.assert_array_equal(plan.resample(second, 3, 1, 2), alone)
-    outer = plan.resample(first, 3, 1, 0)
-    outer[:] = 0.0  # the caller's copy, not the kept one
-    assert plan.resample(first, 3, 1, 0).any()
-
-
-def test_inner_resamples_are_the_same_with_the_outer_spectrum_kept_or_not():
-    """A worker keeps the outer resample's local spectrum for its inner resamples; any
-    task order, or a fresh worker, gives the same resamples."""
-    from bids_app.bootstrap.double import _LAST_OUTER, LocalPlan
-
-    plan = LocalPlan(LocalPeriodogramBootstrap(300, np.ones(150), 3))
-    power = np.random.default_rng(0).exponential(size=(50, 150))
-    in_order = [plan.resample(power, 3, 1, r) for r in range(4)]
+    y = ar1(4, 0.5, rng)
+    plan = (LocalPlan(LocalPeriodogramBootstrap(T, cleaning_gain(T, TR, Preprocessing())))
+            if scheme == "local" else BlockPlan(10.0, 3))
+    data = plan.prepare(y)
+    together = {}
+    for r, sample in plan.resamples(data, 3, 1, [0, 1, 2, 3]):
+        together[r] = sample.copy()
+        sample[:] = 0.0
     for r in (2, 0, 3, 1):
-        _LAST_OUTER.clear()
-        np.testing.assert_array_equal(plan.resample(power, 3, 1, r), in_order[r])
-    assert not np.array_equal(in_order[1], in_order[2])
+        np.testing.assert_array_equal(plan.resample(data, 3, 1, r), together[r])
+    assert dict(plan.resamples(data, 3, 1, [3, 1])).keys() == {1, 3}
+    assert not np.array_equal(together[1], together[2])
+    assert not np.array_equal(together[0], plan.resample(data, 3, 2, 0))
