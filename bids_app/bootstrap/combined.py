@@ -24,11 +24,11 @@ from bids_app.bootstrap.cache import array_digest
 from bids_app.bootstrap.double import (
     BootstrapResult,
     LocalPlan,
-    cleaning_recipe,
+    local_bootstrap,
     resample_rng,
     run_plan,
 )
-from bids_app.bootstrap.periodogram import HALF_WIDTH, LocalPeriodogramBootstrap, cleaning_gain
+from bids_app.bootstrap.periodogram import HALF_WIDTH, LocalPeriodogramBootstrap
 from bids_app.bootstrap.periodogram_refit import periodogram_summaries
 from bids_app.config import default
 from bids_app.errors import InputValidationError
@@ -127,11 +127,8 @@ def combined_bootstrap(
                 f"combined bootstrap: a run's periodograms are "
                 f"{None if run.power is None else np.shape(run.power)}, expected "
                 f"({len(theta_t_hat)}, {run.n_frames // 2})")
-    plan = MultiRunPlan(tuple(
-        LocalPeriodogramBootstrap(run.n_frames,
-                                  cleaning_gain(run.n_frames, run.tr, cleaning_recipe(run)),
-                                  int(half_width))
-        for run in refit.runs))
+    plan = MultiRunPlan(tuple(local_bootstrap(run, run.n_frames, run.tr, half_width)
+                              for run in refit.runs))
     powers = [run.power for run in refit.runs]
     return run_plan(plan, refit, powers, theta_t_hat,
                     key=[*powers, *(run.tr for run in refit.runs)], mode=mode, B=B, R=R,

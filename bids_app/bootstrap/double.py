@@ -83,6 +83,7 @@ from bids_app.bootstrap.resample import crossfade_resample, stationary_indices
 from bids_app.bootstrap.resample import fade_frames as to_fade_frames
 from bids_app.config import default
 from bids_app.errors import InputValidationError, UsageError
+from bids_app.surrogate.features import N_BANDS, ordinate_bands
 
 log = logging.getLogger(__name__)
 
@@ -460,7 +461,8 @@ class LocalPlan:
     @property
     def token(self) -> str:
         gain = array_digest(np.asarray(self.plan.gain))
-        return f"local-periodogram-v2|{gain}|h{self.plan.half_width}"
+        bands = array_digest(np.asarray(self.plan.bands))
+        return f"local-periodogram-v3|{gain}|{bands}|h{self.plan.half_width}"
 
     def prepare(self, y_clean: np.ndarray) -> np.ndarray:
         return self.plan.periodogram(y_clean)
@@ -515,6 +517,17 @@ def cleaning_recipe(refit: Refit):
     return getattr(getattr(refit, "surrogate", None), "preprocessing", None)
 
 
+def local_bootstrap(source, n_frames: int, tr: float, half_width: int = HALF_WIDTH
+                    ) -> LocalPeriodogramBootstrap:
+    """The local scheme of a run whose series ``source`` (a refit, or a run of a combined
+    map) cleans and summarises: its surrogate's cleaning sets the gain, its feature bands
+    the bands of the multiplicity correction (the default bands without a surrogate)."""
+    config = getattr(getattr(source, "surrogate", None), "config", None)
+    bands = ordinate_bands(n_frames, tr, getattr(config, "n_bands", N_BANDS))
+    gain = cleaning_gain(n_frames, tr, cleaning_recipe(source))
+    return LocalPeriodogramBootstrap(n_frames, gain, bands, int(half_width))
+
+
 Plan = BlockPlan | LocalPlan
 
 
@@ -525,8 +538,7 @@ def resampling_plan(refit: Refit, n_frames: int, tr: float,
     """(plan, refit) of a scheme: how resamples are drawn and the refit that takes them
     (:func:`double_bootstrap`'s arguments; the key of its cache is built from both)."""
     if resampling == "local":
-        gain = cleaning_gain(n_frames, tr, cleaning_recipe(refit))
-        return (LocalPlan(LocalPeriodogramBootstrap(n_frames, gain, int(half_width))),
+        return (LocalPlan(local_bootstrap(refit, n_frames, tr, half_width)),
                 periodogram_refit(refit, n_frames))
     return BlockPlan(to_block_frames(block_s, tr), to_fade_frames(fade_s, tr)), refit
 

@@ -53,9 +53,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.ndimage import convolve1d
 from scipy.optimize import brentq
-from scipy.special import roots_genlaguerre, roots_laguerre
+from scipy.special import digamma, roots_genlaguerre, roots_laguerre
 
 from bids_app.errors import UsageError
 from bids_app.preprocess import Preprocessing, nuisance_basis
@@ -154,6 +155,57 @@ def local_draws(n_ordinates: int, half_width: int, rng: np.random.Generator) -> 
     return np.where(k > n_ordinates - 1, 2 * (n_ordinates - 1) - k, k)
 
 
+def multiplicity_correction(weights: np.ndarray, bands: np.ndarray, draws: np.ndarray
+                            ) -> np.ndarray:
+    """Factor exp(δ) (V, J) that undoes what repeated draws do to each band's mean log power.
+
+    A band's resampled power Σ_j w_j ε_k(j) (w_j the ordinate's expected power, ε unit-mean
+    and unit-variance ratios) has the original's mean but the variance Σ_i c_i²,
+    c_i = Σ_{j: k(j) = i} w_j, of a sum with repeated terms instead of Σ_j w_j², so its
+    log is lower on average (Jensen), and lower by the same amount at every vertex that
+    shares the draws. Read as a gamma variable of the same mean and variance (exact for
+    χ²₂ ordinates of equal power), the log of a band sum of shape ν = (Σ w)² / Σ w² has
+    mean log(Σ w) + ψ(ν) − log ν, so the band's ordinates are scaled by
+
+        exp(δ),  δ = g(ν_w) − g(ν_c),  g(ν) = ψ(ν) − log ν,
+
+    with ν_w from Σ w_j² (the original's distinct ordinates) and ν_c from Σ c_i².
+
+    Parameters
+    ----------
+    weights : array (V, J)
+        Expected power of each resampled ordinate (gain · Ŝ).
+    bands : array (J,) int
+        Feature band of each ordinate (:func:`bids_app.surrogate.features.ordinate_bands`),
+        −1 outside every band (factor 1).
+    draws : array (J,) int
+        Ordinate k(j) each one's ratio is drawn from.
+    """
+    factor = np.ones_like(weights)
+    inside = np.flatnonzero(bands >= 0)
+    if inside.size == 0:
+        return factor
+    n = inside.size
+    rows = np.arange(n)
+    _, band_id = np.unique(bands[inside], return_inverse=True)
+    _, group_id = np.unique(bands[inside].astype(np.int64) * weights.shape[1] + draws[inside],
+                            return_inverse=True)
+    to_band = sp.csr_matrix((np.ones(n), (rows, band_id)))
+    to_group = sp.csr_matrix((np.ones(n), (rows, group_id)))
+    group_band = (to_group.T @ to_band).sign()
+    w = weights[:, inside]
+    total = w @ to_band
+    distinct = (w * w) @ to_band
+    repeated = ((w @ to_group) ** 2) @ group_band
+    ok = (total > 0) & (distinct > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nu_w = np.where(ok, total ** 2 / distinct, 1.0)
+        nu_c = np.where(ok, total ** 2 / repeated, 1.0)
+    delta = (digamma(nu_w) - np.log(nu_w)) - (digamma(nu_c) - np.log(nu_c))
+    factor[:, inside] = np.exp(delta)[:, band_id]
+    return factor
+
+
 @dataclass(frozen=True)
 class LocalPeriodogramBootstrap:
     """Resampling plan of one run: T, the passband and the half-width.
@@ -164,12 +216,17 @@ class LocalPeriodogramBootstrap:
         Frames T of the run (the periodogram has ⌊T/2⌋ ordinates).
     gain : array (⌊T/2⌋,)
         The cleaning's power gain (:func:`cleaning_gain`).
+    bands : array (⌊T/2⌋,) int
+        The features' band of each ordinate
+        (:func:`bids_app.surrogate.features.ordinate_bands`), −1 outside them; the
+        multiplicity correction works band by band.
     half_width : int
         h, ordinates each side.
     """
 
     n_frames: int
     gain: np.ndarray
+    bands: np.ndarray
     half_width: int = HALF_WIDTH
 
     @property
@@ -194,14 +251,18 @@ class LocalPeriodogramBootstrap:
         gain = self.gain[band]
         smooth, ratio = spectrum if spectrum is not None else self.spectrum(power)
         k = local_draws(gain.size, self.half_width, rng)
-        smooth = smooth * np.take(ratio, k, axis=1)  # 6x faster than ratio[:, k] at fsLR 32k
-        smooth *= gain
+        smooth = smooth * gain
+        factor = multiplicity_correction(smooth, self.bands[band], k)
+        smooth *= np.take(ratio, k, axis=1)  # 6x faster than ratio[:, k] at fsLR 32k
         # In place from here: at fsLR 32k a fresh (V, J) array per step doubled the cost.
         out = np.empty_like(power)
         out[:, :band.start] = power[:, :band.start]
         out[:, band] = smooth
         out[:, band.stop:] = power[:, band.stop:]
         out /= variance(out, self.n_frames)[:, None]
+        # After the scaling to unit variance (a sum over every ordinate, which repeats do
+        # not bias): the correction is of each band's log power relative to the total.
+        out[:, band] *= factor
         return out
 
     def periodogram(self, y_clean: np.ndarray) -> np.ndarray:
