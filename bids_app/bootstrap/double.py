@@ -384,7 +384,7 @@ def run_plan(
         inner_sd = inner.std(axis=1, ddof=1)  # (B, V, P)
         outer_centre = 2.0 * draws - inner.mean(axis=1) if bias_correct else draws
         if resampling == "local":
-            alpha_hat = np.array([pooled_level(outer_centre[:, :, p], inner_sd[:, :, p], R)
+            alpha_hat = np.array([pooled_level(outer_centre[:, :, p], inner[:, :, :, p])
                                   for p in range(n_params)])
             levels = at_floor = None
         else:
