@@ -64,7 +64,9 @@ class MultiRunPlan:
         edges, parts = self.edges, []
         for i, plan in enumerate(self.plans):
             part = plan.resample(data[:, edges[i]:edges[i + 1]], resample_rng(seed, b, 0, i))
-            parts.append(plan.resample(part, resample_rng(seed, b, r, i)) if r else part)
+            parts.append(plan.resample(part, resample_rng(seed, b, r, i),
+                                       plan.inner_spectrum(part, data[:, edges[i]:edges[i + 1]]))
+                         if r else part)
         return np.concatenate(parts, axis=1)
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:

@@ -462,7 +462,7 @@ class LocalPlan:
     def token(self) -> str:
         gain = array_digest(np.asarray(self.plan.gain))
         bands = array_digest(np.asarray(self.plan.bands))
-        return f"local-periodogram-v3|{gain}|{bands}|h{self.plan.half_width}"
+        return f"local-periodogram-v4|{gain}|{bands}|h{self.plan.half_width}"
 
     def prepare(self, y_clean: np.ndarray) -> np.ndarray:
         return self.plan.periodogram(y_clean)
@@ -486,7 +486,7 @@ class LocalPlan:
         if not r:
             return out.copy()
         if _LAST_OUTER["spectrum"] is None:
-            _LAST_OUTER["spectrum"] = self.plan.spectrum(out)
+            _LAST_OUTER["spectrum"] = self.plan.inner_spectrum(out, data)
         return self.plan.resample(out, resample_rng(seed, b, r), _LAST_OUTER["spectrum"])
 
     def fit(self, refit, sample: np.ndarray) -> np.ndarray:
