@@ -211,6 +211,36 @@ def periodogram_check(y_clean: np.ndarray, surrogate, refit, tr: float, args,
         mean = np.mean([plan.resample(data, 123, b, r).mean(axis=0) for b in range(n)], axis=0)
         ratios = " ".join(f"{mean[b].sum() / original[b].sum():.3f}" for b in bands)
         print(f"  {level}: {ratios}")
+    common_mode_check(plan, data, surrogate.protocol(tr, n_frames, 0), n)
+
+
+def common_mode_check(plan, data: np.ndarray, protocol, n: int) -> None:
+    """What the shared draws move together: per feature band, the SD over outer
+    resamples of the vertices' mean log band power, over what independent vertices
+    would give (each vertex's SD over resamples / √V; about 1 in a Monte Carlo over
+    noise realisations of independent vertices), and the mean shift of the log band
+    power from the original's. Median over the bands, and over those of ≥ 4 ordinates."""
+    from bids_app.surrogate.features import (
+        N_BANDS,
+        band_log_power_from_periodogram,
+        band_mask,
+        ordinate_bands,
+    )
+
+    def logs(power):
+        log_power, mask = band_log_power_from_periodogram(power, protocol)
+        return log_power[:, mask].astype(float)
+
+    boot = np.stack([logs(plan.resample(data, 321, b, 0)) for b in range(max(n, 20))])
+    ratio = boot.mean(axis=1).std(axis=0, ddof=1) / (
+        boot.std(axis=0, ddof=1).mean(axis=0) / np.sqrt(data.shape[0]))
+    shift = boot.mean(axis=(0, 1)) - logs(data).mean(axis=0)
+    counts = np.bincount(ordinate_bands(protocol.n_frames, protocol.tr) + 1,
+                         minlength=N_BANDS + 1)[1:]
+    wide = counts[band_mask(protocol)] >= 4
+    print(f"  common mode of log band powers (outer, {data.shape[0]} vertices): SD ratio "
+          f"median {np.median(ratio):.2f} (bands of >= 4 ordinates {np.median(ratio[wide]):.2f}); "
+          f"mean shift median {np.median(shift):+.3f} ({np.median(shift[wide]):+.3f})")
 
 
 def likelihood_mle(surrogate, y_clean: np.ndarray, tr: float, noise_ar: float | None
@@ -256,6 +286,12 @@ def diagnose(result, theta_t_hat, truth_t, mle_t, inner: np.ndarray) -> None:
     print(f"  resampling shift: outer mean(θ̃*_b - θ̂) {outer_shift.mean():+.4f}, inner "
           f"mean(θ̃**_br - θ̃*_b) {inner_shift.mean():+.4f}, per-vertex correlation {corr:+.3f}; "
           f"inner SD median {np.median(inner.std(axis=1, ddof=1)):.4f}")
+    inner_common = (inner.mean(axis=2) - inner.mean(axis=(1, 2))[:, None]).std(
+        axis=1, ddof=1).mean()
+    print(f"  common mode (latent): SD over resamples of the vertices' mean, outer "
+          f"{outer.mean(axis=1).std(ddof=1):.4f}, inner {inner_common:.4f}; per-vertex SD "
+          f"median / sqrt(V): outer {np.median(se) / np.sqrt(se.size):.4f}, inner "
+          f"{np.median(inner.std(axis=1, ddof=1)) / np.sqrt(se.size):.4f}")
     n_outer = outer.shape[0]
     k = min(n_outer, max(1, int(np.ceil(0.95 * n_outer - 1e-9))))
     ratio = np.abs(outer_shift) / inner.std(axis=1, ddof=1)

@@ -37,6 +37,7 @@ from bids_app.config import default
 from bids_app.inference.refit import clean_by_rows
 from bids_app.preprocess import clean
 from bids_app.surrogate import load_surrogate
+from bids_app.surrogate.features import ordinate_bands
 
 
 def half_estimate(surrogate, series: np.ndarray, n_boot: int, seed: int,
@@ -57,8 +58,9 @@ def half_estimate(surrogate, series: np.ndarray, n_boot: int, seed: int,
                     resample_series(y_clean, seed, b, 0, block, fade), TR, spec), TR))
                 for b in range(n_boot)]
     else:
-        plan = LocalPeriodogramBootstrap(n_frames,
-                                         cleaning_gain(n_frames, TR, surrogate.preprocessing))
+        plan = LocalPeriodogramBootstrap(
+            n_frames, cleaning_gain(n_frames, TR, surrogate.preprocessing),
+            ordinate_bands(n_frames, TR, surrogate.config.n_bands))
         power = plan.periodogram(y_clean)
         spectrum = plan.spectrum(power)
         rng = np.random.default_rng(seed)

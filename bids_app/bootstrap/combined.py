@@ -26,11 +26,11 @@ from bids_app.bootstrap.double import (
     BootstrapResult,
     LocalPlan,
     ResamplingPlan,
-    cleaning_recipe,
+    local_bootstrap,
     resample_rng,
     run_plan,
 )
-from bids_app.bootstrap.periodogram import HALF_WIDTH, LocalPeriodogramBootstrap, cleaning_gain
+from bids_app.bootstrap.periodogram import HALF_WIDTH, LocalPeriodogramBootstrap
 from bids_app.bootstrap.periodogram_refit import periodogram_summaries
 from bids_app.config import default
 from bids_app.errors import InputValidationError
@@ -64,12 +64,13 @@ class MultiRunPlan(ResamplingPlan):
     def resamples(self, data: np.ndarray, seed: int, b: int, rs: list[int]
                   ) -> Iterator[tuple[int, np.ndarray]]:
         """Outer resample ``b`` (r = 0) or its inner resamples, run by run; each run's
-        outer resample and its local spectrum are drawn once for all of them."""
+        outer resample and its inner spectrum are drawn once for all of them."""
         edges = self.edges
-        outers = [plan.resample(data[:, edges[i]:edges[i + 1]], resample_rng(seed, b, 0, i))
-                  for i, plan in enumerate(self.plans)]
-        spectra = [plan.spectrum(part) if any(rs) else None
-                   for plan, part in zip(self.plans, outers, strict=True)]
+        runs = [data[:, edges[i]:edges[i + 1]] for i in range(len(self.plans))]
+        outers = [plan.resample(run, resample_rng(seed, b, 0, i))
+                  for i, (plan, run) in enumerate(zip(self.plans, runs, strict=True))]
+        spectra = [plan.inner_spectrum(part, run) if any(rs) else None
+                   for plan, part, run in zip(self.plans, outers, runs, strict=True)]
         for r in rs:
             yield r, np.concatenate(outers if r == 0 else [
                 plan.resample(part, resample_rng(seed, b, r, i), spectra[i])
@@ -135,11 +136,8 @@ def combined_bootstrap(
                 f"combined bootstrap: a run's periodograms are "
                 f"{None if run.power is None else np.shape(run.power)}, expected "
                 f"({len(theta_t_hat)}, {run.n_frames // 2})")
-    plan = MultiRunPlan(tuple(
-        LocalPeriodogramBootstrap(run.n_frames,
-                                  cleaning_gain(run.n_frames, run.tr, cleaning_recipe(run)),
-                                  int(half_width))
-        for run in refit.runs))
+    plan = MultiRunPlan(tuple(local_bootstrap(run, run.n_frames, run.tr, half_width)
+                              for run in refit.runs))
     powers = [run.power for run in refit.runs]
     return run_plan(plan, refit, powers, theta_t_hat,
                     key=[*powers, *(run.tr for run in refit.runs)], mode=mode, B=B, R=R,

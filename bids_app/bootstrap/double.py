@@ -83,6 +83,7 @@ from bids_app.bootstrap.resample import crossfade_resample, stationary_indices
 from bids_app.bootstrap.resample import fade_frames as to_fade_frames
 from bids_app.config import default
 from bids_app.errors import InputValidationError, UsageError
+from bids_app.surrogate.features import N_BANDS, ordinate_bands
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +384,7 @@ def run_plan(
         inner_sd = inner.std(axis=1, ddof=1)  # (B, V, P)
         outer_centre = 2.0 * draws - inner.mean(axis=1) if bias_correct else draws
         if resampling == "local":
-            alpha_hat = np.array([pooled_level(outer_centre[:, :, p], inner_sd[:, :, p], R)
+            alpha_hat = np.array([pooled_level(outer_centre[:, :, p], inner[:, :, :, p])
                                   for p in range(n_params)])
             levels = at_floor = None
         else:
@@ -493,21 +494,23 @@ class LocalPlan(ResamplingPlan):
     @property
     def token(self) -> str:
         gain = array_digest(np.asarray(self.plan.gain))
-        return f"local-periodogram-v2|{gain}|h{self.plan.half_width}"
+        bands = array_digest(np.asarray(self.plan.bands))
+        return f"local-periodogram-v4|{gain}|{bands}|h{self.plan.half_width}"
 
     def prepare(self, y_clean: np.ndarray) -> np.ndarray:
         return self.plan.periodogram(y_clean)
 
     def resamples(self, data: np.ndarray, seed: int, b: int, rs: list[int]
                   ) -> Iterator[tuple[int, np.ndarray]]:
-        """The R inner resamples share the outer resample's local spectrum (at fsLR 32k
+        """The R inner resamples share their local spectrum (the outer resample's Ŝ* with
+        the original ratios, :meth:`LocalPeriodogramBootstrap.inner_spectrum`; at fsLR 32k
         the spectrum was a third of an inner refit's CPU) and one output buffer: each is
         valid until the next is drawn. The outer resample comes last, so it needs no
         copy to survive its refit."""
         outer = self.plan.resample(data, resample_rng(seed, b, 0))
         inner = [r for r in rs if r]
         if inner:
-            spectrum, buffer = self.plan.spectrum(outer), np.empty_like(outer)
+            spectrum, buffer = self.plan.inner_spectrum(outer, data), np.empty_like(outer)
             for r in inner:
                 yield r, self.plan.resample(outer, resample_rng(seed, b, r), spectrum, buffer)
         if 0 in rs:
@@ -538,6 +541,16 @@ def cleaning_recipe(refit: Refit):
     return getattr(getattr(refit, "surrogate", None), "preprocessing", None)
 
 
+def local_bootstrap(source, n_frames: int, tr: float, half_width: int = HALF_WIDTH
+                    ) -> LocalPeriodogramBootstrap:
+    """The local scheme of a run whose series ``source`` (a refit, or a run of a combined
+    map) cleans and summarises: its surrogate's cleaning sets the gain, its feature bands
+    the bands of the multiplicity correction (the default bands without a surrogate)."""
+    config = getattr(getattr(source, "surrogate", None), "config", None)
+    bands = ordinate_bands(n_frames, tr, getattr(config, "n_bands", N_BANDS))
+    gain = cleaning_gain(n_frames, tr, cleaning_recipe(source))
+    return LocalPeriodogramBootstrap(n_frames, gain, bands, int(half_width))
+
 def resampling_plan(refit: Refit, n_frames: int, tr: float,
                     resampling: str = default("resampling"),
                     block_s: float = default("block_length"), fade_s: float = FADE_S,
@@ -545,8 +558,7 @@ def resampling_plan(refit: Refit, n_frames: int, tr: float,
     """(plan, refit) of a scheme: how resamples are drawn and the refit that takes them
     (:func:`double_bootstrap`'s arguments; the key of its cache is built from both)."""
     if resampling == "local":
-        gain = cleaning_gain(n_frames, tr, cleaning_recipe(refit))
-        return (LocalPlan(LocalPeriodogramBootstrap(n_frames, gain, int(half_width))),
+        return (LocalPlan(local_bootstrap(refit, n_frames, tr, half_width)),
                 periodogram_refit(refit, n_frames))
     return BlockPlan(to_block_frames(block_s, tr), to_fade_frames(fade_s, tr)), refit
 

@@ -14,7 +14,7 @@ dependence that the MAP's prior acts on. The resample is then rescaled to unit v
 as :func:`bids_app.preprocess.clean` z-scores every series: the features are read from
 a z-scored series, so their bootstrap variation must not include the run's total power.
 
-Three details make the finite-sample variance right (tests/bootstrap: a known AR(1)
+Four details make the finite-sample variance and mean right (tests/bootstrap: a known AR(1)
 spectrum's band log-power variance against Monte Carlo; benchmarks/bench_bootstrap.py):
 
 - The cleaning's power gain H(f_j) is known (:func:`cleaning_gain`: the drift and
@@ -31,20 +31,41 @@ spectrum's band log-power variance against Monte Carlo; benchmarks/bench_bootstr
   ratio shrinks towards 1 (its variance is (2h)/(2h + 2)), and the bootstrap would
   under-state the variance of every band by that factor; leaving the ordinate out
   (w₀ = 0) over-states it by 2h/(2h − 2).
+- Drawing with replacement repeats ordinates, and a band whose sum repeats terms has
+  the same mean but a larger variance, so a lower mean log (Jensen), by an amount set by
+  the draws alone: the same at every vertex. Each band's ordinates are scaled back
+  (:func:`correct_multiplicity`), using exactly the features' bands
+  (:func:`bids_app.surrogate.features.ordinate_bands`). On the AR(1) test the median
+  shift of the resampled log band powers from the original's goes from −0.080 to
+  −0.044 (the widest bands −0.03 → −0.003; what is left is in bands of one to three
+  ordinates, the log-bias of Ŝ itself), and on the fsaverage5 white study the shift of
+  the surrogate's summaries from −0.044 to −0.003. The per-vertex variance stays right
+  (the AR(1) test).
 
-Inner resamples (double bootstrap) repeat the construction on the outer resample's
-periodogram: its own Ŝ*, ratios and fresh draws.
+Inner resamples (double bootstrap) draw, with fresh draws, the ORIGINAL ratios around
+the outer resample's own Ŝ* (:meth:`LocalPeriodogramBootstrap.inner_spectrum`): both
+levels then draw from the same distinct ratios, and the inner level measures how the
+spread changes with the spectrum, as the double bootstrap needs. Drawing from the outer
+resample's ratios repeated its repeats: on the fsaverage5 study with real-like nuisance
+the inner resamples' common shifts were 2.5× the outer ones (0.18 against 0.073 latent,
+B = 30) and their spread without them 1.9×; from the original ratios 1.6× both.
 
-What the shared draws cost (benchmarks/bench_bootstrap.py, fsaverage5, white noise,
-vertices independent): per vertex the resampled summaries have the right spread (SD 0.92×
-a Monte Carlo over noise realisations), but drawing with replacement repeats some
-ordinates, and how many a band repeats changes the mean of its log power (Jensen) the
-same way at every vertex. That common part (SD of the spatial mean of the summaries
-across resamples 0.019 against 0.004 in the Monte Carlo; 0.003 with independent draws
-per vertex) passes the spatial prior unattenuated, so the latent bootstrap SE is about
-1.6× the Monte Carlo SD of the MAP (1.26× with independent draws). The double
-bootstrap's inner level shows the same excess (inner SD 1.9× the outer SE) and the
-calibration (:func:`bids_app.bootstrap.calibration.pooled_level`) scales it back.
+What the shared draws still cost (fsaverage5 white study, vertices independent): per
+vertex the resampled summaries have the right spread, but a resample moves all vertices
+together more than new noise does: SD over resamples of the vertices' mean summary 0.019
+against 0.0035 over noise realisations (0.0023 with independent draws per vertex). The
+correction above does not change it, nor does pinning every band's mean over vertices to
+the original's (0.016): it is the summary network's nonlinear response to the same
+pattern of draws at every vertex, not a shift of the features' means. A drawn term
+Ŝ_j·ε_k also holds I_k in Ŝ_j when k ≠ j (mean 1.12–1.17 for |k − j| = 1 … 3, 1 for
+k = j, on χ²₂ ordinates); that is part of what gives the ratios their right per-vertex
+variance, so it stays. The common part passes the spatial prior unattenuated and is
+larger at the inner level, which draws from an outer resample that already repeats
+ordinates; the calibration compares the two levels without it
+(:func:`bids_app.bootstrap.calibration.pooled_level`). Under run-level nuisance (shared
+signal, one breathing and heart rate per run) the noise itself moves all vertices
+together far more (0.17), and the resamples' common part (0.022) is smaller than the
+truth's.
 """
 
 from __future__ import annotations
@@ -55,7 +76,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.ndimage import convolve1d
 from scipy.optimize import brentq
-from scipy.special import roots_genlaguerre, roots_laguerre
+from scipy.special import digamma, roots_genlaguerre, roots_laguerre
 
 from bids_app.errors import UsageError
 from bids_app.preprocess import Preprocessing, nuisance_basis
@@ -158,6 +179,55 @@ def local_draws(n_ordinates: int, half_width: int, rng: np.random.Generator) -> 
     return np.where(k > n_ordinates - 1, 2 * (n_ordinates - 1) - k, k)
 
 
+def correct_multiplicity(power: np.ndarray, weights: np.ndarray, bands: np.ndarray,
+                         draws: np.ndarray) -> None:
+    """Scale, in place, each band of a resample by exp(δ), undoing what repeated draws do
+    to the band's mean log power.
+
+    A band's resampled power Σ_j w_j ε_k(j) (w_j the ordinate's expected power, ε unit-mean
+    and unit-variance ratios) has the original's mean but the variance Σ_i c_i²,
+    c_i = Σ_{j: k(j) = i} w_j, of a sum with repeated terms instead of Σ_j w_j², so its
+    log is lower on average (Jensen), and lower by the same amount at every vertex that
+    shares the draws. Read as a gamma variable of the same mean and variance (exact for
+    χ²₂ ordinates of equal power), the log of a band sum of shape ν = (Σ w)² / Σ w² has
+    mean log(Σ w) + ψ(ν) − log ν, so the band's ordinates are scaled by
+
+        exp(δ),  δ = g(ν_w) − g(ν_c),  g(ν) = ψ(ν) − log ν,
+
+    with ν_w from Σ w_j² (the original's distinct ordinates) and ν_c from
+    Σ c_i² = Σ w_j² + 2 Σ w_j w_j' over the pairs j < j' drawn from the same ordinate.
+
+    Parameters
+    ----------
+    power : array (V, J)
+        The resample, scaled in place (bands without a repeated draw are left as they are).
+    weights : array (V, J)
+        Expected power of each resampled ordinate (gain · Ŝ).
+    bands : array (J,) int
+        Feature band of each ordinate (:func:`bids_app.surrogate.features.ordinate_bands`),
+        −1 outside every band; a band is a run of consecutive ordinates.
+    draws : array (J,) int
+        Ordinate k(j) each one's ratio is drawn from.
+    """
+    for b in np.unique(bands[bands >= 0]):
+        members = np.flatnonzero(bands == b)
+        # Pairs of the band's ordinates drawn from the same ordinate (a few per band).
+        same = np.triu(draws[members][:, None] == draws[members][None, :], 1)
+        if not same.any():
+            continue
+        first, second = np.nonzero(same)
+        w = weights[:, members[0]: members[-1] + 1]
+        total = w.sum(axis=1)
+        distinct = np.einsum("vj,vj->v", w, w)
+        repeated = distinct + 2.0 * np.einsum("vj,vj->v", w[:, first], w[:, second])
+        ok = (total > 0) & (distinct > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            nu_w = np.where(ok, total ** 2 / distinct, 1.0)
+            nu_c = np.where(ok, total ** 2 / repeated, 1.0)
+        delta = (digamma(nu_w) - np.log(nu_w)) - (digamma(nu_c) - np.log(nu_c))
+        power[:, members[0]: members[-1] + 1] *= np.exp(delta)[:, None]
+
+
 @dataclass(frozen=True)
 class LocalPeriodogramBootstrap:
     """Resampling plan of one run: T, the passband and the half-width.
@@ -168,12 +238,17 @@ class LocalPeriodogramBootstrap:
         Frames T of the run (the periodogram has ⌊T/2⌋ ordinates).
     gain : array (⌊T/2⌋,)
         The cleaning's power gain (:func:`cleaning_gain`).
+    bands : array (⌊T/2⌋,) int
+        The features' band of each ordinate
+        (:func:`bids_app.surrogate.features.ordinate_bands`), −1 outside them; the
+        multiplicity correction works band by band.
     half_width : int
         h, ordinates each side.
     """
 
     n_frames: int
     gain: np.ndarray
+    bands: np.ndarray
     half_width: int = HALF_WIDTH
 
     @property
@@ -195,6 +270,14 @@ class LocalPeriodogramBootstrap:
             smooth[rows], ratio[rows] = local_spectrum(power[rows, band] / gain, self.half_width)
         return smooth, ratio
 
+    def inner_spectrum(self, outer: np.ndarray, original: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """What an outer resample's inner resamples start from: its own Ŝ*, and the
+        ratios of the original periodograms. Ratios of the outer resample would repeat
+        whatever it drew twice, and the inner level would then see more of the shared
+        draws' artefacts than the outer one (module docstring)."""
+        return self.spectrum(outer)[0], self.spectrum(original)[1]
+
     def resample(self, power: np.ndarray, rng: np.random.Generator,
                  spectrum: tuple[np.ndarray, np.ndarray] | None = None,
                  out: np.ndarray | None = None) -> np.ndarray:
@@ -206,22 +289,28 @@ class LocalPeriodogramBootstrap:
         band = self.band
         smooth, ratio = spectrum if spectrum is not None else self.spectrum(power)
         k = local_draws(band.stop - band.start, self.half_width, rng)
+        bands = self.bands[band]
         out = np.empty_like(power) if out is None else out
         for start in range(0, len(out), ROWS):
             rows = slice(start, start + ROWS)
-            self._resample_rows(power[rows], smooth[rows], ratio[rows], k, band, out[rows])
+            self._resample_rows(power[rows], smooth[rows], ratio[rows], k, bands, out[rows])
         return out
 
     def _resample_rows(self, power: np.ndarray, smooth: np.ndarray, ratio: np.ndarray,
-                       k: np.ndarray, band: slice, out: np.ndarray) -> None:
+                       k: np.ndarray, bands: np.ndarray, out: np.ndarray) -> None:
         """:meth:`resample` of a block of rows into ``out``: I*(f_j) = H(f_j)·Ŝ(f_j)·ε_k
-        over the passband, the rest kept, then every row scaled to unit variance."""
+        over the passband, the rest kept, every row scaled to unit variance, then each
+        band's multiplicity corrected (after the scaling, a sum over every ordinate that
+        repeats do not bias: the correction is of a band's log power relative to the
+        total; ν is scale-free)."""
+        band = self.band
         out[:, :band.start] = power[:, :band.start]
         out[:, band.stop:] = power[:, band.stop:]
+        weights = smooth * self.gain[band]
         resampled = out[:, band]
-        np.multiply(np.take(ratio, k, axis=1), smooth, out=resampled)
-        resampled *= self.gain[band]
+        np.multiply(np.take(ratio, k, axis=1), weights, out=resampled)  # take: 6x [:, k]
         out /= variance(out, self.n_frames)[:, None]
+        correct_multiplicity(resampled, weights, bands, k)
 
     def periodogram(self, y_clean: np.ndarray) -> np.ndarray:
         """The periodogram (V, J) resamples start from, float64."""

@@ -74,6 +74,13 @@ def band_mask(protocol: Protocol, n_bands: int = N_BANDS) -> np.ndarray:
     return (counts > 0) & (edges[1:] <= protocol.max_frequency)
 
 
+def ordinate_bands(n_frames: int, tr: float, n_bands: int = N_BANDS) -> np.ndarray:
+    """Band (⌊T/2⌋,) int of each periodogram ordinate, −1 where it is in none (below
+    ``BAND_LOW_HZ`` or at/above ``BAND_HIGH_HZ``): the grouping the features average over."""
+    which = np.digitize(_ordinate_frequencies(Protocol(tr, n_frames)), band_edges(n_bands)) - 1
+    return np.where(which < n_bands, which, -1)
+
+
 def _ordinate_frequencies(protocol: Protocol) -> np.ndarray:
     """Frequencies (Hz) of periodogram ordinates 1 … ⌊T/2⌋ (the mean is excluded)."""
     n = protocol.n_frames
@@ -123,9 +130,8 @@ def band_log_power_from_periodogram(power: np.ndarray, protocol: Protocol,
     if power.shape[-1] != protocol.n_frames // 2:
         raise ValueError(f"periodogram has {power.shape[-1]} ordinates, a run of "
                          f"{protocol.n_frames} frames has {protocol.n_frames // 2}")
-    edges = band_edges(n_bands)
     mask = band_mask(protocol, n_bands)
-    which = np.digitize(_ordinate_frequencies(protocol), edges) - 1
+    which = np.digitize(_ordinate_frequencies(protocol), band_edges(n_bands)) - 1
     bands = np.flatnonzero(mask)  # a band's ordinates are contiguous: frequencies increase
     starts = np.searchsorted(which, bands)
     stops = np.searchsorted(which, bands, side="right")

@@ -9,7 +9,9 @@ from bids_app.bootstrap.calibration import (
     coverage_curve,
     floor_fraction,
     normal_quantile,
+    pooled_level,
     vertex_levels,
+    without_common_shift,
 )
 
 LEVELS = np.round(np.arange(0.01, 0.21, 0.01), 2)
@@ -99,3 +101,39 @@ def test_floor_fraction_counts_vertices_that_wanted_wider_intervals():
     assert beta[0] == DEFAULT_LEVELS[0] == LEVEL_FLOOR
     assert floor_fraction(beta) == 0.5
     assert normal_quantile(LEVEL_FLOOR) == pytest.approx(8.03, abs=0.01)
+
+
+def consistent_levels(rng: np.random.Generator, n_outer: int = 100, n_inner: int = 10,
+                      n_vertices: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Outer draws N(0, 1) per vertex and inner draws N(outer, 1): both levels spread alike."""
+    outer = rng.standard_normal((n_outer, n_vertices))
+    inner = outer[:, None, :] + rng.standard_normal((n_outer, n_inner, n_vertices))
+    return outer, inner
+
+
+def test_pooled_level_of_consistent_levels_is_nominal():
+    alpha = pooled_level(*consistent_levels(np.random.default_rng(0)))
+    assert 0.04 < alpha < 0.06
+
+
+def test_pooled_level_ignores_hemisphere_wide_shifts_of_either_level():
+    """Shifts of whole resamples (larger at the inner level, as the shared draws give)
+    leave the level as it was; an inner spread that is really wider does not."""
+    rng = np.random.default_rng(1)
+    outer, inner = consistent_levels(rng)
+    alpha = pooled_level(outer, inner)
+    shifted = pooled_level(outer + 0.5 * rng.standard_normal((100, 1)),
+                           inner + 1.0 * rng.standard_normal((100, 10, 1)))
+    assert shifted == pytest.approx(alpha, rel=1e-9)
+    wider = pooled_level(outer, outer[:, None, :] + 2.0 * (inner - outer[:, None, :]))
+    assert wider > 0.2  # c about halves: 0.29 here
+
+
+def test_without_common_shift_keeps_each_vertex_spread_around_its_own_mean():
+    rng = np.random.default_rng(2)
+    draws = rng.standard_normal((50, 30)) + rng.standard_normal((50, 1))
+    draws[:, 3] = np.nan
+    out = without_common_shift(draws)
+    finite = np.delete(out, 3, axis=1)
+    np.testing.assert_allclose(finite.mean(axis=1), finite.mean(), atol=1e-12)
+    np.testing.assert_allclose(out.mean(axis=0), draws.mean(axis=0), equal_nan=True, atol=1e-12)

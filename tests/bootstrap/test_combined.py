@@ -34,7 +34,7 @@ def two_runs():
 
 
 def test_combined_intervals_are_reproducible_and_resumable(two_runs, tmp_path):
-    y_cleans, runs, precision, theta_t, surrogate = two_runs
+    y_cleans, runs, precision, theta_t, _ = two_runs
     options = dict(B=6, R=2, seed=3, progress=False)
     refit = CombinedRefit(runs, precision, theta_t)
     first = combined_bootstrap(refit, cache_dir=tmp_path, **options)
@@ -47,10 +47,9 @@ def test_combined_intervals_are_reproducible_and_resumable(two_runs, tmp_path):
     # Runs are resampled independently: the same periodogram twice gets different draws.
     plan_power = np.concatenate([power_of(y_cleans[0])] * 2, axis=1)
     from bids_app.bootstrap.combined import MultiRunPlan
-    from bids_app.bootstrap.periodogram import LocalPeriodogramBootstrap, cleaning_gain
+    from bids_app.bootstrap.double import local_bootstrap
 
-    single_plan = LocalPeriodogramBootstrap(N_FRAMES, cleaning_gain(N_FRAMES, TR,
-                                                                    surrogate.preprocessing))
+    single_plan = local_bootstrap(refit.runs[0], N_FRAMES, TR)
     resample = MultiRunPlan((single_plan, single_plan)).resample(plan_power, 3, 0, 0)
     half = N_FRAMES // 2
     assert not np.allclose(resample[:, :half], resample[:, half:])

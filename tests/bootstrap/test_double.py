@@ -143,7 +143,7 @@ def test_local_scheme_calibrates_pooled_around_the_outer_mean(data, tmp_path):
     cache = RefitCache(tmp_path, next(tmp_path.iterdir()).name.removeprefix("bootstrap-"))
     fits = np.array([[cache.load(b, r) for r in range(4)] for b in range(8)], dtype=float)
     outer, inner = fits[:, 0, :, 0], fits[:, 1:, :, 0]
-    alpha = pooled_level(outer, inner.std(axis=1, ddof=1), 3)
+    alpha = pooled_level(outer, inner)
     assert result.alpha_hat[0] == alpha and result.vertex_levels is None
     record = result.sidecar()
     assert record["Resampling"] == "local" and record["CalibratedAlpha"] == alpha
