@@ -199,7 +199,9 @@ def fit_hemisphere(series: np.ndarray, mesh: tuple, tr: float, surrogate,
         confounds, where)
     summaries = surrogate.summarize(y_clean, tr, n_reg)
     noise_ars, logliks = surrogate.candidate_logliks(summaries, tr, n_frames, n_reg)
-    evidence = fit_map_with_evidence(logliks, fem, summaries, options.kappas, options.tau2s,
+    # The summary's first P outputs are E[θ̃ | y] (extra outputs follow): the MAP's start.
+    start = summaries[:, :surrogate.model.n_params]
+    evidence = fit_map_with_evidence(logliks, fem, start, options.kappas, options.tau2s,
                                      where=where, noise_ars=surrogate.noise_ar_candidates,
                                      search=options.search)
     noise_ar, loglik = noise_ars[evidence.candidate], logliks[evidence.candidate]

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 
 from bids_app.bootstrap.intervals import BootstrapOptions
+from bids_app.cli.train import main as train_main
 from bids_app.fit import FitOptions, combine_runs, fit_hemisphere
 from bids_app.models import ONE_PARAM
 from bids_app.prior import SPDEPrior, fem_matrices, icosphere
 from bids_app.simulate import HCP_1P, sample_nuisance, simulate_bold
 from bids_app.surrogate import load_surrogate
+from bids_app.surrogate.registry import read_surrogate
 
 TR, N_FRAMES = 1.0, 400
 OPTIONS = FitOptions(kappas=(0.05,), tau2s=(10.0, 100.0), bias_correction="none",
@@ -93,3 +95,18 @@ def test_two_runs_combined_map_has_intervals_narrower_than_one_run(hemisphere, t
     blocked = combine_runs([fit_hemisphere(y, mesh, TR, surrogate, block)
                             for y in (series, simulated_run(mesh, truth_t, 3))], block)
     assert blocked.intervals is None and "local only" in blocked.bootstrap["Note"]
+
+
+def test_a_surrogate_with_a_slow_end_output_fits_through_the_workflow(hemisphere, tmp_path):
+    """A 1p card whose summary has an extra output (S 2-D, θ̃ 1-D): the MAP starts from
+    the first output and the gate scores the 2-D likelihood."""
+    mesh, _, series, _ = hemisphere
+    assert train_main(["--model", "1p", "--out", str(tmp_path), "--n-train", "256",
+                       "--n-val", "64", "--epochs", "1", "--frames-range", "150", "170",
+                       "--id", "tiny-2s", "--summary-extra", "slow_logit"]) == 0
+    surrogate = read_surrogate(tmp_path / "tiny-2s.json")
+    options = FitOptions(kappas=(0.05,), tau2s=(100.0,), bias_correction="none",
+                         bootstrap=BootstrapOptions(mode="none"))
+    result = fit_hemisphere(series, mesh, TR, surrogate, options)
+    assert np.isfinite(result.maps()["theta"][5:]).all()
+    assert "EstimateFollowsTruth" in result.quality_control["Checks"]

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-context", action="store_true",
                    help="tell the flow the noise AR(1) coefficient (experimental: the "
                         "workflow then selects a run's noise colour by evidence; README)")
+    p.add_argument("--summary-extra", action="append", default=[],
+                   metavar="NAME",
+                   help="1p only, experimental: a summary output beside the posterior mean, "
+                        "time_to_peak or slow_logit (repeatable); the flow then models the "
+                        "joint summary "
+                        "(benchmarks/bench_recovery.py)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -64,13 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     from bids_app.surrogate.cards import write_surrogate
     from bids_app.surrogate.training import Trainer, TrainingConfig, training_prior
 
-    config = TrainingConfig(
-        model=args.model, seed=args.seed, tr_range=tuple(args.tr_range),
-        frames_range=tuple(args.frames_range), lowpass_range=tuple(args.lowpass_range),
-        n_train=args.n_train, n_val=args.n_val, epochs_summary=args.epochs,
-        epochs_flow=args.flow_epochs or args.epochs, threads=args.threads,
-        noise_context=args.noise_context, prior=training_prior(args.model, args.nuisance))
     try:
+        config = TrainingConfig(
+            model=args.model, seed=args.seed, tr_range=tuple(args.tr_range),
+            frames_range=tuple(args.frames_range), lowpass_range=tuple(args.lowpass_range),
+            n_train=args.n_train, n_val=args.n_val, epochs_summary=args.epochs,
+            epochs_flow=args.flow_epochs or args.epochs, threads=args.threads,
+            noise_context=args.noise_context, summary_extra=tuple(args.summary_extra),
+            prior=training_prior(args.model, args.nuisance))
         with threadpool_limits(args.threads):
             trainer = Trainer(config, args.work_dir or args.out / "work")
             metrics = trainer.run()

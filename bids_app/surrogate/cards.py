@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bids_app.models import MODELS
 from bids_app.preprocess import Preprocessing
 from bids_app.simulate.hrf import default_kernel_duration
 from bids_app.surrogate.features import Protocol, band_edges
@@ -24,9 +23,9 @@ from bids_app.surrogate.training import Trainer, TrainingConfig
 
 
 def _table_check(trainer: Trainer) -> dict:
-    """One-parameter models (tabulated): tabulation error against the flow at a
+    """One-output summaries (tabulated): tabulation error against the flow at a
     reference protocol (TR 0.72, 1200)."""
-    if MODELS[trainer.config.model].n_params != 1:
+    if trainer.config.n_summary != 1:
         return {}
     proto = Protocol(0.72, min(1200, int(trainer.config.frames_range[1])))
     noise_ar = float(np.mean(trainer.config.prior["ar_coef"]))
@@ -122,7 +121,7 @@ def design_notes(config: TrainingConfig) -> dict:
         },
         "flow": ("conditional element-wise rational-quadratic splines (nflows spline "
                  "functions, knots from SiLU context nets) alternating with conditional "
-                 "affines" if MODELS[config.model].n_params == 1 else
+                 "affines" if config.n_summary == 1 else
                  "nflows masked autoregressive rational-quadratic splines, SiLU MADE"),
         "noise_colour": (
             "the flow's context is (θ̃, 20·φ, told, protocol): for half of its training "
@@ -136,7 +135,7 @@ def design_notes(config: TrainingConfig) -> dict:
             "the selected φ trades off against θ̃ (README, Known limitations)"
             if config.noise_context else "not an input: q averages over the prior's φ"),
         "loglik": ("bicubic tabulation of log q on (S, θ̃) per protocol and φ, analytic "
-                   "derivatives" if MODELS[config.model].n_params == 1 else
+                   "derivatives" if config.n_summary == 1 else
                    "exact forward-mode second-order propagation through the flow "
                    "(surrogate.flow_derivatives); autograd if its structure is unknown"),
     }

@@ -30,16 +30,18 @@ THETA_LIMIT = 5.0
 CHUNK = 16384
 
 
-def autograd_loglik(flow: torch.nn.Module, summaries: np.ndarray, protocol_vec: np.ndarray
-                    ) -> LoglikFn:
+def autograd_loglik(flow: torch.nn.Module, summaries: np.ndarray, protocol_vec: np.ndarray,
+                    n_params: int | None = None) -> LoglikFn:
     """Exact log q(S | θ̃) and its θ̃-derivatives by automatic differentiation.
 
     Parameters
     ----------
     flow : ScalarFlow or VectorFlow
         Context is (θ̃, protocol vector).
-    summaries : array (V, P)
+    summaries : array (V, S)
     protocol_vec : array (3,)
+    n_params : int, optional
+        P, the θ̃ columns of the context (default S: one summary per parameter).
 
     Returns
     -------
@@ -48,9 +50,10 @@ def autograd_loglik(flow: torch.nn.Module, summaries: np.ndarray, protocol_vec: 
     dtype = next(flow.parameters()).dtype
     s_all = torch.as_tensor(np.asarray(summaries), dtype=dtype)
     proto = torch.as_tensor(np.asarray(protocol_vec), dtype=dtype)
+    shape = (len(s_all), n_params or s_all.shape[1])
 
     def loglik(theta_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        theta_t = np.asarray(theta_t, dtype=float).reshape(s_all.shape)
+        theta_t = np.asarray(theta_t, dtype=float).reshape(shape)
         n, p = theta_t.shape
         value, grad, hess = np.empty(n), np.empty((n, p)), np.empty((n, p, p))
         for start in range(0, n, CHUNK):
@@ -69,8 +72,8 @@ def autograd_loglik(flow: torch.nn.Module, summaries: np.ndarray, protocol_vec: 
     return loglik
 
 
-def flow_loglik(flow: torch.nn.Module, summaries: np.ndarray, protocol_vec: np.ndarray
-                ) -> LoglikFn:
+def flow_loglik(flow: torch.nn.Module, summaries: np.ndarray, protocol_vec: np.ndarray,
+                n_params: int | None = None) -> LoglikFn:
     """The fastest exact log q(S | θ̃) with derivatives that the flow's structure allows.
 
     Flows :mod:`bids_app.surrogate.flow_derivatives` understands (the shipped 2p
@@ -78,14 +81,15 @@ def flow_loglik(flow: torch.nn.Module, summaries: np.ndarray, protocol_vec: np.n
     :func:`autograd_loglik`. Both agree to rounding.
     """
     if not supports(flow):
-        return autograd_loglik(flow, summaries, protocol_vec)
+        return autograd_loglik(flow, summaries, protocol_vec, n_params)
     dtype = next(flow.parameters()).dtype
     s_all = torch.as_tensor(np.asarray(summaries), dtype=dtype)
     proto = torch.as_tensor(np.asarray(protocol_vec), dtype=dtype)
-    jet = FlowJet(flow, s_all.shape[1])
+    shape = (len(s_all), n_params or s_all.shape[1])
+    jet = FlowJet(flow, shape[1])
 
     def loglik(theta_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        theta = torch.as_tensor(np.asarray(theta_t, dtype=float).reshape(s_all.shape),
+        theta = torch.as_tensor(np.asarray(theta_t, dtype=float).reshape(shape),
                                 dtype=dtype)
         context = torch.cat([theta, proto.expand(theta.shape[0], -1)], dim=1)
         parts = [jet(s_all[rows], context[rows])

@@ -70,10 +70,10 @@ class Surrogate:
         self.model: HRFModel = MODELS[self.config.model]
         self.lowpass = lowpass
         self.preprocessing = Preprocessing(lowpass=lowpass)
-        p = self.model.n_params
-        self.summary = SummaryNet(2 * self.config.n_bands + N_PROTOCOL, p,
+        n_summary = self.config.n_summary
+        self.summary = SummaryNet(2 * self.config.n_bands + N_PROTOCOL, n_summary,
                                   self.config.summary_hidden, self.config.summary_layers)
-        self.flow = build_flow(p, self.config.n_context, n_layers=self.config.flow_layers,
+        self.flow = build_flow(n_summary, self.config.n_context, n_layers=self.config.flow_layers,
                                hidden=self.config.flow_hidden, num_bins=self.config.flow_bins)
         self.summary.load_state_dict({k[8:]: v for k, v in state.items()
                                       if k.startswith("summary.")})
@@ -112,8 +112,9 @@ class Surrogate:
 
     # -- the contract ---------------------------------------------------------------------
     def summarize(self, y_clean: np.ndarray, tr: float, n_regressors: int = 0) -> np.ndarray:
-        """S(y) ≈ E[θ̃ | y] per vertex, (V, P) float32, from cleaned series (V, T) from
-        which ``n_regressors`` confound columns were removed."""
+        """S(y) ≈ E[θ̃ | y] per vertex, then any extra outputs: (V, n_summary) float32,
+        from cleaned series (V, T) from which ``n_regressors`` confound columns were
+        removed."""
         proto = self.protocol(tr, np.shape(y_clean)[-1], n_regressors)
         x = feature_matrix(y_clean, proto, self.config.n_bands, self.context_protocol(proto))
         with torch.no_grad():
@@ -125,10 +126,11 @@ class Surrogate:
         (CONTRIBUTING.md); ``noise_ar`` is the run's noise AR(1) coefficient φ for a flow
         that takes it (None: not told, the likelihood averaged over φ)."""
         proto = self.context_protocol(self.protocol(tr, n_frames, n_regressors))
-        summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
-        if self.model.n_params == 1:
+        summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.config.n_summary)
+        if self.config.n_summary == 1:
             return self.table(proto, noise_ar).bind(summaries)
-        return flow_loglik(self.flow, summaries, self.conditioning(proto, noise_ar))
+        return flow_loglik(self.flow, summaries, self.conditioning(proto, noise_ar),
+                           self.model.n_params)
 
     def candidate_logliks(self, summaries: np.ndarray, tr: float, n_frames: int,
                           n_regressors: int = 0) -> tuple[list[float | None], list[LoglikFn]]:
@@ -142,8 +144,9 @@ class Surrogate:
                      n_regressors: int = 0, noise_ar: float | None = None) -> LoglikFn:
         """Same contract by autograd through the flow (no tabulation); for checks."""
         proto = self.context_protocol(self.protocol(tr, n_frames, n_regressors))
-        summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.model.n_params)
-        return autograd_loglik(self.flow, summaries, self.conditioning(proto, noise_ar))
+        summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.config.n_summary)
+        return autograd_loglik(self.flow, summaries, self.conditioning(proto, noise_ar),
+                               self.model.n_params)
 
     def table(self, protocol: Protocol, noise_ar: float | None = None) -> LoglikTable:
         """The (cached) tabulation of the 1p flow for one protocol (and φ)."""

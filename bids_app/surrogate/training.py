@@ -26,7 +26,7 @@ import torch
 from scipy.stats import kstest, norm
 
 from bids_app.errors import UsageError
-from bids_app.models import MODELS
+from bids_app.models import MODELS, time_to_peak
 from bids_app.preprocess import Preprocessing
 from bids_app.simulate.bold import NuisancePrior, simulate_training_set
 from bids_app.simulate.confounds import STRATEGIES, STRATEGY_WIDTHS, regressors_of_count
@@ -43,6 +43,12 @@ NOISE_AR_SCALE = 20.0
 # (marker 0), so one flow gives both q(S | θ̃, φ) and the marginal q(S | θ̃) over the
 # prior's φ, and the evidence can prefer the marginal where conditioning does not help.
 NOISE_TOLD_FRACTION = 0.5
+# Extra summary outputs a 1-parameter surrogate can learn beside E[θ̃ | y], each fitted
+# to a statistic of θ that moves where the posterior mean barely does (slow HRFs, whose
+# posterior is broad): the standardised time to peak (MSE) or the logit of θ below
+# SLOW_THETA (cross-entropy). Experimental, not shipped: benchmarks/bench_recovery.py.
+SUMMARY_EXTRAS = ("time_to_peak", "slow_logit")
+SLOW_THETA = 0.9
 
 
 @dataclass
@@ -80,6 +86,10 @@ class TrainingConfig:
         (benchmarks/bench_nuisance_bias.py). The workflow then selects a run's φ, or
         none, by Laplace evidence. Not shipped: the selection trades φ against θ̃
         (README, Known limitations).
+    summary_extra : tuple of str
+        Names from :data:`SUMMARY_EXTRAS`: outputs the summary network learns beside
+        E[θ̃ | y] (1-parameter models); the flow then models the joint S. Empty (the
+        default, left out of :meth:`to_dict`) is the shipped one-output summary.
     """
 
     model: str
@@ -105,6 +115,7 @@ class TrainingConfig:
     threads: int = 1
     prior: dict = field(default_factory=dict)
     noise_context: bool = False
+    summary_extra: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.prior:
@@ -116,6 +127,17 @@ class TrainingConfig:
         self.frames_range = tuple(self.frames_range)
         self.lowpass_range = tuple(self.lowpass_range)
         self.confounds = tuple(self.confounds)
+        self.summary_extra = tuple(self.summary_extra)
+        unknown = set(self.summary_extra) - set(SUMMARY_EXTRAS)
+        if unknown or (self.summary_extra and MODELS[self.model].n_params != 1):
+            raise UsageError(f"summary outputs {sorted(unknown) or list(self.summary_extra)} "
+                             f"are not available for model {self.model}; extra outputs are "
+                             f"{', '.join(SUMMARY_EXTRAS)} for 1p")
+
+    @property
+    def n_summary(self) -> int:
+        """Summary outputs: E[θ̃ | y] per parameter, then the extras."""
+        return MODELS[self.model].n_params + len(self.summary_extra)
 
     @property
     def n_context(self) -> int:
@@ -127,7 +149,40 @@ class TrainingConfig:
                                 for k, v in self.prior.items()})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The stored form; without extras it is what cards held before they existed."""
+        out = asdict(self)
+        if not self.summary_extra:
+            del out["summary_extra"]
+        return out
+
+
+def summary_targets(config: TrainingConfig, theta_t: np.ndarray
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets (N, n_summary) of the summary network and which columns are class
+    labels (fitted by cross-entropy on logits) rather than values (fitted by MSE)."""
+    columns, labels = [theta_t], [False] * theta_t.shape[1]
+    theta = MODELS[config.model].to_theta(theta_t)[:, :1]
+    for name in config.summary_extra:
+        if name == "time_to_peak":
+            ttp = time_to_peak(theta)
+            columns.append((ttp - ttp.mean()) / ttp.std())
+        else:
+            columns.append((theta < SLOW_THETA).astype(float))
+        labels.append(name == "slow_logit")
+    return (torch.from_numpy(np.concatenate(columns, axis=1).astype(np.float32)),
+            torch.tensor(labels))
+
+
+def summary_loss(output: torch.Tensor, target: torch.Tensor, labels: torch.Tensor
+                 ) -> torch.Tensor:
+    """Mean over columns of MSE (values) or logit cross-entropy (class labels); for the
+    one-output summary this is the MSE alone."""
+    mse = (output - target) ** 2
+    if not labels.any():
+        return mse.mean()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(output, target,
+                                                               reduction="none")
+    return torch.where(labels, bce, mse).mean()
 
 
 def training_prior(model: str, nuisance: str = "real") -> dict:
@@ -225,11 +280,10 @@ class Trainer:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         n_features = 2 * config.n_bands + N_PROTOCOL
-        n_params = MODELS[config.model].n_params
         torch.manual_seed(config.seed)
-        self.summary = SummaryNet(n_features, n_params, config.summary_hidden,
+        self.summary = SummaryNet(n_features, config.n_summary, config.summary_hidden,
                                   config.summary_layers)
-        self.flow = build_flow(n_params, config.n_context, n_layers=config.flow_layers,
+        self.flow = build_flow(config.n_summary, config.n_context, n_layers=config.flow_layers,
                                hidden=config.flow_hidden, num_bins=config.flow_bins)
         self.history: dict[str, list[float]] = {"summary": [], "flow": []}
         self.elapsed = 0.0
@@ -310,7 +364,7 @@ class Trainer:
     def _fit_summary(self, data: dict, state: dict | None) -> None:
         cfg = self.config
         x = torch.from_numpy(data["summary_x"])
-        y = torch.from_numpy(data["summary_theta"])
+        y, labels = summary_targets(cfg, data["summary_theta"])
         optimizer = torch.optim.Adam(self.summary.parameters(), lr=cfg.lr)
         first = 0
         if state is not None:
@@ -321,7 +375,7 @@ class Trainer:
         else:
             self.summary.fit_scaling(x)
         self._run_epochs("summary", "mse", optimizer, first, cfg.epochs_summary, len(x),
-                         lambda idx: ((self.summary(x[idx]) - y[idx]) ** 2).mean())
+                         lambda idx: summary_loss(self.summary(x[idx]), y[idx], labels))
 
     def summaries(self, features: np.ndarray) -> torch.Tensor:
         with torch.no_grad():
@@ -381,10 +435,16 @@ class Trainer:
         with torch.no_grad():
             nll = float(-self.flow.log_prob(s, context).mean())
             pit = probability_integral_transform(self.flow, s, context)
-        mse = ((s - theta) ** 2).mean(0).tolist()
-        r = [float(np.corrcoef(s[:, j], theta[:, j])[0, 1]) for j in range(s.shape[1])]
+        p = theta.shape[1]
+        mse = ((s[:, :p] - theta) ** 2).mean(0).tolist()
+        r = [float(np.corrcoef(s[:, j], theta[:, j])[0, 1]) for j in range(p)]
         ks = [float(kstest(pit[:, j], "uniform").statistic) for j in range(pit.shape[1])]
-        return {"summary_mse_latent": mse, "summary_r_latent": r, "flow_nll": nll,
+        extra = {}
+        if self.config.summary_extra:
+            target, _ = summary_targets(self.config, data["val_theta"])
+            extra = {"summary_extra_r": [float(np.corrcoef(s[:, j], target[:, j])[0, 1])
+                                         for j in range(p, s.shape[1])]}
+        return {"summary_mse_latent": mse, "summary_r_latent": r, **extra, "flow_nll": nll,
                 "pit_ks": ks, "n_val": len(s)}
 
 

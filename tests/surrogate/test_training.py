@@ -9,15 +9,20 @@ import pytest
 import torch
 
 from bids_app.cli.train import main as train_main
+from bids_app.errors import UsageError
+from bids_app.models import ONE_PARAM
 from bids_app.simulate.confounds import STRATEGY_WIDTHS
 from bids_app.surrogate.features import N_BANDS, Protocol
-from bids_app.surrogate.registry import read_surrogate
+from bids_app.surrogate.registry import WEIGHTS_DIR, read_surrogate
 from bids_app.surrogate.training import (
+    SLOW_THETA,
     Trainer,
     TrainingConfig,
     draw_protocol,
     noise_context,
     simulate_features,
+    summary_loss,
+    summary_targets,
 )
 
 
@@ -118,3 +123,51 @@ def test_training_regressors_take_slow_power_and_are_an_input():
     drop = feats[0][:, slow][:, mask].mean() - feats[36][:, slow][:, mask].mean()
     assert drop > 0.1
     assert feats[36][0, -1] > feats[0][0, -1]
+
+
+def test_cli_writes_a_two_output_1p_surrogate_scored_exactly(tmp_path):
+    """--summary-extra gives S = (E[θ̃|y], slow statistic) and a 2-D flow whose log q
+    and θ̃-derivatives (forward-mode jets, θ̃ 1-D) equal autograd's."""
+    out = tmp_path / "out"
+    code = train_main(["--model", "1p", "--out", str(out), "--n-train", "256", "--n-val",
+                       "128", "--epochs", "1", "--frames-range", "150", "170", "--id",
+                       "tiny-2s", "--summary-extra", "time_to_peak"])
+    assert code == 0
+    card = json.loads((out / "tiny-2s.json").read_text())
+    assert card["config"]["summary_extra"] == ["time_to_peak"]
+    assert len(card["validation"]["pit_ks"]) == 2 and "loglik_table_error" not in card
+    surrogate = read_surrogate(out / "tiny-2s.json")
+    y = np.random.default_rng(0).standard_normal((6, 160)).astype(np.float32)
+    s = surrogate.summarize(y, 1.0, 24)
+    assert s.shape == (6, 2)
+    theta_t = np.linspace(-2.0, 2.0, 6)[:, None]
+    fast = surrogate.loglik(s, 1.0, 160, 24)(theta_t)
+    exact = surrogate.exact_loglik(s, 1.0, 160, 24)(theta_t)
+    assert fast[1].shape == (6, 1) and fast[2].shape == (6, 1, 1)
+    for a, b in zip(fast, exact, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_summary_extras_target_the_slow_end():
+    theta_t = np.linspace(-2.5, 2.5, 201, dtype=np.float32)[:, None]
+    target, labels = summary_targets(TrainingConfig(model="1p", summary_extra=(
+        "time_to_peak", "slow_logit")), theta_t)
+    assert labels.tolist() == [False, False, True]
+    assert torch.equal(target[:, 0], torch.from_numpy(theta_t[:, 0]))
+    ttp = target[:, 1].numpy()
+    assert abs(ttp.mean()) < 1e-5 and abs(ttp.std() - 1) < 1e-4 and np.all(np.diff(ttp) < 0)
+    slow = ONE_PARAM.to_theta(theta_t)[:, 0] < SLOW_THETA
+    np.testing.assert_array_equal(target[:, 2].numpy(), slow)
+    # Labels are scored by cross-entropy on the logit: a confident right logit costs ~0.
+    output = target.clone()
+    output[:, 2] = torch.where(target[:, 2] > 0.5, 20.0, -20.0)
+    assert float(summary_loss(output, target, labels)) < 1e-8
+
+
+def test_extras_are_refused_for_2p_and_absent_from_one_output_cards():
+    with pytest.raises(UsageError, match="1p"):
+        TrainingConfig(model="2p", summary_extra=("time_to_peak",))
+    with pytest.raises(UsageError, match="slowest"):
+        TrainingConfig(model="1p", summary_extra=("slowest",))
+    shipped = json.loads((WEIGHTS_DIR / "hemocoupling-1p-v6.json").read_text())["config"]
+    assert json.loads(json.dumps(TrainingConfig(**shipped).to_dict())) == shipped
