@@ -136,8 +136,10 @@ def correct_bias(refit, theta_t: np.ndarray, y_clean: np.ndarray,
     noise = bias.match.prior
     if bias.skipped is not None:
         LOGGER.warning("%s: no simulation bias correction: %s (matched noise AR(1) %.3f, "
-                       "event rate %.3g-%.3g /s)", where, bias.skipped, noise.ar_coef[0],
-                       *noise.rate)
+                       "event rate %.3g-%.3g /s); the intervals then hold the estimate's "
+                       "random error only, not the likelihood's bias under this run's "
+                       "nuisance (docs/limitations.md)", where, bias.skipped,
+                       noise.ar_coef[0], *noise.rate)
         return bias.shift, bias.sidecar()
     LOGGER.info("%s: simulation bias correction: matched noise sd %.3g, AR(1) %.3f, event "
                 "rate %.3g-%.3g /s; mean latent shift %+.3f", where, noise.noise_sd[0],
