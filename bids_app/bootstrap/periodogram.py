@@ -293,17 +293,18 @@ class LocalPeriodogramBootstrap:
         out = np.empty_like(power) if out is None else out
         for start in range(0, len(out), ROWS):
             rows = slice(start, start + ROWS)
-            self._resample_rows(power[rows], smooth[rows], ratio[rows], k, bands, out[rows])
+            self._resample_rows(power[rows], smooth[rows], ratio[rows], k, band, bands,
+                                out[rows])
         return out
 
     def _resample_rows(self, power: np.ndarray, smooth: np.ndarray, ratio: np.ndarray,
-                       k: np.ndarray, bands: np.ndarray, out: np.ndarray) -> None:
+                       k: np.ndarray, band: slice, bands: np.ndarray, out: np.ndarray
+                       ) -> None:
         """:meth:`resample` of a block of rows into ``out``: I*(f_j) = H(f_j)·Ŝ(f_j)·ε_k
         over the passband, the rest kept, every row scaled to unit variance, then each
         band's multiplicity corrected (after the scaling, a sum over every ordinate that
         repeats do not bias: the correction is of a band's log power relative to the
         total; ν is scale-free)."""
-        band = self.band
         out[:, :band.start] = power[:, :band.start]
         out[:, band.stop:] = power[:, band.stop:]
         weights = smooth * self.gain[band]
