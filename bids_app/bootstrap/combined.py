@@ -67,10 +67,11 @@ class MultiRunPlan(ResamplingPlan):
         outer resample and its inner spectrum are drawn once for all of them."""
         edges = self.edges
         runs = [data[:, edges[i]:edges[i + 1]] for i in range(len(self.plans))]
-        outers = [plan.resample(run, resample_rng(seed, b, 0, i))
+        originals = [plan.spectrum(run) for plan, run in zip(self.plans, runs, strict=True)]
+        outers = [plan.resample(run, resample_rng(seed, b, 0, i), originals[i])
                   for i, (plan, run) in enumerate(zip(self.plans, runs, strict=True))]
-        spectra = [plan.inner_spectrum(part, run) if any(rs) else None
-                   for plan, part, run in zip(self.plans, outers, runs, strict=True)]
+        spectra = [plan.inner_spectrum(part, original) if any(rs) else None
+                   for plan, part, original in zip(self.plans, outers, originals, strict=True)]
         for r in rs:
             yield r, np.concatenate(outers if r == 0 else [
                 plan.resample(part, resample_rng(seed, b, r, i), spectra[i])

@@ -507,10 +507,12 @@ class LocalPlan(ResamplingPlan):
         the spectrum was a third of an inner refit's CPU) and one output buffer: each is
         valid until the next is drawn. The outer resample comes last, so it needs no
         copy to survive its refit."""
-        outer = self.plan.resample(data, resample_rng(seed, b, 0))
+        original = self.plan.spectrum(data)
+        outer = self.plan.resample(data, resample_rng(seed, b, 0), original)
         inner = [r for r in rs if r]
         if inner:
-            spectrum, buffer = self.plan.inner_spectrum(outer, data), np.empty_like(outer)
+            spectrum = self.plan.inner_spectrum(outer, original)
+            buffer = np.empty_like(outer)
             for r in inner:
                 yield r, self.plan.resample(outer, resample_rng(seed, b, r), spectrum, buffer)
         if 0 in rs:
@@ -550,6 +552,7 @@ def local_bootstrap(source, n_frames: int, tr: float, half_width: int = HALF_WID
     bands = ordinate_bands(n_frames, tr, getattr(config, "n_bands", N_BANDS))
     gain = cleaning_gain(n_frames, tr, cleaning_recipe(source))
     return LocalPeriodogramBootstrap(n_frames, gain, bands, int(half_width))
+
 
 def resampling_plan(refit: Refit, n_frames: int, tr: float,
                     resampling: str = default("resampling"),

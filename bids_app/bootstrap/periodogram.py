@@ -270,13 +270,14 @@ class LocalPeriodogramBootstrap:
             smooth[rows], ratio[rows] = local_spectrum(power[rows, band] / gain, self.half_width)
         return smooth, ratio
 
-    def inner_spectrum(self, outer: np.ndarray, original: np.ndarray
+    def inner_spectrum(self, outer: np.ndarray, original: tuple[np.ndarray, np.ndarray]
                        ) -> tuple[np.ndarray, np.ndarray]:
         """What an outer resample's inner resamples start from: its own Ŝ*, and the
-        ratios of the original periodograms. Ratios of the outer resample would repeat
-        whatever it drew twice, and the inner level would then see more of the shared
-        draws' artefacts than the outer one (module docstring)."""
-        return self.spectrum(outer)[0], self.spectrum(original)[1]
+        ratios of ``original``, the :meth:`spectrum` of the periodograms the outer one was
+        drawn from. Ratios of the outer resample would repeat whatever it drew twice, and
+        the inner level would then see more of the shared draws' artefacts than the outer
+        one (module docstring)."""
+        return self.spectrum(outer)[0], original[1]
 
     def resample(self, power: np.ndarray, rng: np.random.Generator,
                  spectrum: tuple[np.ndarray, np.ndarray] | None = None,
