@@ -179,8 +179,33 @@ def local_draws(n_ordinates: int, half_width: int, rng: np.random.Generator) -> 
     return np.where(k > n_ordinates - 1, 2 * (n_ordinates - 1) - k, k)
 
 
-def correct_multiplicity(power: np.ndarray, weights: np.ndarray, bands: np.ndarray,
-                         draws: np.ndarray) -> None:
+def band_repeats(bands: np.ndarray, draws: np.ndarray
+                 ) -> list[tuple[slice, np.ndarray, np.ndarray]]:
+    """The bands whose draws repeat an ordinate: each band's columns and its pairs
+    j < j' (positions within the band) drawn from the same ordinate. They depend on the
+    draws alone, so a resample finds them once for all its rows.
+
+    Parameters
+    ----------
+    bands : array (J,) int
+        Feature band of each ordinate (:func:`bids_app.surrogate.features.ordinate_bands`),
+        −1 outside every band; a band is a run of consecutive ordinates.
+    draws : array (J,) int
+        Ordinate k(j) each one's ratio is drawn from.
+    """
+    repeats = []
+    for b in np.unique(bands[bands >= 0]):
+        members = np.flatnonzero(bands == b)
+        # Pairs of the band's ordinates drawn from the same ordinate (a few per band).
+        same = np.triu(draws[members][:, None] == draws[members][None, :], 1)
+        if same.any():
+            first, second = np.nonzero(same)
+            repeats.append((slice(members[0], members[-1] + 1), first, second))
+    return repeats
+
+
+def correct_multiplicity(power: np.ndarray, weights: np.ndarray,
+                         repeats: list[tuple[slice, np.ndarray, np.ndarray]]) -> None:
     """Scale, in place, each band of a resample by exp(δ), undoing what repeated draws do
     to the band's mean log power.
 
@@ -203,20 +228,11 @@ def correct_multiplicity(power: np.ndarray, weights: np.ndarray, bands: np.ndarr
         The resample, scaled in place (bands without a repeated draw are left as they are).
     weights : array (V, J)
         Expected power of each resampled ordinate (gain · Ŝ).
-    bands : array (J,) int
-        Feature band of each ordinate (:func:`bids_app.surrogate.features.ordinate_bands`),
-        −1 outside every band; a band is a run of consecutive ordinates.
-    draws : array (J,) int
-        Ordinate k(j) each one's ratio is drawn from.
+    repeats : list
+        :func:`band_repeats` of the resample's bands and draws.
     """
-    for b in np.unique(bands[bands >= 0]):
-        members = np.flatnonzero(bands == b)
-        # Pairs of the band's ordinates drawn from the same ordinate (a few per band).
-        same = np.triu(draws[members][:, None] == draws[members][None, :], 1)
-        if not same.any():
-            continue
-        first, second = np.nonzero(same)
-        w = weights[:, members[0]: members[-1] + 1]
+    for columns, first, second in repeats:
+        w = weights[:, columns]
         total = w.sum(axis=1)
         distinct = np.einsum("vj,vj->v", w, w)
         repeated = distinct + 2.0 * np.einsum("vj,vj->v", w[:, first], w[:, second])
@@ -225,7 +241,7 @@ def correct_multiplicity(power: np.ndarray, weights: np.ndarray, bands: np.ndarr
             nu_w = np.where(ok, total ** 2 / distinct, 1.0)
             nu_c = np.where(ok, total ** 2 / repeated, 1.0)
         delta = (digamma(nu_w) - np.log(nu_w)) - (digamma(nu_c) - np.log(nu_c))
-        power[:, members[0]: members[-1] + 1] *= np.exp(delta)[:, None]
+        power[:, columns] *= np.exp(delta)[:, None]
 
 
 @dataclass(frozen=True)
@@ -290,16 +306,16 @@ class LocalPeriodogramBootstrap:
         band = self.band
         smooth, ratio = spectrum if spectrum is not None else self.spectrum(power)
         k = local_draws(band.stop - band.start, self.half_width, rng)
-        bands = self.bands[band]
+        repeats = band_repeats(self.bands[band], k)
         out = np.empty_like(power) if out is None else out
         for start in range(0, len(out), ROWS):
             rows = slice(start, start + ROWS)
-            self._resample_rows(power[rows], smooth[rows], ratio[rows], k, band, bands,
+            self._resample_rows(power[rows], smooth[rows], ratio[rows], k, band, repeats,
                                 out[rows])
         return out
 
     def _resample_rows(self, power: np.ndarray, smooth: np.ndarray, ratio: np.ndarray,
-                       k: np.ndarray, band: slice, bands: np.ndarray, out: np.ndarray
+                       k: np.ndarray, band: slice, repeats: list, out: np.ndarray
                        ) -> None:
         """:meth:`resample` of a block of rows into ``out``: I*(f_j) = H(f_j)·Ŝ(f_j)·ε_k
         over the passband, the rest kept, every row scaled to unit variance, then each
@@ -312,7 +328,7 @@ class LocalPeriodogramBootstrap:
         resampled = out[:, band]
         np.multiply(np.take(ratio, k, axis=1), weights, out=resampled)  # take: 6x [:, k]
         out /= variance(out, self.n_frames)[:, None]
-        correct_multiplicity(resampled, weights, bands, k)
+        correct_multiplicity(resampled, weights, repeats)
 
     def periodogram(self, y_clean: np.ndarray) -> np.ndarray:
         """The periodogram (V, J) resamples start from, float64."""

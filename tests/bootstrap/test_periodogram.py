@@ -3,6 +3,7 @@ import pytest
 
 from bids_app.bootstrap.periodogram import (
     LocalPeriodogramBootstrap,
+    band_repeats,
     centre_weight,
     cleaning_gain,
     correct_multiplicity,
@@ -154,7 +155,8 @@ def test_multiplicity_correction_restores_a_band_sums_mean_log():
     bands = np.array([0, 0, 0, 1, -1])
     draws = np.array([0, 0, 1, 3, 4])  # band 0 draws ordinate 0 twice
     resampled = eps[:, draws].copy()
-    correct_multiplicity(resampled, np.broadcast_to(weights, eps.shape), bands, draws)
+    correct_multiplicity(resampled, np.broadcast_to(weights, eps.shape),
+                         band_repeats(bands, draws))
     factor = resampled / eps[:, draws]
     np.testing.assert_allclose(factor[:, 3:], 1.0)
     distinct = np.log(eps[:, :3].sum(axis=1)).mean()
