@@ -131,10 +131,11 @@ def band_log_power_from_periodogram(power: np.ndarray, protocol: Protocol,
         raise ValueError(f"periodogram has {power.shape[-1]} ordinates, a run of "
                          f"{protocol.n_frames} frames has {protocol.n_frames // 2}")
     mask = band_mask(protocol, n_bands)
-    which = np.digitize(_ordinate_frequencies(protocol), band_edges(n_bands)) - 1
-    bands = np.flatnonzero(mask)  # a band's ordinates are contiguous: frequencies increase
-    starts = np.searchsorted(which, bands)
-    stops = np.searchsorted(which, bands, side="right")
+    which = ordinate_bands(protocol.n_frames, protocol.tr, n_bands)
+    bands = np.flatnonzero(mask)
+    # a band's ordinates are contiguous (frequencies increase): one slice each
+    members = [np.flatnonzero(which == band) for band in bands]
+    starts, stops = [m[0] for m in members], [m[-1] + 1 for m in members]
     out = np.zeros((power.shape[0], n_bands), dtype=np.float32)
     # Row blocks keep each band's copy in cache (the mean of a contiguous copy, as the
     # boolean selection made it: the same rounding); a third less CPU at fsLR 32k than
