@@ -150,7 +150,7 @@ def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 1, n_inner: int = 10
                 loglik = m.surrogate.loglik(summaries, m.tr, y_clean.shape[1], m.n_regressors,
                                             noise_ar=m.noise_ar)
                 c3 = time.process_time()
-                result = fit_map(loglik, m.precision, m.theta_t0, laplace=False,
+                result = fit_map(loglik, m.precision, m.theta_t0, laplace=False, keep_floor=True,
                                  observed=m.observed, **m.map_options)
                 steps["newton_iterations"].append(result.n_iter)
             else:

@@ -163,7 +163,7 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
             chol: SparseCholesky | None = None, max_iter: int = 50, gtol: float = 1e-6,
             ftol: float = 1e-4, hess_floor: float = 1e-8,
             observed: np.ndarray | None = None, laplace: bool = True,
-            reuse_factor: bool = False) -> MapResult:
+            reuse_factor: bool = False, keep_floor: bool = False) -> MapResult:
     """Latent MAP field by damped Newton with a reused sparse Cholesky analysis.
 
     Parameters
@@ -201,6 +201,12 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
         factorisations in a sequential evidence search, but makes the result depend,
         within the tolerances, on what ran before; False (default) keeps each fit a
         function of its own inputs, as parallel bootstrap refits need.
+    keep_floor : bool
+        Once the exact Newton matrix proved indefinite, take every later direction from
+        the floored one without trying the exact one first. Refits (``laplace`` off) use
+        it: where a field lies in the likelihood's flat end the exact curvature stays
+        indefinite, and each failed trial cost CG iterations and, through them, stale
+        factors (benchmarks/bench_refit_steps.py).
 
     Returns
     -------
@@ -231,6 +237,7 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
     n_iter = 0
     own_factor = False  # chol holds a factor made in this call
     stale = was_indefinite = False  # refactorise: CG needed many iterations last time
+    floored_only = False  # keep_floor and the exact matrix proved indefinite
     last_step = None  # the previous accepted step, for the subspace step
     while True:
         if trace_g[-1] <= gtol:
@@ -238,18 +245,24 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
             break
         d, cg_iter, indefinite = None, 0, False
         if not stale and (own_factor or reuse_factor) and chol.holds(system.pattern):
-            exact = symmetric_blocks(neg_hess)
-            d, cg_iter, indefinite = _pcg_direction(system.assemble(Qb, exact), grad, chol)
+            if floored_only:
+                d, cg_iter, indefinite = None, 0, True
+            else:
+                exact = symmetric_blocks(neg_hess)
+                d, cg_iter, indefinite = _pcg_direction(system.assemble(Qb, exact), grad, chol)
             if indefinite:  # the step a failed exact factorisation would fall back to
                 floored = floor_blocks(neg_hess, hess_floor)[0]
                 d, more, _ = _pcg_direction(system.assemble(Qb, floored), grad, chol)
                 cg_iter += more
         if d is None:
-            held = _factorize_newton(chol, system, Qb, neg_hess, hess_floor,
-                                     indefinite or (stale and was_indefinite))
+            held, fell_back = _factorize_newton(chol, system, Qb, neg_hess, hess_floor,
+                                                indefinite or (stale and was_indefinite)
+                                                or floored_only)
             held_at_x = own_factor = True
             d = -chol.solve(grad)
+            floored_only = floored_only or (keep_floor and fell_back)
         stale, was_indefinite = cg_iter > _CG_REFRESH, indefinite
+        floored_only = floored_only or (keep_floor and indefinite)
         decrement = -0.5 * float(grad @ d)  # λ²/2: the decrease a full step predicts
         if decrement <= ftol:
             converged = True
@@ -441,23 +454,24 @@ def _logdet_shift_bound(held: np.ndarray, neg_hess: np.ndarray) -> float:
 
 def _factorize_newton(chol: SparseCholesky, system: NewtonSystem, Qb: sp.csc_matrix,
                       neg_hess: np.ndarray, floor: float, indefinite: bool = False
-                      ) -> np.ndarray:
+                      ) -> tuple[np.ndarray, bool]:
     """Factorise the Newton matrix: the exact Hessian −hess + Q when it is positive
     definite (also where the learned likelihood is locally convex but the prior
     outweighs it: quadratic convergence), else with each vertex's curvature block
     floored at ``floor``; ``indefinite`` (known from CG) skips the exact attempt.
-    Returns the curvature blocks used."""
+    Returns the curvature blocks used and whether they are floored because the exact
+    matrix is indefinite."""
     floored, needs_floor = floor_blocks(neg_hess, floor)
     exact = symmetric_blocks(neg_hess)
     if indefinite:
         chol.factorize(system.assemble(Qb, floored))
-        return floored
+        return floored, True
     if not needs_floor:
         chol.factorize(system.assemble(Qb, exact))
-        return exact
+        return exact, False
     try:
         chol.factorize(system.assemble(Qb, exact))
-        return exact
+        return exact, False
     except np.linalg.LinAlgError:
         chol.factorize(system.assemble(Qb, floored))
-        return floored
+        return floored, True
