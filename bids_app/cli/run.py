@@ -196,10 +196,18 @@ def package_versions() -> dict[str, str]:
 
 
 def apply_threads(config: Config) -> None:
-    """Cap BLAS/OpenMP and torch intra-op threads at ``--omp-nthreads``."""
+    """Cap BLAS/OpenMP and torch intra-op threads at ``--omp-nthreads``.
+
+    OMP_THREAD_LIMIT also caps the OpenMP teams CHOLMOD asks for itself (four, whatever
+    OMP_NUM_THREADS says), whose idle threads cost a fifth of a refit's time on 2 cores
+    (benchmarks/RESULTS.md, OpenMP thread limit). An OpenMP runtime reads it when it
+    loads, so it holds in the worker processes started after this call (the bootstrap's
+    refits), not in this one: importing scipy.optimize has loaded CHOLMOD already.
+    """
     from threadpoolctl import threadpool_limits
 
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS"):
         os.environ[var] = str(config.omp_nthreads)  # inherited by worker processes
     threadpool_limits(limits=config.omp_nthreads)
     import torch

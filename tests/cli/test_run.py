@@ -73,3 +73,30 @@ def test_readme_lists_every_exit_code():
     readme = (REPO / "README.md").read_text()
     table = readme.split("### Exit codes", 1)[1].split("\n\n", 2)[1]
     assert {int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)} == set(EXIT_CODES)
+
+
+def _omp_thread_limit() -> int:
+    """The OpenMP thread limit CHOLMOD's runtime (the system libgomp) holds here."""
+    import ctypes
+
+    from sksparse import cholmod  # noqa: F401  (loads the runtime as the refits do)
+
+    return ctypes.CDLL("libgomp.so.1").omp_get_thread_limit()
+
+
+def test_omp_nthreads_caps_openmp_teams_in_worker_processes(monkeypatch):
+    """--omp-nthreads reaches the OpenMP runtime of the bootstrap's worker processes as a
+    thread limit, which also binds the four-thread teams CHOLMOD requests itself."""
+    from types import SimpleNamespace
+
+    from joblib.externals.loky import get_reusable_executor
+
+    from bids_app.cli.run import apply_threads
+
+    for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "7")  # restored after the test
+    apply_threads(SimpleNamespace(omp_nthreads=1))
+    workers = get_reusable_executor(max_workers=2, reuse=False)  # started after the call
+    limits = [workers.submit(_omp_thread_limit).result() for _ in range(2)]
+    assert limits == [1, 1]
