@@ -11,8 +11,13 @@ points are used, so the same script measures another checkout
 (``PYTHONPATH=/path/to/other/tree``); run two checkouts side by side to compare them
 at the same load.
 
+``--bold`` takes one hemisphere of a dataset's run instead (a GIFTI series, its
+surface, TR and optionally a confounds table for 24P), fitted as the workflow fits it
+(evidence-selected MAP, no bias correction); the factorisations of the refits are
+counted too (a field in the likelihood's flat end refactorises more).
+
     .venv/bin/python benchmarks/bench_refit_steps.py [--study fslr32k] [--B 2] [--R 10]
-        [--plain]
+        [--plain] [--bold FUNC.GII --surface SURF.GII --tr TR [--confounds TSV]]
 """
 
 from __future__ import annotations
@@ -23,15 +28,22 @@ import os
 import pstats
 import tempfile
 import time
+from pathlib import Path
 
 for _var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import numpy as np  # noqa: E402
 from bench_bootstrap import STUDIES, point_estimate, synthetic_study  # noqa: E402
 
 from bids_app.bootstrap import double_bootstrap  # noqa: E402
+from bids_app.bootstrap.intervals import BootstrapOptions  # noqa: E402
 from bids_app.digest import array_digest  # noqa: E402
+from bids_app.fit import FitOptions, clean_usable_vertices, fit_hemisphere  # noqa: E402
+from bids_app.inference import refit as refit_module  # noqa: E402
 from bids_app.inference.refit import MapRefit  # noqa: E402
+from bids_app.io.confounds import read_confounds, strategy_regressors  # noqa: E402
+from bids_app.io.surface_files import load_func_gifti, load_surface  # noqa: E402
 from bids_app.preprocess import clean  # noqa: E402
 from bids_app.surrogate import load_surrogate  # noqa: E402
 
@@ -70,6 +82,34 @@ def steps(stats: dict) -> dict[str, float]:
     }
 
 
+def synthetic_refit(study_name: str):
+    """The bench_bootstrap study's cleaned series, point estimate and refit."""
+    study = STUDIES[study_name]
+    tr, n_frames = study["tr"], study["n_frames"]
+    surrogate = load_surrogate("1p", tr, n_frames)
+    prior, _, y = synthetic_study(study["space"], tr, n_frames, 0)
+    y_clean = clean(y, tr, surrogate.preprocessing)
+    theta_t_hat, precision, _, noise_ar = point_estimate(prior, surrogate, y_clean, tr)
+    return y_clean, theta_t_hat, MapRefit(surrogate, precision, theta_t_hat, tr,
+                                          noise_ar=noise_ar)
+
+
+def dataset_refit(bold: Path, surface: Path, tr: float, confounds: Path | None):
+    """One hemisphere of a dataset's run, fitted as the workflow fits it (24P when a
+    confounds table is given), without the bias correction or the bootstrap."""
+    series, _ = load_func_gifti(bold)
+    mesh = load_surface(surface)
+    regressors = None
+    if confounds is not None:
+        _, regressors = strategy_regressors(read_confounds(confounds), "24P")
+    surrogate = load_surrogate("1p", tr, series.shape[1])
+    options = FitOptions(bootstrap=BootstrapOptions(mode="none"), bias_correction="none")
+    result = fit_hemisphere(series, mesh, tr, surrogate, options, confounds=regressors)
+    y_clean, *_ = clean_usable_vertices(series, np.arange(len(series)), len(mesh[0]), tr,
+                                        surrogate.preprocessing, mesh, regressors, "run")
+    return y_clean, result.theta_t, result.refit
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", choices=sorted(STUDIES), default="fslr32k")
@@ -78,15 +118,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--plain", action="store_true",
                         help="no profiler (it adds ~25 %%): the total CPU per refit only")
+    parser.add_argument("--bold", type=Path, help="a hemisphere's GIFTI series instead")
+    parser.add_argument("--surface", type=Path, help="its surface (with --bold)")
+    parser.add_argument("--tr", type=float, help="its repetition time, s (with --bold)")
+    parser.add_argument("--confounds", type=Path, help="its confounds table (24P; optional)")
     args = parser.parse_args()
-    study = STUDIES[args.study]
-    tr, n_frames = study["tr"], study["n_frames"]
-    surrogate = load_surrogate("1p", tr, n_frames)
-    prior, _, y = synthetic_study(study["space"], tr, n_frames, 0)
-    y_clean = clean(y, tr, surrogate.preprocessing)
-    theta_t_hat, precision, _, noise_ar = point_estimate(prior, surrogate, y_clean, tr)
-    refit = MapRefit(surrogate, precision, theta_t_hat, tr, noise_ar=noise_ar)
+    if args.bold is not None:
+        if args.surface is None or args.tr is None:
+            parser.error("--bold needs --surface and --tr")
+        label = args.bold.name
+        y_clean, theta_t_hat, refit = dataset_refit(args.bold, args.surface, args.tr,
+                                                    args.confounds)
+    else:
+        label = args.study
+        y_clean, theta_t_hat, refit = synthetic_refit(args.study)
+    tr = refit.tr
     refit(y_clean)  # the sparse analysis and the likelihood table, as each worker once
+    factorised = sum(c.n_factorizations for c in refit_module._CHOLESKY.values())
 
     profiler = cProfile.Profile(time.process_time)
     run = profiler.runcall if not args.plain else lambda f, *a, **k: f(*a, **k)
@@ -97,9 +145,10 @@ def main() -> None:
                      progress=False)
         cpu = time.process_time() - cpu
     n = result.n_refits
-    print(f"{args.study}: {y.shape[0]} vertices, B={args.B} R={args.R}, {n} refits in "
-          f"process; load average {os.getloadavg()[0]:.1f}; intervals digest "
-          f"{array_digest(result.lower)[:12]}")
+    factorised = sum(c.n_factorizations for c in refit_module._CHOLESKY.values()) - factorised
+    print(f"{label}: {y_clean.shape[0]} vertices, B={args.B} R={args.R}, {n} refits in "
+          f"process, {factorised / n:.2f} factorisations per refit; load average "
+          f"{os.getloadavg()[0]:.1f}; intervals digest {array_digest(result.lower)[:12]}")
     if args.plain:
         print(f"  total {cpu / n:.3f} CPU-s per refit (no profiler)")
         return
