@@ -6,16 +6,16 @@ units on the HCP-calibrated fsLR study, four bootstrap SEs). A parametric step c
 run's regime is fitted (:mod:`bids_app.bias.noise_match`: the noise colour from the
 mean spectrum, each vertex's signal-to-noise ratio from its own), runs are simulated at
 the estimated field under it and refitted exactly as the resamples are (κ, τ² and any φ
-fixed, warm-started), and the mean shift θ̃_sim − θ̃̂, averaged over vertices with similar
-estimates, is the bias. The estimate and its bootstrap intervals are moved by −shift.
+fixed, warm-started), and the mean shift θ̃_sim − θ̃_at, averaged over vertices with similar
+values, is the bias. Regime and simulations are taken at the estimate less the bias, so
+the bias is found as a fixed point, by iteration. The estimate and its bootstrap
+intervals are moved by −shift.
 Where the matched regime does not reproduce the run's spectrum (nuisance the simulator
 lacks, or data filtered before they reached the app) nothing is moved, and the sidecar
 says why.
 
-Measured on the fsLR study at the true κ, τ² (1p-v3): under the HCP calibration the
-offset −0.121 → −0.024, spatial SD 0.035 → 0.023; with every vertex's nuisance drawn
-from the training prior (where the surrogate is nearly right) −0.031 → +0.016, SD 0.028
-→ 0.028. Full figures: benchmarks/bench_bootstrap.py.
+Measured (1p-v6, evidence-selected MAP, benchmarks/bench_bootstrap.py): latent offset
++0.326 → +0.027 on the fsaverage5 white study, −0.072 → −0.001 on the fsLR one.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from bids_app.simulate.bold import sample_nuisance, simulate_bold
 N_SIMULATIONS = 2
 # Quantile bins of the estimate the shift is averaged in (smooth_in_estimate).
 N_BINS = 20
-# Times the regime is matched: at the estimate, then twice at the estimate less the shift
-# (fsaverage5 white study: latent bias left +0.111 → +0.010 and +0.131 → +0.060 over two
-# seeds, the third match changing it by < 0.01; fsLR 32k unchanged, −0.005 → +0.005;
-# benchmarks/RESULTS.md, "matched at the corrected estimate").
+# Iterations of the fixed point (simulated_bias): the fsaverage5 white study's latent bias
+# left goes +0.111 → +0.027 and +0.131 → +0.055 (seeds 0, 1), a fourth iteration moves it
+# < 0.003, and the fsLR 32k study's stays at −0.005 → −0.001 (benchmarks/RESULTS.md,
+# "the fixed point of the simulated correction").
 N_MATCHES = 3
 
 LOGGER = logging.getLogger(__name__)
@@ -82,10 +82,11 @@ def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
     """Shift of refits of runs simulated at the estimate under the matched regime,
     averaged over the simulations and over vertices with similar estimates.
 
-    The regime is matched at the estimate first, then again at the estimate less the
-    shift (``n_matches`` in all): the regime's signal-to-noise ratios are read through the
-    HRF, so a regime matched at a biased estimate misstates them, and with them the bias
-    (docs/method.md §5).
+    The bias is the fixed point of that map, found by iterating it ``n_matches`` times:
+    the regime is matched, and runs simulated, at the estimate less the current shift
+    (the first time at the estimate). The regime's signal-to-noise ratios are read through
+    the HRF, so a regime matched at a biased estimate misstates them, and with them the
+    bias (docs/method.md §5).
 
     Parameters
     ----------
@@ -102,12 +103,11 @@ def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
     """
     surrogate, tr = refit.surrogate, refit.tr
     model, spec = surrogate.model, surrogate.preprocessing
-    theta = model.to_theta(theta_t_hat)
     shift = np.zeros_like(theta_t_hat, dtype=float)
     for _ in range(n_matches):
-        match, nuisance = matched_nuisance(surrogate, y_clean,
-                                           model.to_theta(theta_t_hat - shift), tr,
-                                           confounds, seed)
+        at = theta_t_hat - shift
+        theta = model.to_theta(at)
+        match, nuisance = matched_nuisance(surrogate, y_clean, theta, tr, confounds, seed)
         if (misfit := match.misfit()) is not None:
             return SimulatedBias(np.zeros_like(shift), match, 0, seed, skipped=misfit)
         total = np.zeros_like(shift)
@@ -115,8 +115,8 @@ def simulated_bias(refit, theta_t_hat: np.ndarray, y_clean: np.ndarray,
             rng = np.random.default_rng([seed, 2, k])
             y = clean(simulate_bold(model, theta, tr, y_clean.shape[1], nuisance, rng), tr,
                       spec, confounds)
-            total += refit(y) - theta_t_hat
-        shift = smooth_in_estimate(theta_t_hat, total / n_simulations)
+            total += refit(y) - at
+        shift = smooth_in_estimate(at, total / n_simulations)
     return SimulatedBias(shift, match, n_simulations, seed, rates=nuisance["rate"])
 
 
