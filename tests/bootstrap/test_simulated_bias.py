@@ -92,3 +92,25 @@ def test_matching_the_regime_again_at_the_corrected_estimate_removes_more_bias()
         bias = simulated_bias(refit, theta_t, y_clean, None, seed=0, n_matches=n_matches)
         left[n_matches] = abs((theta_t[:, 0] - bias.shift[:, 0] - truth_t).mean())
     assert left[3] < 0.6 * left[1]
+
+
+class FlatEstimator:
+    """The shipped refit's surrogate and TR, but an estimate that does not follow the
+    simulated field at all (a likelihood's flat stretch, taken to the limit)."""
+
+    def __init__(self, refit, estimate):
+        self.surrogate, self.tr, self.estimate = refit.surrogate, refit.tr, estimate
+
+    def __call__(self, y):
+        return self.estimate
+
+
+def test_where_the_estimate_does_not_follow_the_field_the_first_pass_is_kept(study):
+    """Iterating the fixed point there would walk the correction off without end: every
+    pass moves the field and the simulated estimates stay put. The first pass is kept."""
+    _, y_clean, refit, theta_t = study
+    flat = FlatEstimator(refit, theta_t + 0.3)
+    bias = simulated_bias(flat, theta_t, y_clean, None, seed=0)
+    assert bias.iterations == 1
+    np.testing.assert_allclose(bias.shift, 0.3, atol=1e-9)
+    assert bias.sidecar()["FixedPointIterations"] == 1
