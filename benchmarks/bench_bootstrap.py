@@ -59,7 +59,7 @@ from bids_app.bootstrap.double import resample_series, resampling_plan  # noqa: 
 from bids_app.bootstrap.intervals import shift_result  # noqa: E402
 from bids_app.bootstrap.resample import fade_frames  # noqa: E402
 from bids_app.inference.likelihood_choice import select_likelihood  # noqa: E402
-from bids_app.inference.refit import MapRefit  # noqa: E402
+from bids_app.inference.refit import REFIT_OPTIONS, MapRefit  # noqa: E402
 from bids_app.io.templates import template_mesh  # noqa: E402
 from bids_app.models import ONE_PARAM  # noqa: E402
 from bids_app.preprocess import clean  # noqa: E402
@@ -150,8 +150,8 @@ def refit_cost(plan, fit, y_clean: np.ndarray, n: int = 1, n_inner: int = 10
                 loglik = m.surrogate.loglik(summaries, m.tr, y_clean.shape[1], m.n_regressors,
                                             noise_ar=m.noise_ar)
                 c3 = time.process_time()
-                result = fit_map(loglik, m.precision, m.theta_t0, laplace=False, keep_floor=True,
-                                 observed=m.observed, **m.map_options)
+                result = fit_map(loglik, m.precision, m.theta_t0, observed=m.observed,
+                                 **{**REFIT_OPTIONS, **m.map_options})
                 steps["newton_iterations"].append(result.n_iter)
             else:
                 c2 = c3 = c1

@@ -245,15 +245,13 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
             break
         d, cg_iter, indefinite = None, 0, False
         if not stale and (own_factor or reuse_factor) and chol.holds(system.pattern):
-            if floored_only:
-                d, cg_iter, indefinite = None, 0, True
-            else:
+            if not floored_only:
                 exact = symmetric_blocks(neg_hess)
                 d, cg_iter, indefinite = _pcg_direction(system.assemble(Qb, exact), grad, chol)
-            if indefinite:  # the step a failed exact factorisation would fall back to
+            if floored_only or indefinite:  # the step a failed exact factorisation takes
                 floored = floor_blocks(neg_hess, hess_floor)[0]
                 d, more, _ = _pcg_direction(system.assemble(Qb, floored), grad, chol)
-                cg_iter += more
+                cg_iter, indefinite = cg_iter + more, True
         if d is None:
             held, fell_back = _factorize_newton(chol, system, Qb, neg_hess, hess_floor,
                                                 indefinite or (stale and was_indefinite)

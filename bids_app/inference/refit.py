@@ -21,6 +21,9 @@ from bids_app.prior import SparseCholesky
 
 # Vertices cleaned per call (see clean_by_rows).
 CLEAN_ROWS = 1024
+# How every refit's MAP differs from fit_map's defaults: no evidence, so no exact
+# log-determinant at the mode, and so no exact curvature once it proved indefinite.
+REFIT_OPTIONS = {"laplace": False, "keep_floor": True}
 
 
 @dataclass
@@ -42,8 +45,7 @@ class MapRefit:
         Vertices with usable data, as given to the point estimate's MAP.
     map_options : dict
         Extra scalar keyword arguments of :func:`bids_app.inference.fit_map`
-        (default there, except ``laplace=False``: refits need no evidence, and
-        ``keep_floor=True``).
+        (default there, except :data:`REFIT_OPTIONS`).
     n_regressors : int
         Confound columns removed from the original run; resamples of its cleaned series
         are summarised as such series (the surrogate is conditioned on the count).
@@ -95,13 +97,12 @@ class MapRefit:
 
 def refit_map(loglik, refit, token: str) -> np.ndarray:
     """Latent MAP (V, P) of a resample's log-likelihood with ``refit``'s precision, warm
-    start, observed vertices and MAP options (κ, τ² fixed; no evidence: ``laplace`` off,
-    so the exact curvature is not needed once it proved indefinite: ``keep_floor``).
+    start, observed vertices and MAP options (κ, τ² fixed; :data:`REFIT_OPTIONS`).
     The sparse analysis of D + Q is kept per process for the refit setting ``token``."""
     if token not in _CHOLESKY:
         _CHOLESKY.clear()  # keep one: a process runs one hemisphere at a time
         _CHOLESKY[token] = SparseCholesky()
-    options = {"laplace": False, "keep_floor": True, **refit.map_options}
+    options = {**REFIT_OPTIONS, **refit.map_options}
     result = fit_map(loglik, refit.precision, refit.theta_t0, chol=_CHOLESKY[token],
                      observed=refit.observed, **options)
     return np.asarray(result.theta_t)

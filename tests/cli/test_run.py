@@ -89,9 +89,12 @@ def test_omp_nthreads_caps_openmp_teams_in_worker_processes(monkeypatch):
     thread limit, which also binds the four-thread teams CHOLMOD requests itself."""
     from types import SimpleNamespace
 
+    import pytest
     from joblib.externals.loky import get_reusable_executor
 
     from bids_app.cli.run import apply_threads
+
+    pytest.importorskip("sksparse", reason="CHOLMOD (scikit-sparse) not installed")
 
     for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS"):
