@@ -90,7 +90,7 @@ def test_omp_nthreads_caps_openmp_teams_in_worker_processes(monkeypatch):
     from types import SimpleNamespace
 
     import pytest
-    from joblib.externals.loky import get_reusable_executor
+    from joblib.externals.loky import ProcessPoolExecutor
 
     from bids_app.cli.run import apply_threads
 
@@ -100,6 +100,8 @@ def test_omp_nthreads_caps_openmp_teams_in_worker_processes(monkeypatch):
                 "MKL_NUM_THREADS"):
         monkeypatch.setenv(var, "7")  # restored after the test
     apply_threads(SimpleNamespace(omp_nthreads=1))
-    workers = get_reusable_executor(max_workers=2, reuse=False)  # started after the call
-    limits = [workers.submit(_omp_thread_limit).result() for _ in range(2)]
+    # Workers of loky (joblib's backend) started after the call; not joblib's shared
+    # executor, which later tests in this process reuse.
+    with ProcessPoolExecutor(max_workers=2) as workers:
+        limits = [workers.submit(_omp_thread_limit).result() for _ in range(2)]
     assert limits == [1, 1]
