@@ -15,6 +15,7 @@ from typing import Any
 
 from bids_app.errors import MissingInputError, OutputError, UsageError
 from bids_app.models import DEFAULT_MODEL
+from bids_app.threads import thread_counts
 
 _LABEL = re.compile(r"^[0-9A-Za-z]+$")
 # Hyperparameter grids searched by Laplace evidence when none are given (their selection
@@ -216,8 +217,7 @@ def make_config(args: Any) -> Config:
     if not fmriprep_dir.is_dir():
         raise MissingInputError(f"--derivatives fmriprep={fmriprep_dir} does not exist")
 
-    nprocs = args.nprocs or os.cpu_count() or 1
-    omp = args.omp_nthreads or max(1, (os.cpu_count() or 1) // nprocs)
+    nprocs, omp = thread_counts(args.nprocs, args.omp_nthreads)
     work_dir = Path(args.work_dir or Path.cwd() / "work").expanduser().resolve()
 
     filters = read_bids_filters(args.bids_filter_file) if args.bids_filter_file else {}

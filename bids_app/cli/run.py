@@ -23,6 +23,7 @@ from bids_app.cli.parser import parse_command_line
 from bids_app.config import Config, make_config, make_folder
 from bids_app.errors import EXIT_SIGTERM, HemocouplingError
 from bids_app.io.refit_progress import refits_kept
+from bids_app.threads import set_thread_variables
 
 LOGGER = logging.getLogger("hemocoupling")
 LOGGER.addHandler(logging.NullHandler())  # errors before logging starts go to stderr once
@@ -196,19 +197,11 @@ def package_versions() -> dict[str, str]:
 
 
 def apply_threads(config: Config) -> None:
-    """Cap BLAS/OpenMP and torch intra-op threads at ``--omp-nthreads``.
-
-    OMP_THREAD_LIMIT also caps the OpenMP teams CHOLMOD asks for itself (four, whatever
-    OMP_NUM_THREADS says), whose idle threads cost a fifth of a refit's time on 2 cores
-    (benchmarks/RESULTS.md, OpenMP thread limit). An OpenMP runtime reads it when it
-    loads, so it holds in the worker processes started after this call (the bootstrap's
-    refits), not in this one: importing scipy.optimize has loaded CHOLMOD already.
-    """
+    """Cap BLAS/OpenMP and torch intra-op threads at ``--omp-nthreads``, here and in the
+    worker processes started after this call (:mod:`bids_app.threads`)."""
     from threadpoolctl import threadpool_limits
 
-    for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS",
-                "MKL_NUM_THREADS"):
-        os.environ[var] = str(config.omp_nthreads)  # inherited by worker processes
+    set_thread_variables(config.omp_nthreads)
     threadpool_limits(limits=config.omp_nthreads)
     import torch
 

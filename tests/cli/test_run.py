@@ -105,3 +105,42 @@ def test_omp_nthreads_caps_openmp_teams_in_worker_processes(monkeypatch):
     with ProcessPoolExecutor(max_workers=2) as workers:
         limits = [workers.submit(_omp_thread_limit).result() for _ in range(2)]
     assert limits == [1, 1]
+
+
+_MAIN_PROCESS_LIMIT = """
+import ctypes, sys
+from bids_app.cli import launch
+sys.argv = ["hemocoupling", "--omp-nthreads", "1", "--version"]
+try:
+    launch.main()
+except SystemExit:
+    pass
+print(ctypes.CDLL("libgomp.so.1").omp_get_thread_limit())
+"""
+
+
+def test_the_command_caps_openmp_teams_in_its_own_process_too():
+    """The command sets the limit from its arguments before scipy.optimize loads
+    CHOLMOD's OpenMP runtime, so the point estimate in the main process is bound too."""
+    import os
+
+    import pytest
+
+    pytest.importorskip("sksparse", reason="CHOLMOD (scikit-sparse) not installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "OPENBLAS_"))}
+    out = subprocess.run([sys.executable, "-c", _MAIN_PROCESS_LIMIT], env=env, check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out[-1] == "1"
+
+
+def test_thread_flags_are_read_before_parsing(monkeypatch):
+    import os
+
+    from bids_app.threads import THREAD_VARIABLES, limit_threads_from_argv
+
+    for var in THREAD_VARIABLES:
+        monkeypatch.setenv(var, "7")  # restored after the test
+    limit_threads_from_argv(["bids", "out", "participant", "--omp-nthreads", "zero"])
+    assert os.environ["OMP_THREAD_LIMIT"] == "7"  # left for the parser to reject
+    limit_threads_from_argv(["bids", "out", "participant", "--n_cpus=2", "--omp-nthreads=3"])
+    assert {os.environ[var] for var in THREAD_VARIABLES} == {"3"}
