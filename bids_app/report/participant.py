@@ -291,6 +291,12 @@ def _diagnostics_section(fit: LoadedFit, section: Section, output_dir: Path) -> 
         if check.get("in_distribution", check.get("Passed")) is False:
             message = check.get("message") or "outside the surrogate's training distribution"
             section.notes.append(f"{label}: calibration check failed: {message}.")
+        bias = record.get("SimulatedBiasCorrection") or {}
+        if bias.get("Method") == "none" and (record.get("Bootstrap") or {}).get("B"):
+            section.notes.append(
+                f"{label}: no simulated bias correction ({bias.get('Reason')}); the "
+                "intervals hold the estimate's random error only, not the learned "
+                "likelihood's bias under this run's nuisance (docs/limitations.md).")
         traces = numeric_series(check) if isinstance(check, Mapping) else {}
         rows = [[_label(k), format_value(v)] for k, v in check.items() if k not in traces]
         section.calibration.append({"label": label, "rows": rows})

@@ -150,6 +150,7 @@ def test_gifti_report_has_maps_diagnostics_and_methods(tmp_path):
     assert "selected on the grid boundary" not in html  # interior selection: no warning
     assert "noise AR(1) φ" in html and "<td>0.025</td>" in html
     assert "as autocorrelated" not in html  # φ inside the trained range: no warning
+    assert "no simulated bias correction" not in html  # applied: nothing to say
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -228,6 +229,24 @@ def test_failed_quality_gate_is_a_banner_with_reasons(tmp_path):
     assert "L: 100% of vertices sit at a bound" in banner and "R:" not in banner
     assert html.index("QUALITY GATE FAILED") < html.index("<h3>Fit</h3>")
     assert "<td>At range bound</td>" in html and "<td>NO</td>" in html
+
+
+def test_skipped_bias_correction_says_what_the_intervals_hold(tmp_path):
+    """Where the correction did not run, the reader learns that the intervals omit the
+    likelihood's bias, for that hemisphere only."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(6)
+    reason = "RMS log ratio 0.48 above 0.1"
+    for hemi, record in (("L", {"Method": "none", "Reason": reason}),
+                         ("R", {"Method": "simulation", "Simulations": 2})):
+        ents = {"sub": "01", "task": "rest", "run": "1", "hemi": hemi, "space": "tiny"}
+        meta = replace(_metadata(), bias_correction=record)
+        write_parameter_maps(tmp_path, ParameterMaps(ents, "1p", _params(rng, N, slice(0, 6)),
+                                                     meta))
+    html = _report(tmp_path).read_text()
+    assert f"L: no simulated bias correction ({reason}); the intervals hold" in html
+    assert "R: no simulated bias correction" not in html
 
 
 def test_reports_only_needs_the_figures(tmp_path):
