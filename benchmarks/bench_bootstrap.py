@@ -91,18 +91,30 @@ def synthetic_study(space: str, tr: float, n_frames: int, seed: int, center: boo
     when given, sets the drawn settings that are one per run (beyond-AR(1) nuisance).
     """
     rng = np.random.default_rng(seed)
+    prior, truth_t = study_field(space, rng, center)
+    y = study_run(truth_t, tr, n_frames, rng, nuisance_prior, per_run)
+    return prior, truth_t, y
+
+
+def study_field(space: str, rng: np.random.Generator, center: bool = True):
+    """The study's mesh prior and true latent field (:func:`synthetic_study`)."""
     vertices, faces = template_mesh(space, "L")
     mask = nib.load(CORTEX_L).agg_data() > 0 if space == "fsLR" else None
     prior = SPDEPrior(fem_matrices(vertices, faces, mask))
     truth_t = prior.sample(TRUE_KAPPA, TRUE_TAU2, rng)[:, 0]
     if center:
         truth_t = truth_t - truth_t.mean()
+    return prior, truth_t
+
+
+def study_run(truth_t: np.ndarray, tr: float, n_frames: int, rng: np.random.Generator,
+              nuisance_prior: NuisancePrior = HCP_1P, per_run=None) -> np.ndarray:
+    """One raw run (V, T) of the field: nuisance drawn, series simulated."""
     theta = ONE_PARAM.to_theta(truth_t[:, None])
     nuisance = sample_nuisance(nuisance_prior, theta.shape[0], rng)
     if per_run is not None:
         nuisance = per_run(nuisance)
-    y = simulate_bold(ONE_PARAM, theta, tr, n_frames, nuisance, rng)
-    return prior, truth_t, y
+    return simulate_bold(ONE_PARAM, theta, tr, n_frames, nuisance, rng)
 
 
 def point_estimate(prior: SPDEPrior, surrogate, y_clean: np.ndarray, tr: float):
