@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.interpolate import RectBivariateSpline
+from scipy.interpolate import RectBivariateSpline, make_interp_spline
 
 from bids_app.surrogate.flow_derivatives import CHUNK as JET_CHUNK
 from bids_app.surrogate.flow_derivatives import FlowJet, supports
@@ -147,31 +147,16 @@ class LoglikTable:
         """The spline and its θ̃-derivatives in one pass (three ``spline.ev`` calls cost
         four times as much, 16 % of a bootstrap refit at fsLR 32k: benchmarks/RESULTS.md,
         "fsLR 32k intervals under 10 minutes"); equal to them to rounding. Per vertex the
-        s-weights contract the coefficients to a cubic spline in θ̃, whose derivatives
-        are the splines of its differenced coefficients (de Boor)."""
+        s-weights contract the coefficients to a cubic spline in θ̃."""
         theta_t = np.asarray(theta_t, dtype=np.float64)
         inner = np.clip(theta_t, -THETA_LIMIT, THETA_LIMIT)
         s_span, s_basis = s_weights
-        span, (b1, b2, b3) = cubic_bases(self.theta_knots, inner)
+        span, bases = cubic_bases(self.theta_knots, inner)
         # the 4 × 4 coefficients around each point, gathered as four runs of four
         windows = sliding_window_view(self.coeffs, 4, axis=1)
         block = windows[s_span[:, None] + np.arange(-3, 1), (span - 3)[:, None]]
         c = np.einsum("va,vab->vb", s_basis, block)  # coefficients d_{i-3..i} in θ̃
-        t = self.theta_knots
-        j = span[:, None] + np.arange(-2, 1)
-        c1 = 3.0 * np.diff(c, axis=1) / (t[j + 3] - t[j])
-        j = span[:, None] + np.arange(-1, 1)
-        c2 = 2.0 * np.diff(c1, axis=1) / (t[j + 2] - t[j])
-        value = np.einsum("vb,vb->v", b3, c)
-        d1 = np.einsum("vb,vb->v", b2, c1)
-        d2 = np.einsum("vb,vb->v", b1, c2)
-        beyond = theta_t - inner
-        if np.any(beyond):
-            curv = np.minimum(d2, -1.0)
-            value = value + d1 * beyond + 0.5 * curv * beyond**2
-            d1 = d1 + curv * beyond
-            d2 = np.where(beyond != 0, curv, d2)
-        return value, d1, d2
+        return theta_spline(self.theta_knots, span, bases, c, theta_t - inner)
 
     def bind(self, summaries: np.ndarray) -> LoglikFn:
         """The contract callable for fixed summaries (V, 1)."""
@@ -183,6 +168,89 @@ class LoglikTable:
             return value, d1[:, None], d2[:, None, None]
 
         return loglik
+
+
+class LoglikTable2:
+    """Tricubic-spline tabulation of log q(s₁, s₂ | θ̃, protocol) for a one-parameter
+    summary with a second output (``hemocoupling-train --summary-extra``).
+
+    As :class:`LoglikTable` with one more summary axis: the flow is evaluated once per
+    protocol on a grid, interpolated by a not-a-knot tensor-product cubic spline, and
+    for fixed summaries each vertex's weights contract the coefficients to one cubic
+    spline in θ̃, so a Newton iteration costs a few array look-ups. The two outputs are
+    nearly collinear (correlation −0.90 to −0.99 given θ̃ for the slow-end cards), so the
+    grid is laid along the summaries' principal axes (:func:`summary_axes`), each spanning
+    ``s_sds`` of its own SD: on the raw axes the narrow one fell between grid lines.
+    Figures (table error, build and evaluation time against the exact jets):
+    benchmarks/RESULTS.md, "the two-output summary, tabulated".
+    """
+
+    def __init__(self, flow: torch.nn.Module, protocol_vec: np.ndarray, n_s: int = 101,
+                 n_theta: int = 161, s_sds: float = 6.0):
+        self.centre, self.rotation, scales = summary_axes(flow, protocol_vec)
+        self.s_grids = [np.linspace(-s_sds * d, s_sds * d, n_s) for d in scales]
+        self.theta_grid = np.linspace(-THETA_LIMIT, THETA_LIMIT, n_theta)
+        u = np.stack(np.meshgrid(*self.s_grids, indexing="ij"), -1).reshape(-1, 2)
+        s = self.centre + u @ self.rotation.T
+        coeffs = exact_grid2(flow, protocol_vec, s, self.theta_grid).reshape(n_s, n_s, -1)
+        knots = []
+        for axis, grid in enumerate((*self.s_grids, self.theta_grid)):
+            spline = make_interp_spline(grid, coeffs, k=3, axis=axis)
+            coeffs = np.moveaxis(spline.c, 0, axis)
+            knots.append(spline.t)
+        self.s_knots, self.theta_knots = knots[:2], knots[2]
+        self.coeffs = coeffs  # (n_s, n_s, n_theta)
+
+    def s_weights(self, summaries: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per principal axis the knot spans (V,) and cubic B-spline weights (V, 4) of the
+        summaries (V, 2), clipped onto the grid: fixed for a bound likelihood."""
+        u = (np.asarray(summaries, dtype=np.float64).reshape(-1, 2) - self.centre) @ self.rotation
+        weights = []
+        for i, (knots, grid) in enumerate(zip(self.s_knots, self.s_grids, strict=True)):
+            span, bases = cubic_bases(knots, np.clip(u[:, i], grid[0], grid[-1]))
+            weights.append((span, bases[2]))
+        return weights
+
+    def bind(self, summaries: np.ndarray) -> LoglikFn:
+        """The contract callable for fixed summaries (V, 2): per evaluation, the 4 × 4 × 4
+        coefficients around each point are contracted to a cubic in θ̃."""
+        (span1, w1), (span2, w2) = self.s_weights(summaries)
+        i1 = (span1[:, None] + np.arange(-3, 1))[:, :, None, None]
+        i2 = (span2[:, None] + np.arange(-3, 1))[:, None, :, None]
+
+        def loglik(theta_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            th = np.asarray(theta_t, dtype=np.float64).reshape(-1)
+            inner = np.clip(th, -THETA_LIMIT, THETA_LIMIT)
+            span, bases = cubic_bases(self.theta_knots, inner)
+            i3 = (span[:, None] + np.arange(-3, 1))[:, None, None, :]
+            c = np.einsum("va,vb,vabt->vt", w1, w2, self.coeffs[i1, i2, i3])
+            value, d1, d2 = theta_spline(self.theta_knots, span, bases, c, th - inner)
+            return value, d1[:, None], d2[:, None, None]
+
+        return loglik
+
+
+def theta_spline(knots: np.ndarray, span: np.ndarray, bases: list[np.ndarray],
+                 c: np.ndarray, beyond: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Value and first two derivatives of per-point cubic splines in θ̃ (coefficients
+    ``c`` (V, 4) on the knot span, B-spline ``bases`` from :func:`cubic_bases`): the
+    derivatives are the splines of the differenced coefficients (de Boor). Points
+    ``beyond`` the table continue its boundary value and slope with a concave quadratic."""
+    b1, b2, b3 = bases
+    j = span[:, None] + np.arange(-2, 1)
+    c1 = 3.0 * np.diff(c, axis=1) / (knots[j + 3] - knots[j])
+    j = span[:, None] + np.arange(-1, 1)
+    c2 = 2.0 * np.diff(c1, axis=1) / (knots[j + 2] - knots[j])
+    value = np.einsum("vb,vb->v", b3, c)
+    d1 = np.einsum("vb,vb->v", b2, c1)
+    d2 = np.einsum("vb,vb->v", b1, c2)
+    if np.any(beyond):
+        curv = np.minimum(d2, -1.0)
+        value = value + d1 * beyond + 0.5 * curv * beyond**2
+        d1 = d1 + curv * beyond
+        d2 = np.where(beyond != 0, curv, d2)
+    return value, d1, d2
 
 
 def cubic_bases(knots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -214,6 +282,42 @@ def exact_grid(flow: torch.nn.Module, protocol_vec: np.ndarray, s_grid: np.ndarr
     context = torch.cat([theta, proto.expand(theta.shape[0], -1)], dim=1)
     s = torch.as_tensor(s_grid, dtype=dtype)
     return flow.log_prob_grid(s, context).double().numpy()
+
+
+@torch.no_grad()
+def exact_grid2(flow: torch.nn.Module, protocol_vec: np.ndarray, s_points: np.ndarray,
+                theta_grid: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """log q(s | θ̃) of a two-output flow at summaries (n, 2) × θ̃ values: (n, n_θ),
+    float64."""
+    dtype = next(flow.parameters()).dtype
+    n, n_theta = len(s_points), len(theta_grid)
+    s_all = np.repeat(s_points, n_theta, axis=0)
+    theta_all = np.tile(theta_grid, n)[:, None]
+    proto = torch.as_tensor(np.asarray(protocol_vec), dtype=dtype)
+    out = np.empty(len(s_all))
+    for start in range(0, len(s_all), chunk):
+        rows = slice(start, start + chunk)
+        theta = torch.as_tensor(theta_all[rows], dtype=dtype)
+        context = torch.cat([theta, proto.expand(len(theta), -1)], dim=1)
+        out[rows] = flow.log_prob(torch.as_tensor(s_all[rows], dtype=dtype),
+                                  context).double().numpy()
+    return out.reshape(n, n_theta)
+
+
+@torch.no_grad()
+def summary_axes(flow: torch.nn.Module, protocol_vec: np.ndarray, n: int = 20000,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Centre (2,), principal axes (2, 2; columns) and their SDs (2,) of summaries the
+    flow draws at the protocol, θ̃ ~ N(0, 1) as in training (a fixed seed: the same
+    table every time)."""
+    dtype = next(flow.parameters()).dtype
+    generator = torch.Generator().manual_seed(seed)
+    theta = torch.randn(n, 1, generator=generator, dtype=dtype)
+    proto = torch.as_tensor(np.asarray(protocol_vec), dtype=dtype)
+    s = flow.sample(torch.cat([theta, proto.expand(n, -1)], dim=1), generator)
+    s = s.double().numpy()
+    variances, rotation = np.linalg.eigh(np.cov(s, rowvar=False))
+    return s.mean(axis=0), rotation, np.sqrt(variances)
 
 
 def table_error(flow: torch.nn.Module, protocol_vec: np.ndarray, n: int = 5000,

@@ -27,6 +27,7 @@ from bids_app.surrogate.features import (
 from bids_app.surrogate.likelihood import (
     LoglikFn,
     LoglikTable,
+    LoglikTable2,
     autograd_loglik,
     flow_loglik,
 )
@@ -80,7 +81,7 @@ class Surrogate:
         self.flow.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("flow.")})
         self.summary.eval()
         self.flow.eval()
-        self._tables: dict[tuple, LoglikTable] = {}
+        self._tables: dict[tuple, LoglikTable | LoglikTable2] = {}
 
     # -- protocol -------------------------------------------------------------------------
     def protocol(self, tr: float, n_frames: int, n_regressors: int = 0) -> Protocol:
@@ -127,7 +128,7 @@ class Surrogate:
         that takes it (None: not told, the likelihood averaged over φ)."""
         proto = self.context_protocol(self.protocol(tr, n_frames, n_regressors))
         summaries = np.asarray(summaries, dtype=np.float32).reshape(-1, self.config.n_summary)
-        if self.config.n_summary == 1:
+        if self.model.n_params == 1 and self.config.n_summary <= 2:
             return self.table(proto, noise_ar).bind(summaries)
         return flow_loglik(self.flow, summaries, self.conditioning(proto, noise_ar),
                            self.model.n_params)
@@ -148,12 +149,15 @@ class Surrogate:
         return autograd_loglik(self.flow, summaries, self.conditioning(proto, noise_ar),
                                self.model.n_params)
 
-    def table(self, protocol: Protocol, noise_ar: float | None = None) -> LoglikTable:
-        """The (cached) tabulation of the 1p flow for one protocol (and φ)."""
+    def table(self, protocol: Protocol, noise_ar: float | None = None
+              ) -> LoglikTable | LoglikTable2:
+        """The (cached) tabulation of the 1p flow for one protocol (and φ), over one
+        summary or two (a card with a second output)."""
         vec = self.conditioning(protocol, noise_ar)
         key = tuple(vec.tolist())
         if key not in self._tables:
-            self._tables[key] = LoglikTable(self.flow, vec)
+            kind = LoglikTable if self.config.n_summary == 1 else LoglikTable2
+            self._tables[key] = kind(self.flow, vec)
         return self._tables[key]
 
     def check_calibration(self, y_clean: np.ndarray, tr: float, n_regressors: int = 0) -> dict:

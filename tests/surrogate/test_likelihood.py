@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bids_app.surrogate.likelihood import LoglikTable, autograd_loglik
+from bids_app.surrogate.likelihood import LoglikTable, LoglikTable2, autograd_loglik
 from bids_app.surrogate.networks import ScalarFlow, VectorFlow
 
 PROTO = np.array([0.1, -0.3, 0.2])
@@ -93,3 +93,26 @@ def test_table_evaluation_in_one_pass_equals_the_spline_and_its_derivatives():
     for got, dy in ((value, 0), (grad[:, 0], 1), (hess[:, 0, 0], 2)):
         np.testing.assert_allclose(got, table.spline.ev(s, theta, dy=dy), rtol=1e-10,
                                    atol=1e-9)
+
+
+def test_two_output_table_matches_the_flow_and_its_own_derivatives():
+    """A 1p card with a second summary output (S 2-D, θ̃ 1-D) is tabulated over
+    (s₁, s₂, θ̃): values near the flow's, derivatives those of the spline itself."""
+    torch.manual_seed(0)
+    flow = _flow(VectorFlow(2, 4, n_layers=2, hidden=16), 4, 0.1)
+    flow.summary_sd.fill_(0.5)
+    table = LoglikTable2(flow, PROTO, n_s=121, n_theta=121)
+    rng = np.random.default_rng(3)
+    s, theta = rng.normal(0, 0.5, (400, 2)), rng.normal(0, 1.2, (400, 1))
+    value, grad, hess = table.bind(s)(theta)
+    exact, exact_grad, _ = autograd_loglik(flow, s, PROTO, n_params=1)(theta)
+    bulk = exact > exact.max() - 8.0
+    assert np.median(np.abs(value - exact)[bulk]) < 1e-2
+    assert np.median(np.abs(grad - exact_grad)[bulk]) < 2e-2
+    h = 1e-4
+    v_plus, g_plus, _ = table.bind(s)(theta + h)
+    v_minus, g_minus, _ = table.bind(s)(theta - h)
+    np.testing.assert_allclose(grad[:, 0], (v_plus - v_minus) / (2 * h), atol=1e-5)
+    np.testing.assert_allclose(hess[:, 0, 0], (g_plus - g_minus)[:, 0] / (2 * h), atol=1e-4)
+    far = table.bind(np.zeros((2, 2)))(np.array([[4.999], [8.0]]))
+    assert np.all(np.isfinite(far[0])) and far[2][1, 0, 0] <= -1.0

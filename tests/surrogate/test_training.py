@@ -13,6 +13,7 @@ from bids_app.errors import UsageError
 from bids_app.models import ONE_PARAM
 from bids_app.simulate.confounds import STRATEGY_WIDTHS
 from bids_app.surrogate.features import N_BANDS, Protocol
+from bids_app.surrogate.likelihood import LoglikTable2, flow_loglik
 from bids_app.surrogate.registry import WEIGHTS_DIR, read_surrogate
 from bids_app.surrogate.training import (
     SLOW_THETA,
@@ -126,8 +127,9 @@ def test_training_regressors_take_slow_power_and_are_an_input():
 
 
 def test_cli_writes_a_two_output_1p_surrogate_scored_exactly(tmp_path):
-    """--summary-extra gives S = (E[θ̃|y], slow statistic) and a 2-D flow whose log q
-    and θ̃-derivatives (forward-mode jets, θ̃ 1-D) equal autograd's."""
+    """--summary-extra gives S = (E[θ̃|y], slow statistic) and a 2-D flow whose exact log q
+    and θ̃-derivatives (forward-mode jets, θ̃ 1-D) equal autograd's; the workflow reads
+    them from a table over (s₁, s₂, θ̃)."""
     out = tmp_path / "out"
     code = train_main(["--model", "1p", "--out", str(out), "--n-train", "256", "--n-val",
                        "128", "--epochs", "1", "--frames-range", "150", "170", "--id",
@@ -141,11 +143,16 @@ def test_cli_writes_a_two_output_1p_surrogate_scored_exactly(tmp_path):
     s = surrogate.summarize(y, 1.0, 24)
     assert s.shape == (6, 2)
     theta_t = np.linspace(-2.0, 2.0, 6)[:, None]
-    fast = surrogate.loglik(s, 1.0, 160, 24)(theta_t)
     exact = surrogate.exact_loglik(s, 1.0, 160, 24)(theta_t)
-    assert fast[1].shape == (6, 1) and fast[2].shape == (6, 1, 1)
-    for a, b in zip(fast, exact, strict=True):
+    proto = surrogate.context_protocol(surrogate.protocol(1.0, 160, 24))
+    jets = flow_loglik(surrogate.flow, s, surrogate.conditioning(proto, None), 1)(theta_t)
+    for a, b in zip(jets, exact, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    table = surrogate.loglik(s, 1.0, 160, 24)(theta_t)  # the workflow's path
+    assert isinstance(surrogate.table(proto), LoglikTable2)
+    assert table[1].shape == (6, 1) and table[2].shape == (6, 1, 1)
+    # a one-epoch flow is rough in θ̃; the table's accuracy: test_likelihood.py
+    np.testing.assert_allclose(table[0], exact[0], atol=0.3)
 
 
 def test_summary_extras_target_the_slow_end():
