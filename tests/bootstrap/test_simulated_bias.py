@@ -114,3 +114,14 @@ def test_where_the_estimate_does_not_follow_the_field_the_first_pass_is_kept(stu
     assert bias.iterations == 1
     np.testing.assert_allclose(bias.shift, 0.3, atol=1e-9)
     assert bias.sidecar()["FixedPointIterations"] == 1
+
+
+def test_a_shift_that_would_reorder_the_map_moves_its_level_only(study):
+    """Refits that exaggerate the map's pattern twice over would make the full shift
+    turn the map upside down; only the shift's mean is applied."""
+    _, y_clean, refit, theta_t = study
+    steep = FlatEstimator(refit, theta_t + 2.0 * (theta_t - theta_t.mean(axis=0)) + 0.1)
+    bias = simulated_bias(steep, theta_t, y_clean, None, seed=0)
+    assert bias.level_only and np.ptp(bias.shift) == 0.0
+    assert abs(float(bias.shift.mean()) - 0.1) < 0.02
+    assert bias.sidecar()["LevelOnly"] is True
