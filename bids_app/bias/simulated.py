@@ -10,9 +10,9 @@ fixed, warm-started), and the mean shift θ̃_sim − θ̃_at, averaged over ver
 values, is the bias. Regime and simulations are taken at the estimate less the bias, so
 the bias is found as a fixed point, by iteration. The estimate and its bootstrap
 intervals are moved by −shift; where subtracting the shift would reorder the map, by its
-mean only (:data:`MIN_PATTERN_CORRELATION`). Where the matched regime does not reproduce the run's spectrum (nuisance the simulator
-lacks, or data filtered before they reached the app) nothing is moved, and the sidecar
-says why.
+mean only (:data:`MIN_PATTERN_CORRELATION`). Where the matched regime does not reproduce
+the run's spectrum (nuisance the simulator lacks, or data filtered before they reached the
+app) nothing is moved, and the sidecar says why.
 
 Measured (1p-v6, evidence-selected MAP, benchmarks/bench_bootstrap.py): latent offset
 +0.326 → +0.027 on the fsaverage5 white study, −0.072 → −0.001 on the fsLR one.
