@@ -38,24 +38,27 @@ def limit_threads_from_argv(argv: Sequence[str]) -> None:
     """Set the thread variables from ``--nprocs`` and ``--omp-nthreads`` in ``argv``
     before any library loads OpenMP or BLAS.
 
-    Only the spelled-out flags are read; a value the parser will reject (or an
-    abbreviated flag, or a setting from ``--config-file``) leaves the environment alone
-    here and is reported, or applied, once the command line is parsed.
+    Only the spelled-out flags are read (``--flag N`` or ``--flag=N``, the last one
+    counting); a value the parser will reject (or an abbreviated flag, or a setting from
+    ``--config-file``) leaves the environment alone here and is reported, or applied,
+    once the command line is parsed.
     """
-    nprocs, omp = _flag_value(argv, NPROCS_FLAGS), _flag_value(argv, OMP_FLAGS)
-    if nprocs is None and omp is None and any(a in argv for a in (*NPROCS_FLAGS, *OMP_FLAGS)):
-        return  # given but not a positive integer: the parser says so
+    given = [_flag_text(argv, flags) for flags in (NPROCS_FLAGS, OMP_FLAGS)]
+    if any(text is not None and not _positive(text) for text in given):
+        return  # the parser says what is wrong
+    nprocs, omp = (int(text) if text is not None else None for text in given)
     set_thread_variables(thread_counts(nprocs, omp)[1])
 
 
-def _flag_value(argv: Sequence[str], flags: Sequence[str]) -> int | None:
-    """The last positive integer given to any of ``flags`` (``--flag N`` or
-    ``--flag=N``), else None."""
-    value = None
+def _flag_text(argv: Sequence[str], flags: Sequence[str]) -> str | None:
+    """The text last given to any of ``flags``, "" when the value is missing, else None."""
+    text = None
     for i, arg in enumerate(argv):
-        name, eq, text = arg.partition("=")
-        if name not in flags:
-            continue
-        text = text if eq else (argv[i + 1] if i + 1 < len(argv) else "")
-        value = int(text) if text.isdigit() and int(text) > 0 else None
-    return value
+        name, eq, value = arg.partition("=")
+        if name in flags:
+            text = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+    return text
+
+
+def _positive(text: str) -> bool:
+    return text.isdigit() and int(text) > 0

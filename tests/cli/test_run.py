@@ -93,11 +93,11 @@ def test_omp_nthreads_caps_openmp_teams_in_worker_processes(monkeypatch):
     from joblib.externals.loky import ProcessPoolExecutor
 
     from bids_app.cli.run import apply_threads
+    from bids_app.threads import THREAD_VARIABLES
 
     pytest.importorskip("sksparse", reason="CHOLMOD (scikit-sparse) not installed")
 
-    for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS",
-                "MKL_NUM_THREADS"):
+    for var in THREAD_VARIABLES:
         monkeypatch.setenv(var, "7")  # restored after the test
     apply_threads(SimpleNamespace(omp_nthreads=1))
     # Workers of loky (joblib's backend) started after the call; not joblib's shared
