@@ -35,7 +35,7 @@ from bids_app.bootstrap.periodogram_refit import periodogram_summaries
 from bids_app.config import default
 from bids_app.errors import InputValidationError
 from bids_app.inference.hemisphere import RunLikelihood, summed_loglik
-from bids_app.inference.refit import refit_map
+from bids_app.inference.refit import refit_map, refit_options
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ class CombinedRefit:
         q = sp.csr_matrix(self.precision)
         parts = [run.cache_token for run in self.runs]
         parts += [array_digest(q.data), array_digest(q.indices),
-                  array_digest(np.asarray(self.theta_t0)), repr(sorted(self.map_options.items())),
+                  array_digest(np.asarray(self.theta_t0)),
+                  repr(sorted(refit_options(self.map_options).items())),
                   "all" if self.observed is None else array_digest(np.asarray(self.observed))]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 

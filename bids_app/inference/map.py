@@ -163,7 +163,8 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
             chol: SparseCholesky | None = None, max_iter: int = 50, gtol: float = 1e-6,
             ftol: float = 1e-4, hess_floor: float = 1e-8,
             observed: np.ndarray | None = None, laplace: bool = True,
-            reuse_factor: bool = False, keep_floor: bool = False) -> MapResult:
+            reuse_factor: bool = False, keep_floor: bool = False,
+            cg_rtol: float = _CG_RTOL) -> MapResult:
     """Latent MAP field by damped Newton with a reused sparse Cholesky analysis.
 
     Parameters
@@ -207,6 +208,8 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
         it: where a field lies in the likelihood's flat end the exact curvature stays
         indefinite, and each failed trial cost CG iterations and, through them, stale
         factors (benchmarks/bench_refit_steps.py).
+    cg_rtol : float
+        Relative residual at which a preconditioned-CG Newton direction is accepted.
 
     Returns
     -------
@@ -247,10 +250,11 @@ def fit_map(loglik: LogLik, Q: sp.spmatrix, theta_t0: np.ndarray,
         if not stale and (own_factor or reuse_factor) and chol.holds(system.pattern):
             if not floored_only:
                 exact = symmetric_blocks(neg_hess)
-                d, cg_iter, indefinite = _pcg_direction(system.assemble(Qb, exact), grad, chol)
+                d, cg_iter, indefinite = _pcg_direction(system.assemble(Qb, exact), grad, chol,
+                                                       cg_rtol)
             if floored_only or indefinite:  # the step a failed exact factorisation takes
                 floored = floor_blocks(neg_hess, hess_floor)[0]
-                d, more, _ = _pcg_direction(system.assemble(Qb, floored), grad, chol)
+                d, more, _ = _pcg_direction(system.assemble(Qb, floored), grad, chol, cg_rtol)
                 cg_iter, indefinite = cg_iter + more, True
         if d is None:
             held, fell_back = _factorize_newton(chol, system, Qb, neg_hess, hess_floor,
@@ -367,8 +371,8 @@ def _thread_system(Qb: sp.csc_matrix, n_params: int) -> NewtonSystem:
     return held
 
 
-def _pcg_direction(A: sp.csc_matrix, grad: np.ndarray, chol: SparseCholesky
-                   ) -> tuple[np.ndarray | None, int, bool]:
+def _pcg_direction(A: sp.csc_matrix, grad: np.ndarray, chol: SparseCholesky,
+                   rtol: float = _CG_RTOL) -> tuple[np.ndarray | None, int, bool]:
     """Newton direction d = −A⁻¹∇f by conjugate gradients preconditioned with the factor
     ``chol`` already holds (an earlier iterate's or grid point's D + Q).
 
@@ -387,7 +391,7 @@ def _pcg_direction(A: sp.csc_matrix, grad: np.ndarray, chol: SparseCholesky
         the curvature without trying to factorise the exact Hessian.
     """
     b = -grad
-    tol = _CG_RTOL * float(np.linalg.norm(b))
+    tol = rtol * float(np.linalg.norm(b))
     x = np.zeros_like(b)
     r = b.copy()
     z = chol.solve(r)

@@ -22,8 +22,15 @@ from bids_app.prior import SparseCholesky
 # Vertices cleaned per call (see clean_by_rows).
 CLEAN_ROWS = 1024
 # How every refit's MAP differs from fit_map's defaults: no evidence, so no exact
-# log-determinant at the mode, and so no exact curvature once it proved indefinite.
-REFIT_OPTIONS = {"laplace": False, "keep_floor": True}
+# log-determinant at the mode, and so no exact curvature once it proved indefinite; and
+# it stops when the Newton decrement λ (the distance left to the mode in the metric of
+# the posterior precision) is at most 0.1 (λ²/2 ≤ 5e-3 nats), with CG directions to a
+# relative residual of 1e-2, where the point estimate asks for 1e-4 in both: a refit
+# only has to land well inside its own sampling spread. On the fsLR 32k participant's
+# slow hemisphere the refits move by a median 2e-4 latent (at most 0.03, against a
+# spread over refits of 0.11) for 30 % fewer solves (benchmarks/RESULTS.md, "refit
+# tolerances").
+REFIT_OPTIONS = {"laplace": False, "keep_floor": True, "ftol": 5e-3, "cg_rtol": 1e-2}
 
 
 @dataclass
@@ -80,7 +87,7 @@ class MapRefit:
         q = sp.csr_matrix(self.precision)
         parts = [str(card.get("sha256", card.get("id", ""))), array_digest(q.data),
                  array_digest(q.indices), array_digest(np.asarray(self.theta_t0)),
-                 repr(float(self.tr)), repr(sorted(self.map_options.items())),
+                 repr(float(self.tr)), repr(sorted(refit_options(self.map_options).items())),
                  str(self.n_regressors), repr(self.noise_ar),
                  "all" if self.observed is None else array_digest(np.asarray(self.observed))]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
@@ -102,10 +109,15 @@ def refit_map(loglik, refit, token: str) -> np.ndarray:
     if token not in _CHOLESKY:
         _CHOLESKY.clear()  # keep one: a process runs one hemisphere at a time
         _CHOLESKY[token] = SparseCholesky()
-    options = {**REFIT_OPTIONS, **refit.map_options}
     result = fit_map(loglik, refit.precision, refit.theta_t0, chol=_CHOLESKY[token],
-                     observed=refit.observed, **options)
+                     observed=refit.observed, **refit_options(refit.map_options))
     return np.asarray(result.theta_t)
+
+
+def refit_options(map_options: dict) -> dict:
+    """The keyword arguments of a refit's :func:`fit_map`: :data:`REFIT_OPTIONS` unless
+    ``map_options`` says otherwise (the bootstrap cache key holds them too)."""
+    return {**REFIT_OPTIONS, **map_options}
 
 
 def clean_by_rows(y: np.ndarray, tr: float, spec: Preprocessing,
