@@ -179,11 +179,37 @@ def local_draws(n_ordinates: int, half_width: int, rng: np.random.Generator) -> 
     return np.where(k > n_ordinates - 1, 2 * (n_ordinates - 1) - k, k)
 
 
-def band_repeats(bands: np.ndarray, draws: np.ndarray
-                 ) -> list[tuple[slice, np.ndarray, np.ndarray]]:
-    """The bands whose draws repeat an ordinate: each band's columns and its pairs
-    j < j' (positions within the band) drawn from the same ordinate. They depend on the
-    draws alone, so a resample finds them once for all its rows.
+@dataclass(frozen=True)
+class BandRepeats:
+    """Where one resample's draws repeat an ordinate within a feature band; it depends on
+    the draws alone, so a resample finds it once for all its rows (:func:`band_repeats`).
+
+    Attributes
+    ----------
+    segments : array (S,) int
+        First column of each run of equal band labels (bands and the gaps between them),
+        for ``np.add.reduceat``.
+    segment : array (n,) int
+        The segment of each band that repeats a draw.
+    first, second : array (m,) int
+        Columns j < j' of the same band drawn from the same ordinate, grouped by band.
+    pair_starts : array (n,) int
+        Where each band's pairs start in ``first``/``second``.
+    column : array (J,) int
+        The repeating band of each column (its index in ``segment``), n for the others.
+    """
+
+    segments: np.ndarray
+    segment: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+    pair_starts: np.ndarray
+    column: np.ndarray
+
+
+def band_repeats(bands: np.ndarray, draws: np.ndarray) -> BandRepeats:
+    """The bands whose draws repeat an ordinate, and their pairs j < j' of columns drawn
+    from the same ordinate.
 
     Parameters
     ----------
@@ -193,19 +219,34 @@ def band_repeats(bands: np.ndarray, draws: np.ndarray
     draws : array (J,) int
         Ordinate k(j) each one's ratio is drawn from.
     """
-    repeats = []
-    for b in np.unique(bands[bands >= 0]):
-        members = np.flatnonzero(bands == b)
+    bands = np.asarray(bands)
+    segments = np.flatnonzero(np.r_[True, bands[1:] != bands[:-1]])
+    ends = np.r_[segments[1:], bands.size]
+    segment, pair_starts = [], []
+    first, second = [np.zeros(0, dtype=np.intp)], [np.zeros(0, dtype=np.intp)]
+    column = np.full(bands.size, -1, dtype=np.intp)
+    n_pairs = 0
+    for i, (lo, hi) in enumerate(zip(segments, ends, strict=True)):
         # Pairs of the band's ordinates drawn from the same ordinate (a few per band).
-        same = np.triu(draws[members][:, None] == draws[members][None, :], 1)
-        if same.any():
-            first, second = np.nonzero(same)
-            repeats.append((slice(members[0], members[-1] + 1), first, second))
-    return repeats
+        same = np.triu(draws[lo:hi, None] == draws[None, lo:hi], 1)
+        if bands[lo] < 0 or not same.any():
+            continue
+        j, j2 = np.nonzero(same)
+        column[lo:hi] = len(segment)
+        segment.append(i)
+        pair_starts.append(n_pairs)
+        first.append(lo + j)
+        second.append(lo + j2)
+        n_pairs += j.size
+    column[column < 0] = len(segment)
+    return BandRepeats(segments, np.asarray(segment, dtype=np.intp),
+                       np.concatenate(first).astype(np.intp),
+                       np.concatenate(second).astype(np.intp),
+                       np.asarray(pair_starts, dtype=np.intp), column)
 
 
-def correct_multiplicity(power: np.ndarray, weights: np.ndarray,
-                         repeats: list[tuple[slice, np.ndarray, np.ndarray]]) -> None:
+def correct_multiplicity(power: np.ndarray, weights: np.ndarray, repeats: BandRepeats
+                         ) -> None:
     """Scale, in place, each band of a resample by exp(δ), undoing what repeated draws do
     to the band's mean log power.
 
@@ -221,6 +262,8 @@ def correct_multiplicity(power: np.ndarray, weights: np.ndarray,
 
     with ν_w from Σ w_j² (the original's distinct ordinates) and ν_c from
     Σ c_i² = Σ w_j² + 2 Σ w_j w_j' over the pairs j < j' drawn from the same ordinate.
+    All bands at once (sums by ``np.add.reduceat``): band by band the correction was
+    over half of a resample's CPU at fsLR 32k.
 
     Parameters
     ----------
@@ -228,20 +271,23 @@ def correct_multiplicity(power: np.ndarray, weights: np.ndarray,
         The resample, scaled in place (bands without a repeated draw are left as they are).
     weights : array (V, J)
         Expected power of each resampled ordinate (gain · Ŝ).
-    repeats : list
+    repeats : BandRepeats
         :func:`band_repeats` of the resample's bands and draws.
     """
-    for columns, first, second in repeats:
-        w = weights[:, columns]
-        total = w.sum(axis=1)
-        distinct = np.einsum("vj,vj->v", w, w)
-        repeated = distinct + 2.0 * np.einsum("vj,vj->v", w[:, first], w[:, second])
-        ok = (total > 0) & (distinct > 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            nu_w = np.where(ok, total ** 2 / distinct, 1.0)
-            nu_c = np.where(ok, total ** 2 / repeated, 1.0)
-        delta = (digamma(nu_w) - np.log(nu_w)) - (digamma(nu_c) - np.log(nu_c))
-        power[:, columns] *= np.exp(delta)[:, None]
+    if repeats.segment.size == 0:
+        return
+    total = np.add.reduceat(weights, repeats.segments, axis=1)[:, repeats.segment]
+    distinct = np.add.reduceat(weights * weights, repeats.segments, axis=1)[:, repeats.segment]
+    pairs = np.add.reduceat(weights[:, repeats.first] * weights[:, repeats.second],
+                            repeats.pair_starts, axis=1)
+    repeated = distinct + 2.0 * pairs
+    ok = (total > 0) & (distinct > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        nu_w = np.where(ok, total ** 2 / distinct, 1.0)
+        nu_c = np.where(ok, total ** 2 / repeated, 1.0)
+    delta = (digamma(nu_w) - np.log(nu_w)) - (digamma(nu_c) - np.log(nu_c))
+    scale = np.concatenate([np.exp(delta), np.ones((len(power), 1))], axis=1)
+    power *= np.take(scale, repeats.column, axis=1)
 
 
 @dataclass(frozen=True)
@@ -315,7 +361,7 @@ class LocalPeriodogramBootstrap:
         return out
 
     def _resample_rows(self, power: np.ndarray, smooth: np.ndarray, ratio: np.ndarray,
-                       k: np.ndarray, band: slice, repeats: list, out: np.ndarray
+                       k: np.ndarray, band: slice, repeats: BandRepeats, out: np.ndarray
                        ) -> None:
         """:meth:`resample` of a block of rows into ``out``: I*(f_j) = H(f_j)·Ŝ(f_j)·ε_k
         over the passband, the rest kept, every row scaled to unit variance, then each
