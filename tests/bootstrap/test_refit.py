@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bids_app.bootstrap import double_bootstrap
+from bids_app.inference import refit as refit_module
 from bids_app.inference.refit import MapRefit, clean_by_rows
 from bids_app.preprocess import Preprocessing, clean
 
@@ -30,6 +31,14 @@ def test_refit_cache_key_includes_the_noise_colour(study):
     _, refit, theta_t_hat = study
     other = MapRefit(refit.surrogate, refit.precision, theta_t_hat, TR, noise_ar=0.1)
     assert other.cache_token != refit.cache_token
+
+
+def test_refit_cache_key_includes_the_refit_tolerances(study, monkeypatch):
+    # A release that changes how refits stop must not reuse refits cached before it.
+    _, refit, _ = study
+    before = refit.cache_token
+    monkeypatch.setitem(refit_module.REFIT_OPTIONS, "ftol", 1e-4)
+    assert refit.cache_token != before
 
 
 def test_refit_survives_the_trip_to_a_worker(study):
