@@ -262,8 +262,9 @@ def correct_multiplicity(power: np.ndarray, weights: np.ndarray, repeats: BandRe
 
     with ν_w from Σ w_j² (the original's distinct ordinates) and ν_c from
     Σ c_i² = Σ w_j² + 2 Σ w_j w_j' over the pairs j < j' drawn from the same ordinate.
-    All bands at once (sums by ``np.add.reduceat``): band by band the correction was
-    over half of a resample's CPU at fsLR 32k.
+    All bands are corrected at once (``np.add.reduceat`` sums, one digamma call per
+    block of rows): a loop over bands cost over half of a resample at fsLR 32k
+    (benchmarks/RESULTS.md, "refit tolerances and the vectorised multiplicity correction").
 
     Parameters
     ----------
