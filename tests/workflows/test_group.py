@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -23,7 +25,7 @@ from bids_app.io.derivatives import (
     write_parameter_maps,
 )
 from bids_app.report.group import write_group_report
-from bids_app.workflows.group import group_level
+from bids_app.workflows.group import group_level, log_report_warnings
 from bids_app.workflows.group.participant_maps import subject_maps
 
 N = 80
@@ -475,3 +477,16 @@ def test_dask_cluster_writes_the_same_files(model_study, dask_scheduler):
     assert written == sorted(p.name for p in on_cluster.iterdir() if p.is_file())
     for name in written:
         assert (out / name).read_bytes() == (on_cluster / name).read_bytes(), name
+
+
+def test_a_warning_the_report_repeats_is_logged_once_with_its_count(caplog):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            np.nanmax(np.full(4, np.nan))  # numpy's "All-NaN slice encountered"
+        warnings.warn("another", UserWarning, stacklevel=1)
+    with caplog.at_level(logging.INFO, logger="bids_app.workflows.group"):
+        log_report_warnings(caught)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["group report: RuntimeWarning: All-NaN slice encountered (3 times)",
+                     "group report: UserWarning: another"]
