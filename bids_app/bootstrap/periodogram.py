@@ -239,10 +239,8 @@ def band_repeats(bands: np.ndarray, draws: np.ndarray) -> BandRepeats:
         second.append(lo + j2)
         n_pairs += j.size
     column[column < 0] = len(segment)
-    return BandRepeats(segments, np.asarray(segment, dtype=np.intp),
-                       np.concatenate(first).astype(np.intp),
-                       np.concatenate(second).astype(np.intp),
-                       np.asarray(pair_starts, dtype=np.intp), column)
+    return BandRepeats(segments, np.asarray(segment, dtype=np.intp), np.concatenate(first),
+                       np.concatenate(second), np.asarray(pair_starts, dtype=np.intp), column)
 
 
 def correct_multiplicity(power: np.ndarray, weights: np.ndarray, repeats: BandRepeats

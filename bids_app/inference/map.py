@@ -372,7 +372,7 @@ def _thread_system(Qb: sp.csc_matrix, n_params: int) -> NewtonSystem:
 
 
 def _pcg_direction(A: sp.csc_matrix, grad: np.ndarray, chol: SparseCholesky,
-                   rtol: float = _CG_RTOL) -> tuple[np.ndarray | None, int, bool]:
+                   rtol: float) -> tuple[np.ndarray | None, int, bool]:
     """Newton direction d = −A⁻¹∇f by conjugate gradients preconditioned with the factor
     ``chol`` already holds (an earlier iterate's or grid point's D + Q).
 

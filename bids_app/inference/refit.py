@@ -26,10 +26,8 @@ CLEAN_ROWS = 1024
 # it stops when the Newton decrement λ (the distance left to the mode in the metric of
 # the posterior precision) is at most 0.1 (λ²/2 ≤ 5e-3 nats), with CG directions to a
 # relative residual of 1e-2, where the point estimate asks for 1e-4 in both: a refit
-# only has to land well inside its own sampling spread. On the fsLR 32k participant's
-# slow hemisphere the refits move by a median 2e-4 latent (at most 0.03, against a
-# spread over refits of 0.11) for 30 % fewer solves (benchmarks/RESULTS.md, "refit
-# tolerances").
+# only has to land well inside its own sampling spread (what it moves and saves:
+# benchmarks/RESULTS.md, "refit tolerances").
 REFIT_OPTIONS = {"laplace": False, "keep_floor": True, "ftol": 5e-3, "cg_rtol": 1e-2}
 
 

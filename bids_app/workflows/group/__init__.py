@@ -99,8 +99,8 @@ def group_level(
 
 
 def log_report_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
-    """Each distinct warning the report raised, once, with how often (the demo's group
-    report raised the same NaN-slice warning 48 times, one log line each)."""
+    """Each distinct warning the report raised, once, with how often: a warning raised
+    for every panel or surface is one log line, not one per occurrence."""
     counts = Counter((w.category.__name__, str(w.message)) for w in caught)
     for (category, message), count in counts.items():
         LOGGER.info("group report: %s: %s%s", category, message,
